@@ -1,0 +1,50 @@
+# Two commands for a new user: `make demo` and `make test`. Everything else is below them.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+RDV    := $(VENV)/bin/rendezvous
+
+.PHONY: setup demo test test-unit bench up down status clean
+
+setup: $(VENV)/.installed build/jars/.resolved
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	@echo "==> creating $(VENV) and installing pinned Python dependencies (requirements.lock)"
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required (PyFlink 2.3 wheels); set PYTHON=/path/to/python3.11"'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e .
+	@touch $@
+
+build/jars/.resolved: pom.xml
+	@echo "==> resolving the Kafka broker and Flink Kafka connector jars from Maven Central (pom.xml)"
+	@command -v mvn >/dev/null || { echo "Maven is required: apt install maven"; exit 1; }
+	@command -v java >/dev/null || { echo "Java 17 is required: apt install openjdk-17-jdk"; exit 1; }
+	rm -rf build/jars
+	mvn -q -B package
+	@touch $@
+
+up: setup
+	$(RDV) up
+
+down:
+	@test -x $(RDV) && $(RDV) down || true
+
+status:
+	$(RDV) status
+
+demo: setup
+	$(RDV) demo
+
+test: setup
+	$(PY) -m pytest -q tests
+
+test-unit: setup
+	$(PY) -m pytest -q tests -m "not e2e"
+
+bench: setup
+	$(PY) -m bench
+
+clean: down
+	rm -rf run build $(VENV)

@@ -1,0 +1,65 @@
+"""Small Kafka helpers shared by the CLI, the load generator, the benchmark and the tests."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any, Callable, Iterable
+
+
+def producer(bootstrap: str, **kw):
+    from kafka import KafkaProducer
+
+    return KafkaProducer(bootstrap_servers=bootstrap, linger_ms=kw.pop("linger_ms", 2), acks=kw.pop("acks", 1), **kw)
+
+
+def produce(bootstrap: str, topic: str, values: Iterable[bytes | str | dict], key: Callable[[Any], bytes] | None = None) -> int:
+    """Send values (dicts are JSON-encoded) and flush; returns how many were sent."""
+    p = producer(bootstrap)
+    n = 0
+    try:
+        for v in values:
+            raw = json.dumps(v).encode() if isinstance(v, dict) else (v.encode() if isinstance(v, str) else v)
+            p.send(topic, raw, key=key(v) if key else None)
+            n += 1
+        p.flush()
+    finally:
+        p.close()
+    return n
+
+
+def consume(bootstrap: str, topic: str, count: int | None = None, timeout: float = 60.0,
+            until: Callable[[list], bool] | None = None, group_id: str | None = None,
+            idle_timeout: float | None = None) -> list[bytes]:
+    """Read `topic` from the beginning until `count` values (or `until(values)`) or `timeout`.
+
+    With `idle_timeout`, also stop once nothing new arrived for that long (after `count` is reached or
+    when no count is given) — used to prove that nothing *more* arrives."""
+    from kafka import KafkaConsumer
+
+    c = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                      group_id=group_id or f"reader-{uuid.uuid4().hex[:8]}", enable_auto_commit=False)
+    out: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    last_new = time.monotonic()
+    try:
+        while time.monotonic() < deadline:
+            batch = c.poll(timeout_ms=200)
+            for recs in batch.values():
+                for r in recs:
+                    out.append(r.value)
+                    last_new = time.monotonic()
+            done = (count is not None and len(out) >= count) or (until is not None and until(out))
+            if done and idle_timeout is None:
+                break
+            if idle_timeout is not None and (done or (count is None and until is None)) \
+                    and time.monotonic() - last_new >= idle_timeout:
+                break
+    finally:
+        c.close()
+    return out
+
+
+def consume_json(*args, **kw) -> list[dict]:
+    return [json.loads(v) for v in consume(*args, **kw)]

@@ -1,0 +1,127 @@
+"""Settings of the embedded runtime: one frozen class, overridable with RENDEZVOUS_* variables."""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_home() -> Path:
+    """The checkout this package lives in (the project is installed editable by `make setup`)."""
+    return Path(__file__).resolve().parent.parent
+
+
+class RuntimeSettings(BaseSettings):
+    """Where the embedded Kafka broker and Flink session cluster live and listen."""
+
+    model_config = SettingsConfigDict(env_prefix="RENDEZVOUS_", frozen=True)
+
+    home: Path = Field(default_factory=_default_home)
+    """The repository root: holds flink-conf/, savepoints/, build/jars/ and run/."""
+
+    host: str = "127.0.0.1"
+    """Address every embedded component binds to and advertises."""
+
+    kafka_port: int = 9092
+    """Kafka broker listener."""
+
+    kafka_controller_port: int = 9093
+    """KRaft controller listener."""
+
+    flink_rest_port: int = 8081
+    """Flink REST API and web UI."""
+
+    jobmanager_rpc_port: int = 6123
+    """Flink JobManager RPC."""
+
+    blob_port: int = 6124
+    """Flink blob server."""
+
+    topic_partitions: int = 1
+    """Partitions of each data topic created by `up`."""
+
+    startup_timeout_s: float = 90.0
+    """How long `up` waits for each component to become healthy."""
+
+    bootstrap_servers_override: str | None = Field(default=None, alias="RENDEZVOUS_BOOTSTRAP_SERVERS")
+    """Point clients at another Kafka cluster instead of the embedded broker."""
+
+    flink_address_override: str | None = Field(default=None, alias="RENDEZVOUS_FLINK_ADDRESS")
+    """Point submissions at another Flink cluster (HOST:PORT of its REST endpoint)."""
+
+    # ---- derived paths -------------------------------------------------------------------
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.bootstrap_servers_override or f"{self.host}:{self.kafka_port}"
+
+    @property
+    def flink_address(self) -> str:
+        return self.flink_address_override or f"{self.host}:{self.flink_rest_port}"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.run_dir / "logs"
+
+    @property
+    def pid_dir(self) -> Path:
+        return self.run_dir / "pids"
+
+    @property
+    def kafka_data_dir(self) -> Path:
+        return self.run_dir / "kafka-data"
+
+    @property
+    def rendered_flink_conf_dir(self) -> Path:
+        return self.run_dir / "flink-conf"
+
+    @property
+    def flink_conf_template_dir(self) -> Path:
+        return self.home / "flink-conf"
+
+    @property
+    def savepoint_dir(self) -> Path:
+        return self.home / "savepoints"
+
+    @property
+    def kafka_jar_dir(self) -> Path:
+        return self.home / "build" / "jars" / "kafka"
+
+    @property
+    def flink_jar_dir(self) -> Path:
+        return self.home / "build" / "jars" / "flink"
+
+    @property
+    def venv_python(self) -> Path:
+        return self.home / ".venv" / "bin" / "python"
+
+    @cached_property
+    def flink_home(self) -> Path:
+        import pyflink
+
+        return Path(pyflink.__file__).resolve().parent
+
+    @property
+    def connector_jars(self) -> list[Path]:
+        return sorted(self.flink_jar_dir.glob("*.jar"))
+
+
+def settings() -> RuntimeSettings:
+    return RuntimeSettings()
+
+
+def java_executable() -> str | None:
+    """The `java` to use: $JAVA_HOME/bin/java if set, else the one on PATH."""
+    import shutil
+
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home and (Path(java_home) / "bin" / "java").exists():
+        return str(Path(java_home) / "bin" / "java")
+    return shutil.which("java")
