@@ -321,6 +321,14 @@ def status(s: RuntimeSettings | None = None) -> list[Component]:
     return comps
 
 
+def processes_alive(s: RuntimeSettings | None = None) -> bool:
+    """Whether every process `up` starts is alive (by pid file; says nothing of health)."""
+    s = s or RuntimeSettings()
+    pids = flink_pid_files(s)
+    return all(p and pid_alive(p) for p in (read_pid(s.pid_dir / KAFKA_PID), read_pid(pids["jobmanager"]),
+                                             read_pid(pids["taskmanager"])))
+
+
 def up(s: RuntimeSettings | None = None, progress: Progress | None = print) -> list[Component]:
     s = s or RuntimeSettings()
     t0 = time.monotonic()

@@ -15,7 +15,7 @@ from control.settings import RuntimeSettings
 def stack():
     """The embedded runtime. Started once; stopped at the end only if this session started it."""
     s = RuntimeSettings()
-    was_running = all(c.running for c in runtime.status(s))
+    was_running = runtime.processes_alive(s)
     runtime.up(s, progress=lambda m: print(f"[runtime] {m}"))
     yield s
     if not was_running:

@@ -1,0 +1,51 @@
+"""Strict request validation: a request is either valid or a QuarantineRecord with reasons. Never raises."""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+
+from jobs.common.records import QuarantineRecord, Reason, Request, now_ms
+
+_CODES = {
+    "json_invalid": "malformed_json",
+    "json_type": "malformed_json",
+    "model_type": "not_an_object",
+    "model_attributes_type": "not_an_object",
+    "missing": "missing",
+    "extra_forbidden": "unknown_field",
+    "greater_than": "out_of_range",
+    "greater_than_equal": "out_of_range",
+    "less_than": "out_of_range",
+    "less_than_equal": "out_of_range",
+    "string_too_short": "out_of_range",
+    "string_too_long": "out_of_range",
+    "finite_number": "out_of_range",
+}
+
+
+def _code(error_type: str) -> str:
+    if error_type in _CODES:
+        return _CODES[error_type]
+    if error_type.endswith("_type") or error_type.endswith("_parsing"):
+        return "wrong_type"
+    return "invalid"
+
+
+def reasons_of(err: ValidationError) -> list[Reason]:
+    out = []
+    for e in err.errors(include_url=False):
+        loc = ".".join(str(p) for p in e.get("loc", ())) or None
+        out.append(Reason(code=_code(e["type"]), field=loc, message=e.get("msg", "invalid")))
+    return out
+
+
+def validate(raw: str | bytes, source_topic: str = "requests") -> Request | QuarantineRecord:
+    """Parse and validate one raw record from the requests topic."""
+    text = raw.decode("utf-8", errors="replace") if isinstance(raw, (bytes, bytearray)) else raw
+    try:
+        return Request.parse(text)
+    except ValidationError as e:
+        reasons = reasons_of(e)
+    except Exception as e:  # noqa: BLE001 - whatever happens, the record is accounted for
+        reasons = [Reason(code="invalid", message=f"{type(e).__name__}: {e}")]
+    return QuarantineRecord(raw=text, reasons=reasons, source_topic=source_topic, quarantined_at_ms=now_ms())

@@ -1,0 +1,1 @@
+"""A model job: one Flink job per model deployment (model id + version, from a model card)."""

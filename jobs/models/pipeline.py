@@ -1,0 +1,59 @@
+"""requests.augmented -> async model UDF (unordered) -> scores."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyflink.common import Duration, Types
+from pyflink.datastream import DataStream, StreamExecutionEnvironment
+from pyflink.datastream.async_data_stream import AsyncDataStream
+
+from model_udfs.base import ModelCard
+
+
+@dataclass(frozen=True)
+class ModelJobSettings:
+    bootstrap: str
+    card: ModelCard
+    source_topic: str = "requests.augmented"
+    sink_topic: str = "scores"
+    start: str = "latest"
+    group_id: str | None = None
+    checkpoint_interval_ms: int = 10_000
+
+    @property
+    def uid_prefix(self) -> str:
+        # uids are per model id (not version): a new version of the same model can take over the
+        # source offsets from a savepoint of the old one
+        return f"model-{self.card.model_id}"
+
+
+def _timeout(ms: int):
+    try:
+        from pyflink.common import Time
+
+        return Time.milliseconds(ms)
+    except ImportError:  # pragma: no cover - newer PyFlink
+        return Duration.of_millis(ms)
+
+
+def build(env: StreamExecutionEnvironment, settings: ModelJobSettings,
+          source: DataStream | None = None, sink=None) -> DataStream:
+    from jobs.common.kafka import kafka_sink, kafka_source
+    from model_udfs.async_udf import ModelAsyncFunction
+
+    card = settings.card
+    p = settings.uid_prefix
+    stream = source if source is not None else kafka_source(
+        env, settings.bootstrap, settings.source_topic,
+        settings.group_id or f"model-{card.model_id}-{card.version}", uid=f"{p}-source",
+        name=f"{settings.source_topic} ({card.key})", start=settings.start)
+    # operator timeout = the card's budget plus slack; the UDF turns the card's timeout into an
+    # error score itself, this is the safety net
+    scores = AsyncDataStream.unordered_wait(
+        stream, ModelAsyncFunction(card), _timeout(card.timeout_ms + 2000), capacity=card.capacity,
+        output_type=Types.STRING(),
+    ).uid(f"{p}-predict").name(f"predict {card.key}")
+    scores.sink_to(sink if sink is not None else kafka_sink(settings.bootstrap, settings.sink_topic)) \
+        .uid(f"{p}-sink").name(f"{settings.sink_topic}")
+    return scores

@@ -1,0 +1,106 @@
+"""One generic Flink AsyncFunction that hosts any ModelRunner.
+
+Input: an AugmentedRequest as JSON. Output: a Score as JSON — with the output, or with an error when
+the model raises, exceeds its timeout, or the input cannot be read. It never raises, so the job keeps
+running whatever the model does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import List
+
+from pyflink.datastream.functions import AsyncFunction
+
+from model_udfs.base import ModelCard, ModelRunner
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def error_score(card: ModelCard, raw: str, error: str, received_ms: int, started_ms: int | None = None) -> str:
+    try:
+        req = json.loads(raw)["request"]
+        request_id, request_time = str(req["request_id"]), int(req["event_time_ms"])
+    except Exception:  # noqa: BLE001 - unreadable input still gets an accounted-for score
+        request_id, request_time = "", 0
+    end = _now_ms()
+    return json.dumps({
+        "request_id": request_id, "model_id": card.model_id, "model_version": card.version,
+        "output": None, "error": error[:500], "request_time_ms": request_time,
+        "received_at_ms": received_ms, "started_at_ms": started_ms if started_ms is not None else received_ms,
+        "finished_at_ms": end,
+    })
+
+
+class ModelAsyncFunction(AsyncFunction):
+    """Hosts the runner named by `card`. The runner is created and loaded lazily on the operator's
+    event loop (clients must be made on the loop that uses them), once per worker."""
+
+    def __init__(self, card: ModelCard):
+        self.card = card
+        self._runner: ModelRunner | None = None
+        self._lock: asyncio.Lock | None = None
+        self._load_error: str | None = None
+
+    def open(self, runtime_context) -> None:
+        self._runner = None
+        self._lock = None
+        self._load_error = None
+
+    async def _ensure_runner(self) -> ModelRunner:
+        if self._runner is not None:
+            return self._runner
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self._runner is None:
+                from model_udfs.base import make_runner
+
+                runner = make_runner(self.card)
+                await runner.load()
+                self._runner = runner
+        return self._runner
+
+    async def async_invoke(self, value: str) -> List[str]:
+        received = _now_ms()
+        try:
+            aug = json.loads(value)
+            request, features = aug["request"], aug["features"]
+            request_id, request_time = str(request["request_id"]), int(request["event_time_ms"])
+        except Exception as e:  # noqa: BLE001
+            return [error_score(self.card, value, f"unreadable input: {type(e).__name__}: {e}", received)]
+        try:
+            runner = await self._ensure_runner()
+        except Exception as e:  # noqa: BLE001
+            return [error_score(self.card, value, f"model failed to load: {type(e).__name__}: {e}", received)]
+        started = _now_ms()
+        try:
+            output = await asyncio.wait_for(runner.predict(request, features), self.card.timeout_ms / 1000.0)
+            if not isinstance(output, dict):
+                raise TypeError(f"predict returned {type(output).__name__}, not dict")
+            error = None
+        except asyncio.TimeoutError:
+            output, error = None, f"timeout after {self.card.timeout_ms} ms"
+        except Exception as e:  # noqa: BLE001 - a failing model yields an error score
+            output, error = None, f"{type(e).__name__}: {e}"
+        return [json.dumps({
+            "request_id": request_id, "model_id": self.card.model_id, "model_version": self.card.version,
+            "output": output, "error": error, "request_time_ms": request_time, "received_at_ms": received,
+            "started_at_ms": started, "finished_at_ms": _now_ms(),
+        })]
+
+    def timeout(self, value: str) -> List[str]:
+        # the operator-level timeout (a safety net above the card's timeout_ms)
+        return [error_score(self.card, value, "operator timeout", _now_ms())]
+
+    def close(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            try:
+                asyncio.run(runner.close())
+            except Exception:  # noqa: BLE001
+                pass

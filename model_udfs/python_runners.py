@@ -1,0 +1,44 @@
+"""Plain-Python runners: a rule model, and behaviours used by demos and tests (slow, failing, silent).
+
+All take their behaviour from the card's params, so a deployment is fully described by its card.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+from model_udfs.base import ModelRunner
+
+
+class RuleRunner(ModelRunner):
+    """A hand-written fraud rule; the canary (a simple reference model kept forever)."""
+
+    async def predict(self, request: dict[str, Any], features: dict[str, Any]) -> dict[str, Any]:
+        score = 0.05
+        if request.get("merchant_category") in ("gambling", "crypto", "gift_cards", "wire_transfer"):
+            score += 0.35
+        if request.get("country") != self.card.params.get("home_country", "DE"):
+            score += 0.25
+        if float(features.get("amount_zscore", 0.0)) > 3.0:
+            score += 0.25
+        return {self.card.params.get("output_name", "fraud_probability"): min(score, 0.99)}
+
+
+class ConstantRunner(ModelRunner):
+    """Answers params.output after params.delay_ms (plus up to params.jitter_ms); fails a fraction
+    params.fail_rate of requests with an exception; never answers a fraction params.silent_rate
+    (sleeps past any timeout). Deterministic per request id when params.seed is set."""
+
+    async def predict(self, request: dict[str, Any], features: dict[str, Any]) -> dict[str, Any]:
+        p = self.card.params
+        rng = random.Random(f"{p.get('seed', 0)}:{request.get('request_id')}")
+        if rng.random() < float(p.get("silent_rate", 0.0)):
+            await asyncio.sleep(3600)
+        delay = float(p.get("delay_ms", 0)) + rng.random() * float(p.get("jitter_ms", 0))
+        if delay > 0:
+            await asyncio.sleep(delay / 1000.0)
+        if rng.random() < float(p.get("fail_rate", 0.0)):
+            raise RuntimeError(p.get("error_message", "model failed (injected)"))
+        return dict(p.get("output", {"fraud_probability": 0.0}))
