@@ -3,10 +3,12 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
 RDV    := $(VENV)/bin/rendezvous
+# MLServer's dependencies clash with PyFlink's: it gets its own virtualenv, as it would get its own container
+MLSV   := .venv-mlserver
 
 .PHONY: setup demo test test-unit bench up down status clean
 
-setup: $(VENV)/.installed build/jars/.resolved
+setup: $(VENV)/.installed $(MLSV)/.installed build/jars/.resolved
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	@echo "==> creating $(VENV) and installing pinned Python dependencies (requirements.lock)"
@@ -15,6 +17,14 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.lock
 	$(PY) -m pip install -q --no-deps -e .
+	@touch $@
+
+$(MLSV)/.installed: requirements-mlserver.lock
+	@echo "==> creating $(MLSV) for MLServer and installing its pinned dependencies (requirements-mlserver.lock)"
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required; set PYTHON=/path/to/python3.11"'
+	test -x $(MLSV)/bin/python || $(PYTHON) -m venv $(MLSV)
+	$(MLSV)/bin/python -m pip install -q --upgrade pip
+	$(MLSV)/bin/python -m pip install -q -r requirements-mlserver.lock
 	@touch $@
 
 build/jars/.resolved: pom.xml

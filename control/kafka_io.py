@@ -17,16 +17,17 @@ def producer(bootstrap: str, **kw):
 def produce(bootstrap: str, topic: str, values: Iterable[bytes | str | dict], key: Callable[[Any], bytes] | None = None) -> int:
     """Send values (dicts are JSON-encoded) and flush; returns how many were sent."""
     p = producer(bootstrap)
-    n = 0
+    futures = []
     try:
         for v in values:
             raw = json.dumps(v).encode() if isinstance(v, dict) else (v.encode() if isinstance(v, str) else v)
-            p.send(topic, raw, key=key(v) if key else None)
-            n += 1
+            futures.append(p.send(topic, raw, key=key(v) if key else None))
         p.flush()
+        for f in futures:  # raise the broker's error (e.g. an unkeyed record to a compacted topic)
+            f.get(timeout=30)
     finally:
         p.close()
-    return n
+    return len(futures)
 
 
 def consume(bootstrap: str, topic: str, count: int | None = None, timeout: float = 60.0,

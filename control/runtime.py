@@ -232,9 +232,30 @@ def render_flink_conf(s: RuntimeSettings) -> Path:
     return out
 
 
+def flink_lib_dir(s: RuntimeSettings) -> Path:
+    """The cluster's lib/: the wheel's lib/ jars plus flink-python from opt/.
+
+    With flink-python (and its embedded interpreter, pemja) on the cluster classpath, pemja's native
+    library is loaded once per TaskManager JVM. Loaded from each job's own classloader instead, the
+    second job in thread mode fails on Java 17 (`NoSuchFieldException: loadedLibraryNames`)."""
+    out = s.run_dir / "flink-lib"
+    out.mkdir(parents=True, exist_ok=True)
+    wanted = {j.name: j for j in (s.flink_home / "lib").glob("*.jar")}
+    wanted.update({j.name: j for j in (s.flink_home / "opt").glob("flink-python-*.jar")})
+    for existing in out.iterdir():
+        if existing.name not in wanted or existing.resolve() != wanted[existing.name].resolve():
+            existing.unlink()
+    for name, target in wanted.items():
+        link = out / name
+        if not link.exists():
+            link.symlink_to(target)
+    return out
+
+
 def flink_env(s: RuntimeSettings) -> dict[str, str]:
     env = dict(os.environ)
     env["FLINK_HOME"] = str(s.flink_home)
+    env["FLINK_LIB_DIR"] = str(flink_lib_dir(s))
     env["FLINK_CONF_DIR"] = str(s.rendered_flink_conf_dir)
     env["FLINK_LOG_DIR"] = str(s.log_dir)
     env["FLINK_PID_DIR"] = str(s.pid_dir)

@@ -47,6 +47,18 @@ class RuntimeSettings(BaseSettings):
     startup_timeout_s: float = 90.0
     """How long `up` waits for each component to become healthy."""
 
+    mlserver_http_port: int = 18080
+    """HTTP (REST, Open Inference Protocol / KServe V2) port of an MLServer started by `control.mlserver`."""
+
+    mlserver_grpc_port: int = 18081
+    """gRPC port of that MLServer (MLServer always opens one)."""
+
+    mlserver_metrics_port: int | None = None
+    """Prometheus metrics port of that MLServer; unset (the default) disables its metrics server."""
+
+    mlserver_parallel_workers: int = 0
+    """MLServer inference worker processes; 0 runs inference in the server process (fastest for small models)."""
+
     bootstrap_servers_override: str | None = Field(default=None, alias="RENDEZVOUS_BOOTSTRAP_SERVERS")
     """Point clients at another Kafka cluster instead of the embedded broker."""
 
@@ -101,6 +113,16 @@ class RuntimeSettings(BaseSettings):
     @property
     def venv_python(self) -> Path:
         return self.home / ".venv" / "bin" / "python"
+
+    @property
+    def mlserver_venv(self) -> Path:
+        """MLServer's own virtualenv (its dependencies clash with PyFlink's), made by `make setup`."""
+        return self.home / ".venv-mlserver"
+
+    @property
+    def mlserver_dir(self) -> Path:
+        """Work directories of started MLServers (settings.json, the model repository link), one per port."""
+        return self.run_dir / "mlserver"
 
     @cached_property
     def flink_home(self) -> Path:

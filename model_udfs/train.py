@@ -86,7 +86,7 @@ def train_all(out_dir: Path, n: int = 20_000, progress=print) -> dict[str, Path]
         (mdir / "model-settings.json").write_text(json.dumps({
             "name": model_id, "implementation": "mlserver_sklearn.SKLearnModel",
             "parameters": {"uri": "./model.joblib", "version": version,
-                           "extra": {"predict_method": "predict_proba"}},
+                           "extra": {"predict_fn": "predict_proba"}},
         }, indent=2) + "\n")
         cards[model_id] = mdir / "card.json"
         progress(f"trained {model_id}@{version}: AUC {auc:.3f}")

@@ -125,7 +125,7 @@ class Stage(Record):
 
 
 class Schedule(Record):
-    version: int = Field(ge=1)
+    version: int = Field(ge=0, description="increases with every published schedule; 0 is the job's built-in one")
     name: str = "schedule"
     stages: list[Stage] = Field(min_length=1)
     default_output: dict[str, Any] = Field(description="the answer when no stage produced one")
@@ -152,6 +152,7 @@ class Schedule(Record):
 class ModelTiming(Record):
     model_version: str
     latency_ms: int = Field(description="model's own latency (finished - started)")
+    finished_at_ms: int = Field(description="when the model finished (model job clock)")
     arrived_after_ms: int = Field(description="ms after the request reached the rendezvous that the score arrived "
                                               "(negative when the score came first)")
     error: str | None = None
@@ -163,7 +164,9 @@ class Answer(Record):
     model_version: str | None
     output: dict[str, Any]
     stage: int | None = Field(description="index of the schedule stage that answered; None for the default")
-    trigger: Literal["preferred", "deadline", "default"]
+    trigger: Literal["preferred", "all_answered", "deadline", "default"] = Field(
+        description="preferred: the stage's most preferred model answered; all_answered: every model of the "
+                    "stage answered; deadline: the stage's deadline passed; default: no stage had an answer")
     is_default: bool
     schedule_version: int
     request_time_ms: int

@@ -1,0 +1,287 @@
+"""augmented requests + scores (keyed by request id) x schedules (broadcast) -> answers (+ late scores).
+
+The Flink function only maps typed keyed state and processing-time timers onto `core.Rendezvous`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+from pyflink.common import Row, Time, Types
+from pyflink.datastream import DataStream, OutputTag, RuntimeContext, StreamExecutionEnvironment
+from pyflink.datastream.functions import KeyedBroadcastProcessFunction, MapFunction
+from pyflink.datastream.state import MapStateDescriptor, StateTtlConfig, ValueStateDescriptor
+
+from jobs.common.records import Schedule, Stage
+
+LATE_TAG = OutputTag("late-scores", Types.STRING())
+INVALID_TAG = OutputTag("invalid", Types.STRING())
+
+ENVELOPE = Types.ROW_NAMED(["kind", "request_id", "request_time_ms", "body"],
+                           [Types.STRING(), Types.STRING(), Types.LONG(), Types.STRING()])
+META_ROW = Types.ROW_NAMED(
+    ["first_seen_ms", "request_time_ms", "received_at_ms", "schedule_version", "stage", "answered_at_ms",
+     "expires_at_ms"],
+    [Types.LONG(), Types.LONG(), Types.LONG(), Types.LONG(), Types.INT(), Types.LONG(), Types.LONG()])
+SCORE_ROW = Types.ROW_NAMED(
+    ["model_version", "output_json", "error", "started_at_ms", "finished_at_ms", "arrived_at_ms",
+     "request_time_ms", "received_at_ms"],
+    [Types.STRING(), Types.STRING(), Types.STRING(), Types.LONG(), Types.LONG(), Types.LONG(), Types.LONG(),
+     Types.LONG()])
+SCHEDULES_STATE = MapStateDescriptor("schedules", Types.LONG(), Types.STRING())
+ACTIVE = -1  # key of the active schedule's version in the broadcast state
+VERSIONS = -2  # key of the JSON list of versions kept (iterating broadcast state fails in thread mode)
+KEEP_VERSIONS = 32
+
+BUILTIN_SCHEDULE = Schedule(version=0, name="builtin", stages=[Stage(deadline_ms=100, models=["fraud-champion"])],
+                            default_output={"fraud_probability": 0.0, "decision": "review"})
+
+
+@dataclass(frozen=True)
+class RendezvousSettings:
+    bootstrap: str
+    augmented_topic: str = "requests.augmented"
+    scores_topic: str = "scores"
+    schedules_topic: str = "schedules"
+    answers_topic: str = "answers"
+    late_topic: str = "scores.late"
+    invalid_topic: str = "requests.quarantine"
+    group_id: str = "rendezvous"
+    start: str = "latest"
+    builtin_schedule: Schedule = field(default_factory=lambda: BUILTIN_SCHEDULE)
+    orphan_timeout_ms: int = 60_000
+    answered_retention_ms: int = 30_000
+    checkpoint_interval_ms: int = 10_000
+
+
+def envelope(raw: str) -> Row:
+    """Tell augmented requests from scores, and pull out the key."""
+    try:
+        rec = json.loads(raw)
+        if isinstance(rec, dict) and isinstance(rec.get("request"), dict):
+            r = rec["request"]
+            return Row(kind="request", request_id=str(r["request_id"]), request_time_ms=int(r["event_time_ms"]),
+                       body=raw)
+        if isinstance(rec, dict) and "model_id" in rec and rec.get("request_id"):
+            return Row(kind="score", request_id=str(rec["request_id"]), request_time_ms=int(rec["request_time_ms"]),
+                       body=raw)
+    except Exception:  # noqa: BLE001
+        pass
+    return Row(kind="invalid", request_id="", request_time_ms=0, body=raw)
+
+
+class Envelope(MapFunction):
+    def map(self, value):
+        return envelope(value)
+
+
+class ParseSchedule(MapFunction):
+    def map(self, value):
+        try:
+            return Schedule.parse(value).to_json()
+        except Exception:  # noqa: BLE001 - the CLI validates; a bad record here is ignored
+            return ""
+
+
+class RendezvousFunction(KeyedBroadcastProcessFunction):
+    def __init__(self, builtin_schedule_json: str, orphan_timeout_ms: int, answered_retention_ms: int,
+                 state_ttl_ms: int):
+        self.builtin_schedule_json = builtin_schedule_json
+        self.orphan_timeout_ms = orphan_timeout_ms
+        self.answered_retention_ms = answered_retention_ms
+        self.state_ttl_ms = state_ttl_ms
+
+    def open(self, runtime_context: RuntimeContext):
+        from jobs.rendezvous.core import Rendezvous, RendezvousConfig
+
+        ttl = (StateTtlConfig.new_builder(Time.milliseconds(self.state_ttl_ms))
+               .set_update_type(StateTtlConfig.UpdateType.OnCreateAndWrite)
+               .set_state_visibility(StateTtlConfig.StateVisibility.NeverReturnExpired).build())
+        meta = ValueStateDescriptor("mailbox-meta", META_ROW)
+        meta.enable_time_to_live(ttl)
+        scores = MapStateDescriptor("mailbox-scores", Types.STRING(), SCORE_ROW)
+        scores.enable_time_to_live(ttl)
+        self.meta = runtime_context.get_state(meta)
+        self.scores = runtime_context.get_map_state(scores)
+        self.core = Rendezvous(RendezvousConfig(orphan_timeout_ms=self.orphan_timeout_ms,
+                                                answered_retention_ms=self.answered_retention_ms))
+        self.builtin = Schedule.parse(self.builtin_schedule_json)
+        self._schedule_cache: dict[int, Schedule] = {}
+        self.counters = {}
+        try:
+            group = runtime_context.get_metrics_group().add_group("rendezvous")
+            for name in ("answers", "answers_default", "late_scores", "duplicate_requests", "dropped_scores",
+                         "invalid"):
+                self.counters[name] = group.counter(name)
+        except Exception:  # noqa: BLE001 - metrics are optional (not every execution mode has them)
+            self.counters = {}
+
+    def _count(self, name: str, n: int = 1) -> None:
+        c = self.counters.get(name)
+        if c is not None and n:
+            c.inc(n)
+
+    # ---------------------------------------------------------------- schedules (broadcast side)
+    def process_broadcast_element(self, value, ctx):
+        if not value:
+            return
+        sched = Schedule.parse(value)
+        state = ctx.get_broadcast_state(SCHEDULES_STATE)
+        state.put(sched.version, value)
+        active = int(state.get(ACTIVE)) if state.contains(ACTIVE) else None
+        if active is None or sched.version >= active:
+            state.put(ACTIVE, str(sched.version))
+        versions = sorted(set(json.loads(state.get(VERSIONS)) if state.contains(VERSIONS) else []) | {sched.version})
+        for old in versions[:-KEEP_VERSIONS]:
+            state.remove(old)
+        state.put(VERSIONS, json.dumps(versions[-KEEP_VERSIONS:]))
+        self._schedule_cache.pop(sched.version, None)
+
+    def _schedule(self, ctx, version: int | None) -> Schedule:
+        state = ctx.get_broadcast_state(SCHEDULES_STATE)
+        if version is None:
+            if not state.contains(ACTIVE):
+                return self.builtin
+            version = int(state.get(ACTIVE))
+        if version == self.builtin.version:
+            return self.builtin
+        cached = self._schedule_cache.get(version)
+        if cached is not None:
+            return cached
+        raw = state.get(version) if state.contains(version) else None
+        if raw is None:  # evicted: fall back to the active one
+            active = int(state.get(ACTIVE)) if state.contains(ACTIVE) else None
+            return self._schedule(ctx, None) if active is not None and active != version else self.builtin
+        sched = Schedule.parse(raw)
+        if len(self._schedule_cache) > KEEP_VERSIONS:
+            self._schedule_cache.clear()
+        self._schedule_cache[version] = sched
+        return sched
+
+    # ---------------------------------------------------------------- mailbox <-> typed state
+    def _load(self, request_id: str, now: int):
+        from jobs.rendezvous.core import HeldScore, Mailbox
+
+        row = self.meta.value()
+        if row is None:
+            return Mailbox(request_id=request_id, first_seen_ms=now)
+        mb = Mailbox(request_id=request_id, first_seen_ms=row.first_seen_ms, request_time_ms=row.request_time_ms,
+                     received_at_ms=row.received_at_ms, schedule_version=row.schedule_version,
+                     stage=row.stage or 0, answered_at_ms=row.answered_at_ms, expires_at_ms=row.expires_at_ms)
+        if not mb.answered:
+            for model_id, s in self.scores.items():
+                mb.scores[model_id] = HeldScore(
+                    s.model_version, json.loads(s.output_json) if s.output_json else None, s.error,
+                    s.started_at_ms, s.finished_at_ms, s.arrived_at_ms, s.request_time_ms, s.received_at_ms)
+        return mb
+
+    def _save(self, mb, before: set[str]) -> None:
+        self.meta.update(Row(first_seen_ms=mb.first_seen_ms, request_time_ms=mb.request_time_ms,
+                             received_at_ms=mb.received_at_ms, schedule_version=mb.schedule_version, stage=mb.stage,
+                             answered_at_ms=mb.answered_at_ms, expires_at_ms=mb.expires_at_ms))
+        if mb.answered:
+            if before:
+                self.scores.clear()
+            return
+        for model_id, h in mb.scores.items():
+            if model_id not in before:
+                self.scores.put(model_id, Row(
+                    model_version=h.model_version, output_json=json.dumps(h.output) if h.output is not None else None,
+                    error=h.error, started_at_ms=h.started_at_ms, finished_at_ms=h.finished_at_ms,
+                    arrived_at_ms=h.arrived_at_ms, request_time_ms=h.request_time_ms,
+                    received_at_ms=h.received_at_ms))
+
+    def _apply(self, eff, mb, before, timer_service):
+        for t in eff.timers:
+            timer_service.register_processing_time_timer(t)
+        if eff.clear:
+            self.meta.clear()
+            self.scores.clear()
+        else:
+            self._save(mb, before)
+        self._count("duplicate_requests", int(eff.duplicate_request))
+        self._count("dropped_scores", eff.dropped_scores)
+        for late in eff.late:
+            self._count("late_scores")
+            yield LATE_TAG, late.to_json()
+        if eff.answer is not None:
+            self._count("answers")
+            self._count("answers_default", int(eff.answer.is_default))
+            yield eff.answer.to_json()
+
+    # ---------------------------------------------------------------- events
+    def process_element(self, value, ctx):
+        from jobs.common.records import Score
+
+        now = int(time.time() * 1000)
+        if value.kind == "invalid":
+            self._count("invalid")
+            yield INVALID_TAG, value.body
+            return
+        mb = self._load(value.request_id, now)
+        before = set(mb.scores)
+        if value.kind == "request":
+            eff = self.core.on_request(mb, value.request_time_ms, self._schedule(ctx, None), now)
+        else:
+            try:
+                score = Score.parse(value.body)
+            except Exception:  # noqa: BLE001
+                self._count("invalid")
+                yield INVALID_TAG, value.body
+                return
+            sched = self._schedule(ctx, mb.schedule_version) if mb.has_request else None
+            eff = self.core.on_score(mb, score, sched, now)
+        yield from self._apply(eff, mb, before, ctx.timer_service())
+
+    def on_timer(self, timestamp, ctx):
+        now = max(int(time.time() * 1000), timestamp)
+        if self.meta.value() is None:
+            return
+        mb = self._load(ctx.get_current_key(), now)
+        before = set(mb.scores)
+        sched = self._schedule(ctx, mb.schedule_version) if mb.has_request else None
+        eff = self.core.on_timer(mb, sched, now)
+        yield from self._apply(eff, mb, before, ctx.timer_service())
+
+
+def invalid_record(raw: str) -> str:
+    from jobs.common.records import QuarantineRecord, Reason
+
+    return QuarantineRecord(raw=raw, reasons=[Reason(code="invalid", message="neither an augmented request nor a "
+                                                                               "score")],
+                            source_topic="requests.augmented|scores", stage="rendezvous",
+                            quarantined_at_ms=int(time.time() * 1000)).to_json()
+
+
+def build(env: StreamExecutionEnvironment, settings: RendezvousSettings, source: DataStream | None = None,
+          schedules: DataStream | None = None, sink=None, late_sink=None, invalid_sink=None) -> DataStream:
+    from jobs.common.kafka import kafka_sink, kafka_source
+
+    data = source if source is not None else kafka_source(
+        env, settings.bootstrap, [settings.augmented_topic, settings.scores_topic], settings.group_id,
+        uid="rendezvous-source", name="requests.augmented + scores", start=settings.start)
+    sched = schedules if schedules is not None else kafka_source(
+        env, settings.bootstrap, settings.schedules_topic, f"{settings.group_id}-schedules",
+        uid="rendezvous-schedules-source", name=settings.schedules_topic, start="earliest")
+    sched_b = sched.map(ParseSchedule(), output_type=Types.STRING()).uid("rendezvous-schedules-parse") \
+        .name("parse schedule").broadcast(SCHEDULES_STATE)
+    keyed = data.map(Envelope(), output_type=ENVELOPE).uid("rendezvous-envelope").name("envelope") \
+        .key_by(lambda e: e.request_id, key_type=Types.STRING())
+    max_deadline = 600_000
+    ttl_ms = max_deadline + settings.orphan_timeout_ms + settings.answered_retention_ms + 60_000
+    answers = keyed.connect(sched_b).process(
+        RendezvousFunction(settings.builtin_schedule.to_json(), settings.orphan_timeout_ms,
+                           settings.answered_retention_ms, ttl_ms),
+        output_type=Types.STRING()).uid("rendezvous-mailbox").name("rendezvous")
+    answers.sink_to(sink if sink is not None else kafka_sink(settings.bootstrap, settings.answers_topic)) \
+        .uid("rendezvous-answers-sink").name(settings.answers_topic)
+    answers.get_side_output(LATE_TAG).sink_to(
+        late_sink if late_sink is not None else kafka_sink(settings.bootstrap, settings.late_topic)) \
+        .uid("rendezvous-late-sink").name(settings.late_topic)
+    answers.get_side_output(INVALID_TAG).map(invalid_record, output_type=Types.STRING()) \
+        .uid("rendezvous-invalid-wrap").name("quarantine record").sink_to(
+        invalid_sink if invalid_sink is not None else kafka_sink(settings.bootstrap, settings.invalid_topic)) \
+        .uid("rendezvous-invalid-sink").name(settings.invalid_topic)
+    return answers
