@@ -8,7 +8,7 @@ MLSV   := .venv-mlserver
 
 .PHONY: setup demo test test-unit bench up down status clean
 
-setup: $(VENV)/.installed $(MLSV)/.installed build/jars/.resolved
+setup: $(VENV)/.installed $(MLSV)/.installed build/jars/.resolved artifacts/models/.trained
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	@echo "==> creating $(VENV) and installing pinned Python dependencies (requirements.lock)"
@@ -35,6 +35,11 @@ build/jars/.resolved: pom.xml
 	mvn -q -B package
 	@touch $@
 
+artifacts/models/.trained: $(VENV)/.installed model_udfs/train.py jobs/external_state/features.py control/synthetic.py
+	@echo "==> training the demo fraud models from synthetic data (artifacts/models)"
+	$(PY) -m model_udfs.train --out artifacts/models
+	@touch $@
+
 up: setup
 	$(RDV) up
 
@@ -54,7 +59,7 @@ test-unit: setup
 	$(PY) -m pytest -q tests -m "not e2e"
 
 bench: setup
-	$(PY) -m bench
+	$(PY) -m bench $(BENCH_ARGS)
 
 clean: down
-	rm -rf run build $(VENV)
+	rm -rf run build artifacts $(VENV) $(MLSV)

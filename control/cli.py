@@ -102,14 +102,128 @@ def job_stop(job_id) -> None:
 
 
 @main.command()
-def demo() -> None:
+@click.option("--rate", default=100.0, show_default=True, help="requests/s")
+@click.option("--duration", default=60.0, show_default=True, help="seconds of load")
+def demo(rate, duration) -> None:
     """Run the end-to-end demo on the embedded runtime."""
     from control import demo as demo_lib
 
     try:
-        demo_lib.run(progress=click.echo)
+        report = demo_lib.run(progress=click.echo, rate=rate, duration_s=duration)
     except runtime.RuntimeError_ as e:
         _fail(e)
+    if report.unanswered:
+        click.secho(f"{report.unanswered} requests got no answer", fg="red", err=True)
+        sys.exit(2)
+
+
+@main.group()
+def schedule() -> None:
+    """Publish and show rendezvous schedules (applied at run time, no restart)."""
+
+
+@schedule.command("set")
+@click.argument("file", type=click.Path(dir_okay=False))
+def schedule_set(file) -> None:
+    """Validate FILE (YAML or JSON) and publish it as the next schedule version."""
+    from control import schedules
+
+    try:
+        sched = schedules.publish_file(RuntimeSettings().bootstrap_servers, file)
+    except runtime.RuntimeError_ as e:
+        _fail(e)
+    click.echo(f"published schedule v{sched.version} '{sched.name}'")
+    click.echo(sched.model_dump_json(indent=2))
+
+
+@schedule.command("show")
+def schedule_show() -> None:
+    """Print the active schedule."""
+    from control import schedules
+
+    sched = schedules.active(RuntimeSettings().bootstrap_servers)
+    if sched is None:
+        click.echo("no schedule published yet; the rendezvous uses its built-in one "
+                   "(publish with `rendezvous schedule set FILE`)")
+        return
+    click.echo(sched.model_dump_json(indent=2))
+
+
+@main.command("load")
+@click.option("--rate", default=100.0, show_default=True, help="requests/s")
+@click.option("--duration", default=30.0, show_default=True, help="seconds")
+@click.option("--fraud-fraction", default=0.02, show_default=True)
+@click.option("--drain", default=10.0, show_default=True, help="seconds to wait for the last answers")
+@click.option("--json-out", type=click.Path(dir_okay=False), default=None, help="also write the report as JSON")
+def load_cmd(rate, duration, fraud_fraction, drain, json_out) -> None:
+    """Send synthetic transactions and report from the answers topic."""
+    import json as _json
+
+    from control import load
+
+    s = RuntimeSettings()
+    report = load.run_load(s.bootstrap_servers, rate, duration, fraud_fraction=fraud_fraction, drain_s=drain,
+                           progress=click.echo)
+    click.echo(report.summary())
+    if json_out:
+        with open(json_out, "w") as f:
+            _json.dump(report.as_dict(), f, indent=2)
+
+
+@main.group()
+def deploy() -> None:
+    """Deploy the data plane's jobs."""
+
+
+@deploy.command("external-state")
+@click.option("--start", type=click.Choice(["committed", "earliest", "latest"]), default="committed")
+@click.option("--from-savepoint", "savepoint", default=None)
+def deploy_es(start, savepoint) -> None:
+    """The external-state job (requests -> requests.augmented)."""
+    from control import deploy as d
+
+    try:
+        click.echo(d.deploy_external_state(start=start, savepoint=savepoint))
+    except runtime.RuntimeError_ as e:
+        _fail(e)
+
+
+@deploy.command("model")
+@click.argument("card", type=click.Path(exists=True, dir_okay=False))
+@click.option("--start", type=click.Choice(["committed", "earliest", "latest"]), default="committed")
+@click.option("--from-savepoint", "savepoint", default=None)
+def deploy_model_cmd(card, start, savepoint) -> None:
+    """One model job from its model CARD (json or yaml)."""
+    from control import deploy as d
+
+    try:
+        click.echo(d.deploy_model(card, start=start, savepoint=savepoint))
+    except runtime.RuntimeError_ as e:
+        _fail(e)
+
+
+@deploy.command("rendezvous")
+@click.option("--start", type=click.Choice(["committed", "earliest", "latest"]), default="committed")
+@click.option("--from-savepoint", "savepoint", default=None)
+def deploy_rv(start, savepoint) -> None:
+    """The rendezvous job (requests.augmented + scores + schedules -> answers)."""
+    from control import deploy as d
+
+    try:
+        click.echo(d.deploy_rendezvous(start=start, savepoint=savepoint))
+    except runtime.RuntimeError_ as e:
+        _fail(e)
+
+
+@main.command("train")
+@click.option("--out", default=None, help="default: artifacts/models")
+def train_cmd(out) -> None:
+    """Train the demo fraud models from synthetic data."""
+    from pathlib import Path
+
+    from model_udfs.train import train_all
+
+    train_all(Path(out) if out else RuntimeSettings().home / "artifacts" / "models", progress=click.echo)
 
 
 if __name__ == "__main__":

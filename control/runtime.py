@@ -277,18 +277,27 @@ def flink_pid_files(s: RuntimeSettings) -> dict[str, Path]:
 
 
 def flink_rest(s: RuntimeSettings, path: str, method: str = "GET", body: dict | None = None,
-               timeout: float = 5.0) -> dict:
+               timeout: float = 10.0, attempts: int | None = None) -> dict:
+    """Call Flink's REST API. GETs are retried on timeouts (a busy 2-core JobManager can be slow)."""
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(f"http://{s.flink_address}{path}", data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
-        raw = resp.read()
-        return json.loads(raw) if raw else {}
+    tries = attempts if attempts is not None else (3 if method == "GET" else 1)
+    for attempt in range(tries):
+        req = urllib.request.Request(f"http://{s.flink_address}{path}", data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                raw = resp.read()
+                return json.loads(raw) if raw else {}
+        except (TimeoutError, socket.timeout, ConnectionResetError):
+            if attempt == tries - 1:
+                raise
+            time.sleep(0.5)
+    raise AssertionError("unreachable")
 
 
 def flink_overview(s: RuntimeSettings) -> dict | None:
     try:
-        return flink_rest(s, "/overview", timeout=2.0)
+        return flink_rest(s, "/overview", timeout=3.0, attempts=1)
     except (urllib.error.URLError, OSError, ValueError):
         return None
 
@@ -439,4 +448,13 @@ def down(s: RuntimeSettings | None = None, progress: Progress | None = print) ->
         _say(progress, f"stopping Kafka broker (pid {kpid})")
         terminate(kpid, timeout=30)
     kpid_path.unlink(missing_ok=True)
+    for pid_file in s.pid_dir.glob("mlserver-*.pid") if s.pid_dir.exists() else []:  # model servers of the demo
+        from control import mlserver
+
+        try:
+            port = int(pid_file.stem.split("-", 1)[1])
+        except ValueError:
+            continue
+        if mlserver.stop_recorded(port, s):
+            _say(progress, f"stopped MLServer on port {port}")
     _say(progress, "runtime down")

@@ -7,6 +7,7 @@ from pyflink.common.serialization import SimpleStringSchema
 from pyflink.datastream import DataStream, StreamExecutionEnvironment
 from pyflink.datastream.connectors.base import DeliveryGuarantee
 from pyflink.datastream.connectors.kafka import (
+    KafkaOffsetResetStrategy,
     KafkaOffsetsInitializer,
     KafkaRecordSerializationSchema,
     KafkaSink,
@@ -16,12 +17,19 @@ from pyflink.datastream.connectors.kafka import (
 
 def kafka_source(env: StreamExecutionEnvironment, bootstrap: str, topics: str | list[str], group_id: str,
                  uid: str, name: str | None = None, start: str = "earliest") -> DataStream:
-    """A stream of the topics' values as str. `start` is 'earliest' or 'latest' (only used when the
-    group has no committed offsets; a restored job resumes from its checkpointed offsets)."""
+    """A stream of the topics' values as str.
+
+    `start`: 'committed' (the group's committed offsets, else the earliest: a redeployed job goes on
+    where the last one stopped), 'earliest' or 'latest'. A job restored from a savepoint resumes from the
+    offsets in the savepoint whatever `start` says."""
     if start == "latest":
         offsets = KafkaOffsetsInitializer.latest()
-    else:
+    elif start == "committed":
+        offsets = KafkaOffsetsInitializer.committed_offsets(KafkaOffsetResetStrategy.EARLIEST)
+    elif start == "earliest":
         offsets = KafkaOffsetsInitializer.earliest()
+    else:
+        raise ValueError(f"start must be committed, earliest or latest, not {start!r}")
     source = (
         KafkaSource.builder()
         .set_bootstrap_servers(bootstrap)

@@ -171,7 +171,9 @@ class Answer(Record):
     schedule_version: int
     request_time_ms: int
     received_at_ms: int = Field(description="when the request reached the rendezvous")
-    deadline_at_ms: int | None = Field(default=None, description="the deadline that triggered the answer, if any")
+    deadline_at_ms: int | None = Field(default=None, description="the deadline whose passing triggered the answer "
+                                                                 "(also set when a later stage answered at once "
+                                                                 "because an earlier stage's deadline passed)")
     answered_at_ms: int
     timings: dict[str, ModelTiming] = Field(default_factory=dict, description="every model seen so far, by id")
 

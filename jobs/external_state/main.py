@@ -16,7 +16,7 @@ def main(argv=None) -> None:
     p.add_argument("--sink-topic", default=d.sink_topic)
     p.add_argument("--quarantine-topic", default=d.quarantine_topic)
     p.add_argument("--group-id", default=d.group_id)
-    p.add_argument("--start", choices=("earliest", "latest"), default=d.start)
+    p.add_argument("--start", choices=("committed", "earliest", "latest"), default=d.start)
     p.add_argument("--window-ms", type=int, default=d.window_ms)
     p.add_argument("--checkpoint-interval-ms", type=int, default=d.checkpoint_interval_ms)
     p.add_argument("--job-name", default="external-state")

@@ -28,7 +28,7 @@ class ExternalStateSettings:
     sink_topic: str = "requests.augmented"
     quarantine_topic: str = "requests.quarantine"
     group_id: str = "external-state"
-    start: str = "earliest"
+    start: str = "committed"
     window_ms: int = DEFAULT_WINDOW_MS
     state_ttl_days: int = 30
     checkpoint_interval_ms: int = 5_000

@@ -17,8 +17,9 @@ def main(argv=None) -> None:
     p.add_argument("--card-json", help="the model card itself, inline")
     p.add_argument("--source-topic", default="requests.augmented")
     p.add_argument("--sink-topic", default="scores")
-    p.add_argument("--start", choices=("earliest", "latest"), default="latest")
+    p.add_argument("--start", choices=("committed", "earliest", "latest"), default="committed")
     p.add_argument("--group-id", default=None)
+    p.add_argument("--job-name", default=None)
     a = p.parse_args(argv)
     if a.card_json:
         card = ModelCard.model_validate(json.loads(a.card_json))
@@ -29,7 +30,7 @@ def main(argv=None) -> None:
     env = StreamExecutionEnvironment.get_execution_environment()
     env.enable_checkpointing(10_000)
     build(env, ModelJobSettings(a.bootstrap, card, a.source_topic, a.sink_topic, a.start, a.group_id))
-    env.execute(f"model {card.key}")
+    env.execute(a.job_name or f"model {card.key}")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ class ModelJobSettings:
     card: ModelCard
     source_topic: str = "requests.augmented"
     sink_topic: str = "scores"
-    start: str = "latest"
+    start: str = "committed"
     group_id: str | None = None
     checkpoint_interval_ms: int = 10_000
 

@@ -79,6 +79,7 @@ class Effects:
     late: list[LateScore] = field(default_factory=list)
     timers: list[int] = field(default_factory=list)
     clear: bool = False
+    changed: bool = True  # False when the mailbox is untouched (nothing to write back)
     duplicate_request: bool = False
     dropped_scores: int = 0  # duplicates of a model's score for this request, or over the bound
 
@@ -100,7 +101,7 @@ class Rendezvous:
     # ----------------------------------------------------------------------------------- events
     def on_request(self, mb: Mailbox, request_time_ms: int, schedule: Schedule, now: int) -> Effects:
         if mb.has_request:
-            return Effects(duplicate_request=True)
+            return Effects(duplicate_request=True, changed=False)
         mb.request_time_ms = request_time_ms
         mb.received_at_ms = now
         mb.expires_at_ms = None  # the request came: held scores are no longer orphans
@@ -115,9 +116,11 @@ class Rendezvous:
         if mb.answered:
             eff.late.append(LateScore(score=score, reason="after_answer", answered_at_ms=mb.answered_at_ms,
                                       observed_at_ms=now))
+            eff.changed = False
             return eff
         if score.model_id in mb.scores or len(mb.scores) >= self.config.max_scores_per_request:
             eff.dropped_scores = 1
+            eff.changed = False
             return eff
         mb.scores[score.model_id] = HeldScore.of(score, now)
         if not mb.has_request:
@@ -145,20 +148,22 @@ class Rendezvous:
     def _evaluate(self, mb: Mailbox, schedule: Schedule, now: int, eff: Effects) -> None:
         assert mb.received_at_ms is not None
         stages = schedule.stages
+        passed: int | None = None  # the deadline passed in this evaluation, if any (for overshoot accounting)
         while mb.stage < len(stages):
             stage = stages[mb.stage]
             deadline = mb.received_at_ms + stage.deadline_ms
             preferred = mb.scores.get(stage.models[0])
             if preferred is not None and preferred.ok:
-                return self._answer(mb, schedule, stage.models[0], "preferred", None, now, eff)
+                return self._answer(mb, schedule, stage.models[0], "preferred", passed, now, eff)
             best = self._best(mb, stage)
             responded = all(m in mb.scores for m in stage.models)
             if best is not None and responded:
-                return self._answer(mb, schedule, best, "all_answered", None, now, eff)
+                return self._answer(mb, schedule, best, "all_answered", passed, now, eff)
             if now >= deadline:
                 if best is not None:
                     return self._answer(mb, schedule, best, "deadline", deadline, now, eff)
                 mb.stage += 1  # nothing usable in this stage: on to the next
+                passed = deadline
                 continue
             if responded:  # every model of this stage answered with an error: don't wait
                 mb.stage += 1
@@ -167,7 +172,7 @@ class Rendezvous:
             return
         # past the last stage: the default answer
         last_deadline = mb.received_at_ms + stages[-1].deadline_ms
-        self._answer(mb, schedule, None, "default", last_deadline if now >= last_deadline else None, now, eff)
+        self._answer(mb, schedule, None, "default", last_deadline if now >= last_deadline else passed, now, eff)
 
     @staticmethod
     def _best(mb: Mailbox, stage: Stage) -> str | None:

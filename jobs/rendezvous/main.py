@@ -17,7 +17,7 @@ def main(argv=None) -> None:
     for name in ("augmented_topic", "scores_topic", "schedules_topic", "answers_topic", "late_topic",
                  "invalid_topic", "group_id"):
         p.add_argument("--" + name.replace("_", "-"), default=getattr(d, name))
-    p.add_argument("--start", choices=("earliest", "latest"), default=d.start)
+    p.add_argument("--start", choices=("committed", "earliest", "latest"), default=d.start)
     p.add_argument("--builtin-schedule", default=None, help="schedule JSON used until one is published")
     p.add_argument("--orphan-timeout-ms", type=int, default=d.orphan_timeout_ms)
     p.add_argument("--answered-retention-ms", type=int, default=d.answered_retention_ms)

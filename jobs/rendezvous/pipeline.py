@@ -6,30 +6,50 @@ The Flink function only maps typed keyed state and processing-time timers onto `
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 
 from pyflink.common import Row, Time, Types
-from pyflink.datastream import DataStream, OutputTag, RuntimeContext, StreamExecutionEnvironment
+from pyflink.datastream import DataStream, RuntimeContext, StreamExecutionEnvironment
 from pyflink.datastream.functions import KeyedBroadcastProcessFunction, MapFunction
 from pyflink.datastream.state import MapStateDescriptor, StateTtlConfig, ValueStateDescriptor
 
 from jobs.common.records import Schedule, Stage
 
-LATE_TAG = OutputTag("late-scores", Types.STRING())
-INVALID_TAG = OutputTag("invalid", Types.STRING())
+# One output stream, routed to topics by record type. (Side outputs from on_timer are emitted as main
+# output in thread mode in PyFlink 2.3 - a ClassCastException at run time - so none are used.)
+ANSWER_PREFIX = '{"request_id":'
+LATE_PREFIX = '{"score":'
+QUARANTINE_PREFIX = '{"raw":'
+
+
+class RouteByRecord:
+    """Kafka topic of an output record, from the first field of its JSON (pydantic keeps field order)."""
+
+    def __init__(self, answers: str, late: str, invalid: str):
+        self.answers, self.late, self.invalid = answers, late, invalid
+
+    def __call__(self, value: str) -> str:
+        if value.startswith(ANSWER_PREFIX):
+            return self.answers
+        if value.startswith(LATE_PREFIX):
+            return self.late
+        return self.invalid
 
 ENVELOPE = Types.ROW_NAMED(["kind", "request_id", "request_time_ms", "body"],
                            [Types.STRING(), Types.STRING(), Types.LONG(), Types.STRING()])
-META_ROW = Types.ROW_NAMED(
-    ["first_seen_ms", "request_time_ms", "received_at_ms", "schedule_version", "stage", "answered_at_ms",
-     "expires_at_ms"],
-    [Types.LONG(), Types.LONG(), Types.LONG(), Types.LONG(), Types.INT(), Types.LONG(), Types.LONG()])
 SCORE_ROW = Types.ROW_NAMED(
     ["model_version", "output_json", "error", "started_at_ms", "finished_at_ms", "arrived_at_ms",
      "request_time_ms", "received_at_ms"],
     [Types.STRING(), Types.STRING(), Types.STRING(), Types.LONG(), Types.LONG(), Types.LONG(), Types.LONG(),
      Types.LONG()])
+MAILBOX_ROW = Types.ROW_NAMED(
+    ["first_seen_ms", "request_time_ms", "received_at_ms", "schedule_version", "stage", "answered_at_ms",
+     "expires_at_ms", "scores"],
+    [Types.LONG(), Types.LONG(), Types.LONG(), Types.LONG(), Types.INT(), Types.LONG(), Types.LONG(),
+     Types.MAP(Types.STRING(), SCORE_ROW)])
+"""The mailbox of one request id: one typed value (one state read and one write per event)."""
 SCHEDULES_STATE = MapStateDescriptor("schedules", Types.LONG(), Types.STRING())
 ACTIVE = -1  # key of the active schedule's version in the broadcast state
 VERSIONS = -2  # key of the JSON list of versions kept (iterating broadcast state fails in thread mode)
@@ -49,7 +69,7 @@ class RendezvousSettings:
     late_topic: str = "scores.late"
     invalid_topic: str = "requests.quarantine"
     group_id: str = "rendezvous"
-    start: str = "latest"
+    start: str = "committed"
     builtin_schedule: Schedule = field(default_factory=lambda: BUILTIN_SCHEDULE)
     orphan_timeout_ms: int = 60_000
     answered_retention_ms: int = 30_000
@@ -77,14 +97,6 @@ class Envelope(MapFunction):
         return envelope(value)
 
 
-class ParseSchedule(MapFunction):
-    def map(self, value):
-        try:
-            return Schedule.parse(value).to_json()
-        except Exception:  # noqa: BLE001 - the CLI validates; a bad record here is ignored
-            return ""
-
-
 class RendezvousFunction(KeyedBroadcastProcessFunction):
     def __init__(self, builtin_schedule_json: str, orphan_timeout_ms: int, answered_retention_ms: int,
                  state_ttl_ms: int):
@@ -99,16 +111,17 @@ class RendezvousFunction(KeyedBroadcastProcessFunction):
         ttl = (StateTtlConfig.new_builder(Time.milliseconds(self.state_ttl_ms))
                .set_update_type(StateTtlConfig.UpdateType.OnCreateAndWrite)
                .set_state_visibility(StateTtlConfig.StateVisibility.NeverReturnExpired).build())
-        meta = ValueStateDescriptor("mailbox-meta", META_ROW)
-        meta.enable_time_to_live(ttl)
-        scores = MapStateDescriptor("mailbox-scores", Types.STRING(), SCORE_ROW)
-        scores.enable_time_to_live(ttl)
-        self.meta = runtime_context.get_state(meta)
-        self.scores = runtime_context.get_map_state(scores)
+        mailbox = ValueStateDescriptor("mailbox", MAILBOX_ROW)
+        if self.state_ttl_ms > 0:
+            mailbox.enable_time_to_live(ttl)
+        self.mailbox = runtime_context.get_state(mailbox)
         self.core = Rendezvous(RendezvousConfig(orphan_timeout_ms=self.orphan_timeout_ms,
                                                 answered_retention_ms=self.answered_retention_ms))
         self.builtin = Schedule.parse(self.builtin_schedule_json)
         self._schedule_cache: dict[int, Schedule] = {}
+        # the active schedule, cached in memory: reading broadcast state per record is a round trip to the
+        # JVM in process mode. None = not known yet (read once from the broadcast state, e.g. after restore)
+        self._active: Schedule | None = None
         self.counters = {}
         try:
             group = runtime_context.get_metrics_group().add_group("rendezvous")
@@ -125,9 +138,11 @@ class RendezvousFunction(KeyedBroadcastProcessFunction):
 
     # ---------------------------------------------------------------- schedules (broadcast side)
     def process_broadcast_element(self, value, ctx):
-        if not value:
+        try:
+            sched = Schedule.parse(value)
+        except Exception:  # noqa: BLE001 - `rendezvous schedule set` validates; anything else is ignored
+            self._count("invalid")
             return
-        sched = Schedule.parse(value)
         state = ctx.get_broadcast_state(SCHEDULES_STATE)
         state.put(sched.version, value)
         active = int(state.get(ACTIVE)) if state.contains(ACTIVE) else None
@@ -137,14 +152,23 @@ class RendezvousFunction(KeyedBroadcastProcessFunction):
         for old in versions[:-KEEP_VERSIONS]:
             state.remove(old)
         state.put(VERSIONS, json.dumps(versions[-KEEP_VERSIONS:]))
-        self._schedule_cache.pop(sched.version, None)
+        self._schedule_cache[sched.version] = sched
+        if self._active is None or sched.version >= self._active.version:
+            self._active = sched
 
     def _schedule(self, ctx, version: int | None) -> Schedule:
+        if version is None and self._active is not None:
+            return self._active
+        if version is not None and version in self._schedule_cache:
+            return self._schedule_cache[version]
         state = ctx.get_broadcast_state(SCHEDULES_STATE)
         if version is None:
             if not state.contains(ACTIVE):
+                self._active = self.builtin  # until a schedule is broadcast
                 return self.builtin
             version = int(state.get(ACTIVE))
+            self._active = self._schedule(ctx, version)
+            return self._active
         if version == self.builtin.version:
             return self.builtin
         cached = self._schedule_cache.get(version)
@@ -161,51 +185,46 @@ class RendezvousFunction(KeyedBroadcastProcessFunction):
         return sched
 
     # ---------------------------------------------------------------- mailbox <-> typed state
-    def _load(self, request_id: str, now: int):
+    def _load(self, request_id: str, now: int, row=None):
         from jobs.rendezvous.core import HeldScore, Mailbox
 
-        row = self.meta.value()
+        row = row if row is not None else self.mailbox.value()
         if row is None:
             return Mailbox(request_id=request_id, first_seen_ms=now)
         mb = Mailbox(request_id=request_id, first_seen_ms=row.first_seen_ms, request_time_ms=row.request_time_ms,
                      received_at_ms=row.received_at_ms, schedule_version=row.schedule_version,
                      stage=row.stage or 0, answered_at_ms=row.answered_at_ms, expires_at_ms=row.expires_at_ms)
-        if not mb.answered:
-            for model_id, s in self.scores.items():
-                mb.scores[model_id] = HeldScore(
-                    s.model_version, json.loads(s.output_json) if s.output_json else None, s.error,
-                    s.started_at_ms, s.finished_at_ms, s.arrived_at_ms, s.request_time_ms, s.received_at_ms)
+        for model_id, sc in (row.scores or {}).items():
+            mb.scores[model_id] = HeldScore(
+                sc.model_version, json.loads(sc.output_json) if sc.output_json else None, sc.error,
+                sc.started_at_ms, sc.finished_at_ms, sc.arrived_at_ms, sc.request_time_ms, sc.received_at_ms)
         return mb
 
-    def _save(self, mb, before: set[str]) -> None:
-        self.meta.update(Row(first_seen_ms=mb.first_seen_ms, request_time_ms=mb.request_time_ms,
-                             received_at_ms=mb.received_at_ms, schedule_version=mb.schedule_version, stage=mb.stage,
-                             answered_at_ms=mb.answered_at_ms, expires_at_ms=mb.expires_at_ms))
-        if mb.answered:
-            if before:
-                self.scores.clear()
-            return
-        for model_id, h in mb.scores.items():
-            if model_id not in before:
-                self.scores.put(model_id, Row(
-                    model_version=h.model_version, output_json=json.dumps(h.output) if h.output is not None else None,
-                    error=h.error, started_at_ms=h.started_at_ms, finished_at_ms=h.finished_at_ms,
-                    arrived_at_ms=h.arrived_at_ms, request_time_ms=h.request_time_ms,
-                    received_at_ms=h.received_at_ms))
+    def _save(self, mb) -> None:
+        scores = {
+            model_id: Row(model_version=h.model_version,
+                          output_json=json.dumps(h.output) if h.output is not None else None, error=h.error,
+                          started_at_ms=h.started_at_ms, finished_at_ms=h.finished_at_ms,
+                          arrived_at_ms=h.arrived_at_ms, request_time_ms=h.request_time_ms,
+                          received_at_ms=h.received_at_ms)
+            for model_id, h in mb.scores.items()}
+        self.mailbox.update(Row(first_seen_ms=mb.first_seen_ms, request_time_ms=mb.request_time_ms,
+                                received_at_ms=mb.received_at_ms, schedule_version=mb.schedule_version,
+                                stage=mb.stage, answered_at_ms=mb.answered_at_ms, expires_at_ms=mb.expires_at_ms,
+                                scores=scores))
 
-    def _apply(self, eff, mb, before, timer_service):
+    def _apply(self, eff, mb, timer_service):
         for t in eff.timers:
             timer_service.register_processing_time_timer(t)
         if eff.clear:
-            self.meta.clear()
-            self.scores.clear()
-        else:
-            self._save(mb, before)
+            self.mailbox.clear()
+        elif eff.changed:
+            self._save(mb)
         self._count("duplicate_requests", int(eff.duplicate_request))
         self._count("dropped_scores", eff.dropped_scores)
         for late in eff.late:
             self._count("late_scores")
-            yield LATE_TAG, late.to_json()
+            yield late.to_json()
         if eff.answer is not None:
             self._count("answers")
             self._count("answers_default", int(eff.answer.is_default))
@@ -218,10 +237,9 @@ class RendezvousFunction(KeyedBroadcastProcessFunction):
         now = int(time.time() * 1000)
         if value.kind == "invalid":
             self._count("invalid")
-            yield INVALID_TAG, value.body
+            yield invalid_record(value.body)
             return
         mb = self._load(value.request_id, now)
-        before = set(mb.scores)
         if value.kind == "request":
             eff = self.core.on_request(mb, value.request_time_ms, self._schedule(ctx, None), now)
         else:
@@ -229,21 +247,25 @@ class RendezvousFunction(KeyedBroadcastProcessFunction):
                 score = Score.parse(value.body)
             except Exception:  # noqa: BLE001
                 self._count("invalid")
-                yield INVALID_TAG, value.body
+                yield invalid_record(value.body)
                 return
             sched = self._schedule(ctx, mb.schedule_version) if mb.has_request else None
             eff = self.core.on_score(mb, score, sched, now)
-        yield from self._apply(eff, mb, before, ctx.timer_service())
+        if os.environ.get("RV_DEBUG"):
+            print("element", value.kind, value.request_id, eff, flush=True)
+        yield from self._apply(eff, mb, ctx.timer_service())
 
     def on_timer(self, timestamp, ctx):
         now = max(int(time.time() * 1000), timestamp)
-        if self.meta.value() is None:
-            return
-        mb = self._load(ctx.get_current_key(), now)
-        before = set(mb.scores)
+        row = self.mailbox.value()
+        if os.environ.get("RV_DEBUG"):
+            print("on_timer", timestamp, ctx.get_current_key(), row, flush=True)
+        if row is None:
+            return  # nothing stored for this key (already cleared)
+        mb = self._load(ctx.get_current_key(), now, row)
         sched = self._schedule(ctx, mb.schedule_version) if mb.has_request else None
         eff = self.core.on_timer(mb, sched, now)
-        yield from self._apply(eff, mb, before, ctx.timer_service())
+        yield from self._apply(eff, mb, ctx.timer_service())
 
 
 def invalid_record(raw: str) -> str:
@@ -256,8 +278,9 @@ def invalid_record(raw: str) -> str:
 
 
 def build(env: StreamExecutionEnvironment, settings: RendezvousSettings, source: DataStream | None = None,
-          schedules: DataStream | None = None, sink=None, late_sink=None, invalid_sink=None) -> DataStream:
-    from jobs.common.kafka import kafka_sink, kafka_source
+          schedules: DataStream | None = None, sink=None) -> DataStream:
+    """`sink` receives answers, late scores and quarantine records (see RouteByRecord)."""
+    from jobs.common.kafka import kafka_source
 
     data = source if source is not None else kafka_source(
         env, settings.bootstrap, [settings.augmented_topic, settings.scores_topic], settings.group_id,
@@ -265,23 +288,33 @@ def build(env: StreamExecutionEnvironment, settings: RendezvousSettings, source:
     sched = schedules if schedules is not None else kafka_source(
         env, settings.bootstrap, settings.schedules_topic, f"{settings.group_id}-schedules",
         uid="rendezvous-schedules-source", name=settings.schedules_topic, start="earliest")
-    sched_b = sched.map(ParseSchedule(), output_type=Types.STRING()).uid("rendezvous-schedules-parse") \
-        .name("parse schedule").broadcast(SCHEDULES_STATE)
+    sched_b = sched.broadcast(SCHEDULES_STATE)
     keyed = data.map(Envelope(), output_type=ENVELOPE).uid("rendezvous-envelope").name("envelope") \
         .key_by(lambda e: e.request_id, key_type=Types.STRING())
     max_deadline = 600_000
-    ttl_ms = max_deadline + settings.orphan_timeout_ms + settings.answered_retention_ms + 60_000
+    ttl_ms = 0 if os.environ.get("RV_NO_TTL") else max_deadline + settings.orphan_timeout_ms + settings.answered_retention_ms + 60_000
     answers = keyed.connect(sched_b).process(
         RendezvousFunction(settings.builtin_schedule.to_json(), settings.orphan_timeout_ms,
                            settings.answered_retention_ms, ttl_ms),
         output_type=Types.STRING()).uid("rendezvous-mailbox").name("rendezvous")
-    answers.sink_to(sink if sink is not None else kafka_sink(settings.bootstrap, settings.answers_topic)) \
-        .uid("rendezvous-answers-sink").name(settings.answers_topic)
-    answers.get_side_output(LATE_TAG).sink_to(
-        late_sink if late_sink is not None else kafka_sink(settings.bootstrap, settings.late_topic)) \
-        .uid("rendezvous-late-sink").name(settings.late_topic)
-    answers.get_side_output(INVALID_TAG).map(invalid_record, output_type=Types.STRING()) \
-        .uid("rendezvous-invalid-wrap").name("quarantine record").sink_to(
-        invalid_sink if invalid_sink is not None else kafka_sink(settings.bootstrap, settings.invalid_topic)) \
-        .uid("rendezvous-invalid-sink").name(settings.invalid_topic)
+    outputs = sink if sink is not None else routed_kafka_sink(settings)
+    answers.sink_to(outputs).uid("rendezvous-sink").name(f"{settings.answers_topic} | {settings.late_topic} | "
+                                                          f"{settings.invalid_topic}")
     return answers
+
+
+def routed_kafka_sink(settings: RendezvousSettings):
+    from pyflink.common.serialization import SimpleStringSchema
+    from pyflink.datastream.connectors.base import DeliveryGuarantee
+    from pyflink.datastream.connectors.kafka import KafkaRecordSerializationSchema, KafkaSink
+
+    return (KafkaSink.builder()
+            .set_bootstrap_servers(settings.bootstrap)
+            .set_record_serializer(
+                KafkaRecordSerializationSchema.builder()
+                .set_topic_selector(RouteByRecord(settings.answers_topic, settings.late_topic, settings.invalid_topic))
+                .set_value_serialization_schema(SimpleStringSchema())
+                .build())
+            .set_delivery_guarantee(DeliveryGuarantee.AT_LEAST_ONCE)
+            .set_property("linger.ms", "0")
+            .build())

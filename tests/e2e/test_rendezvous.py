@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from control import jobs, kafka_io, schedules
+from control import deploy, jobs, kafka_io, schedules
 from control.topics import TopicSpec, ensure_topics
 from jobs.common.records import Answer, LateScore
 
@@ -23,12 +23,10 @@ def rv(stack):
     ensure_topics(stack.bootstrap_servers, [TopicSpec(v, compacted=(k == "sched")) for k, v in t.items()])
     sched = schedules.publish(stack.bootstrap_servers, SCHEDULE, topic=t["sched"], lifecycle_topic=t["lifecycle"])
     assert sched.version == 1
-    jid = jobs.submit("jobs.rendezvous.main", [
-        "--augmented-topic", t["aug"], "--scores-topic", t["scores"], "--schedules-topic", t["sched"],
-        "--answers-topic", t["answers"], "--late-topic", t["late"], "--invalid-topic", t["invalid"],
-        "--group-id", f"rv-{u}", "--start", "earliest", "--job-name", f"rendezvous-test-{u}",
-        "--answered-retention-ms", "20000", "--orphan-timeout-ms", "3000"], s=stack)
-    jobs.wait_running(jid, stack)
+    jid = deploy.deploy_rendezvous(
+        stack, job_name=f"rendezvous-test-{u}", augmented_topic=t["aug"], scores_topic=t["scores"],
+        schedules_topic=t["sched"], answers_topic=t["answers"], late_topic=t["late"], invalid_topic=t["invalid"],
+        group_id=f"rv-{u}", start="earliest", answered_retention_ms=20000, orphan_timeout_ms=3000)
     t["job"] = jid
     t["bootstrap"] = stack.bootstrap_servers
     # warm up: the first record through a fresh Python worker is slow
