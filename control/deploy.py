@@ -34,10 +34,13 @@ def _args(options: dict) -> list[str]:
 
 
 def deploy_external_state(s: RuntimeSettings | None = None, job_name: str = "external-state",
-                          savepoint: str | None = None, wait: bool = True, **options) -> str:
+                          savepoint: str | None = None, wait: bool = True, execution_mode: str = "thread",
+                          **options) -> str:
+    """Thread mode by default: keyed state access is in-process (measured ~4x the records/s of process mode
+    here); see README, "Execution modes"."""
     s = s or RuntimeSettings()
     jid = jobs_lib.submit("jobs.external_state.main", _args({"job_name": job_name, **options}), savepoint=savepoint,
-                          s=s)
+                          s=s, extra_conf={"python.execution-mode": execution_mode})
     if wait:
         jobs_lib.wait_running(jid, s)
     _record(s, LifecycleEvent(kind="job_submitted", job_id=jid, at_ms=now_ms(),

@@ -19,12 +19,16 @@ def main(argv=None) -> None:
     p.add_argument("--start", choices=("committed", "earliest", "latest"), default=d.start)
     p.add_argument("--window-ms", type=int, default=d.window_ms)
     p.add_argument("--checkpoint-interval-ms", type=int, default=d.checkpoint_interval_ms)
+    p.add_argument("--buffer-timeout-ms", type=int, default=2,
+                   help="flush network buffers after this long (Flink's default, 100 ms, delays every "
+                        "record that crosses the keyBy by up to that)")
     p.add_argument("--job-name", default="external-state")
     a = p.parse_args(argv)
     settings = ExternalStateSettings(a.bootstrap, a.source_topic, a.sink_topic, a.quarantine_topic, a.group_id,
                                      a.start, a.window_ms, checkpoint_interval_ms=a.checkpoint_interval_ms)
     env = StreamExecutionEnvironment.get_execution_environment()
     env.enable_checkpointing(settings.checkpoint_interval_ms)
+    env.set_buffer_timeout(a.buffer_timeout_ms)
     build(env, settings)
     env.execute(a.job_name)
 

@@ -22,6 +22,9 @@ def main(argv=None) -> None:
     p.add_argument("--orphan-timeout-ms", type=int, default=d.orphan_timeout_ms)
     p.add_argument("--answered-retention-ms", type=int, default=d.answered_retention_ms)
     p.add_argument("--checkpoint-interval-ms", type=int, default=d.checkpoint_interval_ms)
+    p.add_argument("--buffer-timeout-ms", type=int, default=2,
+                   help="flush network buffers after this long (Flink's default, 100 ms, delays every "
+                        "record that crosses the keyBy by up to that)")
     p.add_argument("--job-name", default="rendezvous")
     a = p.parse_args(argv)
     settings = RendezvousSettings(
@@ -31,6 +34,7 @@ def main(argv=None) -> None:
         a.orphan_timeout_ms, a.answered_retention_ms, a.checkpoint_interval_ms)
     env = StreamExecutionEnvironment.get_execution_environment()
     env.enable_checkpointing(settings.checkpoint_interval_ms)
+    env.set_buffer_timeout(a.buffer_timeout_ms)
     build(env, settings)
     env.execute(a.job_name)
 
