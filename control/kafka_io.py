@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from typing import Any, Callable, Iterable
 
 
@@ -37,10 +36,23 @@ def consume(bootstrap: str, topic: str, count: int | None = None, timeout: float
 
     With `idle_timeout`, also stop once nothing new arrived for that long (after `count` is reached or
     when no count is given) — used to prove that nothing *more* arrives."""
-    from kafka import KafkaConsumer
+    from kafka import KafkaConsumer, TopicPartition
 
-    c = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                      group_id=group_id or f"reader-{uuid.uuid4().hex[:8]}", enable_auto_commit=False)
+    # manual assignment, not a consumer group: a group that joins right after the topic was created can
+    # get no partitions and not look again for minutes (metadata max age)
+    c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=group_id)
+    parts_deadline = time.monotonic() + min(timeout, 30.0)
+    while True:
+        parts = c.partitions_for_topic(topic)
+        if parts:
+            break
+        if time.monotonic() > parts_deadline:
+            c.close()
+            raise TimeoutError(f"topic {topic} has no partitions (does it exist?)")
+        time.sleep(0.2)
+    tps = [TopicPartition(topic, p) for p in sorted(parts)]
+    c.assign(tps)
+    c.seek_to_beginning(*tps)
     out: list[bytes] = []
     deadline = time.monotonic() + timeout
     last_new = time.monotonic()

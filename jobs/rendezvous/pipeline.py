@@ -6,7 +6,6 @@ The Flink function only maps typed keyed state and processing-time timers onto `
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 
@@ -251,15 +250,11 @@ class RendezvousFunction(KeyedBroadcastProcessFunction):
                 return
             sched = self._schedule(ctx, mb.schedule_version) if mb.has_request else None
             eff = self.core.on_score(mb, score, sched, now)
-        if os.environ.get("RV_DEBUG"):
-            print("element", value.kind, value.request_id, eff, flush=True)
         yield from self._apply(eff, mb, ctx.timer_service())
 
     def on_timer(self, timestamp, ctx):
         now = max(int(time.time() * 1000), timestamp)
         row = self.mailbox.value()
-        if os.environ.get("RV_DEBUG"):
-            print("on_timer", timestamp, ctx.get_current_key(), row, flush=True)
         if row is None:
             return  # nothing stored for this key (already cleared)
         mb = self._load(ctx.get_current_key(), now, row)
@@ -292,7 +287,7 @@ def build(env: StreamExecutionEnvironment, settings: RendezvousSettings, source:
     keyed = data.map(Envelope(), output_type=ENVELOPE).uid("rendezvous-envelope").name("envelope") \
         .key_by(lambda e: e.request_id, key_type=Types.STRING())
     max_deadline = 600_000
-    ttl_ms = 0 if os.environ.get("RV_NO_TTL") else max_deadline + settings.orphan_timeout_ms + settings.answered_retention_ms + 60_000
+    ttl_ms = max_deadline + settings.orphan_timeout_ms + settings.answered_retention_ms + 60_000
     answers = keyed.connect(sched_b).process(
         RendezvousFunction(settings.builtin_schedule.to_json(), settings.orphan_timeout_ms,
                            settings.answered_retention_ms, ttl_ms),
