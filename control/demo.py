@@ -15,14 +15,14 @@ DEMO_PREFIX = "demo: "
 
 SCHEDULE_V1 = {
     "name": "champion-first",
-    "stages": [{"deadline_ms": 60, "models": ["fraud-champion"]},
-               {"deadline_ms": 150, "models": ["fraud-champion", "fraud-challenger", "fraud-slow"]}],
+    "stages": [{"deadline_ms": 250, "models": ["fraud-champion"]},
+               {"deadline_ms": 600, "models": ["fraud-champion", "fraud-challenger", "fraud-slow"]}],
     "default_output": {"fraud_probability": 0.0, "decision": "review"},
 }
 SCHEDULE_V2 = {
     "name": "challenger-promoted",
-    "stages": [{"deadline_ms": 60, "models": ["fraud-challenger"]},
-               {"deadline_ms": 150, "models": ["fraud-challenger", "fraud-champion", "fraud-slow"]}],
+    "stages": [{"deadline_ms": 250, "models": ["fraud-challenger"]},
+               {"deadline_ms": 600, "models": ["fraud-challenger", "fraud-champion", "fraud-slow"]}],
     "default_output": {"fraud_probability": 0.0, "decision": "review"},
 }
 
@@ -37,8 +37,8 @@ def demo_cards(s: RuntimeSettings, mlserver_url: str) -> list[ModelCard]:
                 "output_tensor": "predict_proba", "output_index": 1, "output_name": "fraud_probability"},
         timeout_ms=500, capacity=100, description="the challenger, served by MLServer (Open Inference Protocol)")
     slow = ModelCard(model_id="fraud-slow", version="0.1.0", runner="model_udfs.python_runners:ConstantRunner",
-                     params={"delay_ms": 120, "jitter_ms": 80, "output": {"fraud_probability": 0.5}},
-                     timeout_ms=1000, description="a deliberately slow model: always misses the first stage")
+                     params={"delay_ms": 700, "jitter_ms": 300, "output": {"fraud_probability": 0.5}},
+                     timeout_ms=1500, description="a deliberately slow model: always misses the deadlines")
     return [champion, challenger, slow]
 
 
