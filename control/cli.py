@@ -215,6 +215,19 @@ def deploy_rv(start, savepoint) -> None:
         _fail(e)
 
 
+@main.command("quality")
+@click.option("--topic", default="requests", show_default=True)
+@click.option("--last", default=1000, show_default=True, help="records per partition to check")
+def quality_cmd(topic, last) -> None:
+    """Data-quality checks (Great Expectations) on the last records of an input topic."""
+    from control import quality
+
+    report = quality.check_topic(RuntimeSettings().bootstrap_servers, topic, last)
+    click.echo(report.summary())
+    if not report.success:
+        sys.exit(1)
+
+
 @main.command("train")
 @click.option("--out", default=None, help="default: artifacts/models")
 def train_cmd(out) -> None:
