@@ -57,6 +57,43 @@ def package_sources(s: RuntimeSettings) -> Path:
     return out
 
 
+def sources_digest(s: RuntimeSettings) -> str:
+    """sha256 over the project's Python sources (what a thread-mode TaskManager imports once)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for pkg in SOURCE_PACKAGES:
+        for f in sorted((s.home / pkg).rglob("*.py")):
+            if "__pycache__" not in f.parts:
+                h.update(f.relative_to(s.home).as_posix().encode())
+                h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def thread_mode_marker(s: RuntimeSettings) -> Path:
+    """Digest of the code the embedded TaskManager's CPython has imported; removed when Flink stops."""
+    return s.pid_dir / "thread-mode-code.sha256"
+
+
+def check_thread_mode_code(s: RuntimeSettings) -> None:
+    """Thread-mode jobs share one CPython per TaskManager, and modules are imported once: a changed
+    job submitted in thread mode would silently run the code imported earlier. Refuse instead."""
+    if s.flink_address_override:  # a remote cluster: its TaskManagers are not ours to track
+        return
+    marker = thread_mode_marker(s)
+    digest = sources_digest(s)
+    if marker.exists():
+        if marker.read_text().strip() != digest:
+            raise RuntimeError_(
+                "the TaskManager already runs thread-mode Python code of an older version of this project, "
+                "and thread mode imports modules once per TaskManager: the new code would not run. Cancel the "
+                "thread-mode jobs and restart the cluster (`rendezvous down && rendezvous up`), or deploy "
+                "this job with execution_mode='process'.")
+        return
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(digest)
+
+
 def flink_run_command(s: RuntimeSettings, module: str, job_args: Sequence[str] = (),
                       savepoint: str | None = None, allow_non_restored: bool = False,
                       parallelism: int | None = None, extra_conf: dict[str, str] | None = None) -> list[str]:
@@ -89,6 +126,8 @@ def submit(module: str, job_args: Sequence[str] = (), savepoint: str | None = No
     """Submit a job module (e.g. `jobs.smoke.main`) detached; returns its Flink job id."""
     s = s or RuntimeSettings()
     render_flink_conf(s)
+    if (extra_conf or {}).get("python.execution-mode") == "thread":
+        check_thread_mode_code(s)
     cmd = flink_run_command(s, module, job_args, savepoint, allow_non_restored, extra_conf=extra_conf)
     out = subprocess.run(cmd, env=flink_env(s), capture_output=True, text=True, timeout=timeout,
                          cwd=s.home, stdin=subprocess.DEVNULL)

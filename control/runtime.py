@@ -437,6 +437,8 @@ def stop_flink(s: RuntimeSettings, progress: Progress | None) -> None:
                     if pid_alive(k):
                         terminate(k, timeout=5)
         path.unlink(missing_ok=True)
+    # a new TaskManager has imported no thread-mode code yet (see control.jobs.check_thread_mode_code)
+    (s.pid_dir / "thread-mode-code.sha256").unlink(missing_ok=True)
 
 
 def down(s: RuntimeSettings | None = None, progress: Progress | None = print) -> None:

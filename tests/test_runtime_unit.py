@@ -137,3 +137,19 @@ def test_flink_run_command_ships_sources_and_connector(tmp_path):
     assert any(a.startswith("-Dpipeline.jars=file://") for a in cmd)
     assert cmd[cmd.index("-s") + 1] == "file:///sp/1"
     assert cmd[-2:] == ["--x", "1"]
+
+
+def test_thread_mode_code_check_refuses_changed_code_until_the_cluster_restarts(tmp_path):
+    home = tmp_path
+    for pkg in jobs.SOURCE_PACKAGES:
+        (home / pkg).mkdir()
+        (home / pkg / "__init__.py").write_text("")
+    (home / "jobs" / "x.py").write_text("VERSION = 1\n")
+    s = RuntimeSettings(home=home)
+    jobs.check_thread_mode_code(s)  # first thread-mode submission records the code
+    jobs.check_thread_mode_code(s)  # same code: fine
+    (home / "jobs" / "x.py").write_text("VERSION = 2\n")
+    with pytest.raises(runtime.RuntimeError_, match="rendezvous down && rendezvous up"):
+        jobs.check_thread_mode_code(s)
+    runtime.stop_flink(s, progress=None)  # what `down` does: the marker goes with the TaskManager
+    jobs.check_thread_mode_code(s)
