@@ -16,7 +16,7 @@ import statistics
 import time
 import uuid
 
-from control import deploy, jobs, kafka_io, load, runtime, schedules
+from control import deploy, jobs, load, runtime, schedules
 from control.settings import RuntimeSettings
 from control.topics import TopicSpec, ensure_topics
 from model_udfs.base import ModelCard
@@ -42,28 +42,12 @@ def med(values):
 
 
 def baseline(s: RuntimeSettings, n: int, log) -> float:
-    u = uuid.uuid4().hex[:8]
-    src, dst = f"bench-base-in-{u}", f"bench-base-out-{u}"
-    ensure_topics(s.bootstrap_servers, [TopicSpec(src), TopicSpec(dst)])
-    kafka_io.produce(s.bootstrap_servers, src, ({"id": i, "value": i} for i in range(n)))
-    jid = jobs.submit("jobs.smoke.main", ["--source-topic", src, "--sink-topic", dst, "--group-id", f"b-{u}",
-                                          "--job-name", f"bench: baseline {u}"], s=s)
-    try:
-        jobs.wait_running(jid, s)
-        first: list[float] = []
+    """The bare PyFlink pass-through's records/s, draining n pre-written records."""
+    from bench.model_job import one_run
 
-        def until(vals):
-            if vals and not first:
-                first.append(time.monotonic())
-            return len(vals) >= n
-
-        kafka_io.consume(s.bootstrap_servers, dst, until=until, timeout=300)
-        elapsed = time.monotonic() - first[0]
-        rate = n / elapsed if elapsed > 0 else float("nan")
-        log(f"   baseline: {n} records in {elapsed:.2f} s = {rate:.0f} records/s")
-        return rate
-    finally:
-        jobs.cancel(jid, s)
+    rate = one_run(s, None, [json.dumps({"id": i, "value": i}) for i in range(n)])
+    log(f"   baseline: {n} records at {rate:.0f} records/s")
+    return rate
 
 
 def main(argv=None) -> None:

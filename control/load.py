@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import statistics
 import threading
 import time
 import uuid
@@ -217,8 +216,3 @@ def build_report(rate: float, duration_s: float, sent: int, labels: dict[str, bo
         by_model=dict(by_model), by_trigger=dict(by_trigger), by_stage=dict(by_stage),
         by_schedule=dict(by_schedule), fraud_sent=sum(labels.values()), fraud_flagged=fraud_flagged,
         legit_flagged=legit_flagged)
-
-
-def median(values):
-    vals = [v for v in values if v is not None]
-    return statistics.median(vals) if vals else None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 
@@ -11,7 +10,9 @@ from pyflink.datastream import (DataStream, KeyedProcessFunction, OutputTag, Pro
                                 RuntimeContext, StreamExecutionEnvironment)
 from pyflink.datastream.state import ListStateDescriptor, StateTtlConfig, ValueStateDescriptor
 
-from jobs.external_state.features import DEFAULT_WINDOW_MS
+from jobs.common.records import AugmentedRequest, Request
+from jobs.external_state.features import DEFAULT_WINDOW_MS, EntityState, FeatureComputer
+from jobs.external_state.validation import validate
 
 QUARANTINE_TAG = OutputTag("quarantine", Types.STRING())
 
@@ -41,9 +42,6 @@ class Validate(ProcessFunction):
         self.source_topic = source_topic
 
     def process_element(self, value, ctx):
-        from jobs.common.records import Request
-        from jobs.external_state.validation import validate
-
         result = validate(value, self.source_topic)
         if isinstance(result, Request):
             yield Row(entity_id=result.entity_id, request_json=result.to_json())
@@ -59,8 +57,6 @@ class AugmentWithFeatures(KeyedProcessFunction):
         self.ttl_days = ttl_days
 
     def open(self, runtime_context: RuntimeContext):
-        from jobs.external_state.features import FeatureComputer
-
         ttl = (StateTtlConfig.new_builder(Time.days(self.ttl_days))
                .set_update_type(StateTtlConfig.UpdateType.OnCreateAndWrite)
                .set_state_visibility(StateTtlConfig.StateVisibility.NeverReturnExpired)
@@ -74,9 +70,6 @@ class AugmentWithFeatures(KeyedProcessFunction):
         self.computer = FeatureComputer(self.window_ms)
 
     def process_element(self, value, ctx):
-        from jobs.common.records import AugmentedRequest, Request
-        from jobs.external_state.features import EntityState
-
         req = Request.parse(value.request_json)
         row = self.stats.value()
         st = EntityState()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pyflink.common import Duration, Types
+from pyflink.common import Time, Types
 from pyflink.datastream import DataStream, StreamExecutionEnvironment
 from pyflink.datastream.async_data_stream import AsyncDataStream
 
@@ -28,15 +28,6 @@ class ModelJobSettings:
         return f"model-{self.card.model_id}"
 
 
-def _timeout(ms: int):
-    try:
-        from pyflink.common import Time
-
-        return Time.milliseconds(ms)
-    except ImportError:  # pragma: no cover - newer PyFlink
-        return Duration.of_millis(ms)
-
-
 def build(env: StreamExecutionEnvironment, settings: ModelJobSettings,
           source: DataStream | None = None, sink=None) -> DataStream:
     from jobs.common.kafka import kafka_sink, kafka_source
@@ -51,7 +42,7 @@ def build(env: StreamExecutionEnvironment, settings: ModelJobSettings,
     # operator timeout = the card's budget plus slack; the UDF turns the card's timeout into an
     # error score itself, this is the safety net
     scores = AsyncDataStream.unordered_wait(
-        stream, ModelAsyncFunction(card), _timeout(card.timeout_ms + 2000), capacity=card.capacity,
+        stream, ModelAsyncFunction(card), Time.milliseconds(card.timeout_ms + 2000), capacity=card.capacity,
         output_type=Types.STRING(),
     ).uid(f"{p}-predict").name(f"predict {card.key}")
     scores.sink_to(sink if sink is not None else kafka_sink(settings.bootstrap, settings.sink_topic)) \

@@ -14,7 +14,8 @@ from pyflink.datastream import DataStream, RuntimeContext, StreamExecutionEnviro
 from pyflink.datastream.functions import KeyedBroadcastProcessFunction, MapFunction
 from pyflink.datastream.state import MapStateDescriptor, StateTtlConfig, ValueStateDescriptor
 
-from jobs.common.records import Schedule, Stage
+from jobs.common.records import QuarantineRecord, Reason, Schedule, Score, Stage
+from jobs.rendezvous.core import HeldScore, Mailbox, Rendezvous, RendezvousConfig
 
 # One output stream, routed to topics by record type. (Side outputs from on_timer are emitted as main
 # output in thread mode in PyFlink 2.3 - a ClassCastException at run time - so none are used.)
@@ -105,8 +106,6 @@ class RendezvousFunction(KeyedBroadcastProcessFunction):
         self.state_ttl_ms = state_ttl_ms
 
     def open(self, runtime_context: RuntimeContext):
-        from jobs.rendezvous.core import Rendezvous, RendezvousConfig
-
         ttl = (StateTtlConfig.new_builder(Time.milliseconds(self.state_ttl_ms))
                .set_update_type(StateTtlConfig.UpdateType.OnCreateAndWrite)
                .set_state_visibility(StateTtlConfig.StateVisibility.NeverReturnExpired).build())
@@ -150,43 +149,36 @@ class RendezvousFunction(KeyedBroadcastProcessFunction):
         versions = sorted(set(json.loads(state.get(VERSIONS)) if state.contains(VERSIONS) else []) | {sched.version})
         for old in versions[:-KEEP_VERSIONS]:
             state.remove(old)
+            self._schedule_cache.pop(old, None)
         state.put(VERSIONS, json.dumps(versions[-KEEP_VERSIONS:]))
         self._schedule_cache[sched.version] = sched
         if self._active is None or sched.version >= self._active.version:
             self._active = sched
 
     def _schedule(self, ctx, version: int | None) -> Schedule:
-        if version is None and self._active is not None:
-            return self._active
-        if version is not None and version in self._schedule_cache:
-            return self._schedule_cache[version]
-        state = ctx.get_broadcast_state(SCHEDULES_STATE)
+        """The schedule of `version` (None: the active one), from memory; the broadcast state is read only
+        when memory has not seen it yet (after a restore): in process mode every read is a JVM round trip."""
         if version is None:
-            if not state.contains(ACTIVE):
-                self._active = self.builtin  # until a schedule is broadcast
-                return self.builtin
-            version = int(state.get(ACTIVE))
-            self._active = self._schedule(ctx, version)
+            if self._active is None:
+                state = ctx.get_broadcast_state(SCHEDULES_STATE)
+                self._active = (self._from_state(state, int(state.get(ACTIVE))) if state.contains(ACTIVE)
+                                else None) or self.builtin
             return self._active
         if version == self.builtin.version:
             return self.builtin
-        cached = self._schedule_cache.get(version)
-        if cached is not None:
-            return cached
-        raw = state.get(version) if state.contains(version) else None
-        if raw is None:  # evicted: fall back to the active one
-            active = int(state.get(ACTIVE)) if state.contains(ACTIVE) else None
-            return self._schedule(ctx, None) if active is not None and active != version else self.builtin
-        sched = Schedule.parse(raw)
-        if len(self._schedule_cache) > KEEP_VERSIONS:
-            self._schedule_cache.clear()
-        self._schedule_cache[version] = sched
+        sched = self._schedule_cache.get(version)
+        if sched is None:
+            # a version evicted from the state (more than KEEP_VERSIONS newer ones): use the active one
+            sched = self._from_state(ctx.get_broadcast_state(SCHEDULES_STATE), version) or self._schedule(ctx, None)
+            self._schedule_cache[version] = sched
         return sched
+
+    @staticmethod
+    def _from_state(state, version: int) -> Schedule | None:
+        return Schedule.parse(state.get(version)) if state.contains(version) else None
 
     # ---------------------------------------------------------------- mailbox <-> typed state
     def _load(self, request_id: str, now: int, row=None):
-        from jobs.rendezvous.core import HeldScore, Mailbox
-
         row = row if row is not None else self.mailbox.value()
         if row is None:
             return Mailbox(request_id=request_id, first_seen_ms=now)
@@ -231,8 +223,6 @@ class RendezvousFunction(KeyedBroadcastProcessFunction):
 
     # ---------------------------------------------------------------- events
     def process_element(self, value, ctx):
-        from jobs.common.records import Score
-
         now = int(time.time() * 1000)
         if value.kind == "invalid":
             self._count("invalid")
@@ -264,8 +254,6 @@ class RendezvousFunction(KeyedBroadcastProcessFunction):
 
 
 def invalid_record(raw: str) -> str:
-    from jobs.common.records import QuarantineRecord, Reason
-
     return QuarantineRecord(raw=raw, reasons=[Reason(code="invalid", message="neither an augmented request nor a "
                                                                                "score")],
                             source_topic="requests.augmented|scores", stage="rendezvous",

@@ -1,7 +1,5 @@
 """Records flow Kafka -> PyFlink job (submitted with `flink run`) -> Kafka."""
 
-import json
-
 import pytest
 
 from control import jobs, kafka_io
