@@ -35,9 +35,9 @@ build/jars/.resolved: pom.xml
 	mvn -q -B package
 	@touch $@
 
-artifacts/models/.trained: $(VENV)/.installed model_udfs/train.py jobs/external_state/features.py control/synthetic.py
+artifacts/models/.trained: $(VENV)/.installed $(wildcard training/*.py) schemas/features.py jobs/external_state/features.py
 	@echo "==> training the demo fraud models from synthetic data (artifacts/models)"
-	$(PY) -m model_udfs.train --out artifacts/models
+	$(PY) -m training.train --out artifacts/models
 	@touch $@
 
 up: setup

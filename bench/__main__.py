@@ -16,10 +16,13 @@ import statistics
 import time
 import uuid
 
-from control import deploy, jobs, load, runtime, schedules
+from control import runtime
+from control.kafka_io import ensure_topics
+from control.ops import deploy, jobs, schedules
 from control.settings import RuntimeSettings
-from control.topics import TopicSpec, ensure_topics
-from model_udfs.base import ModelCard
+from schemas.model_card import ModelCard
+from schemas.topics import TopicSpec
+from tools import load
 
 SCHEDULE = {"name": "bench", "stages": [{"deadline_ms": 30, "models": ["bench-fast"]},
                                         {"deadline_ms": 80, "models": ["bench-second", "bench-slow"]}],

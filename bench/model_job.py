@@ -13,13 +13,15 @@ import statistics
 import time
 import uuid
 
-from control import deploy, jobs, kafka_io, runtime
+from control import kafka_io, runtime
+from control.kafka_io import ensure_topics
+from control.ops import deploy, jobs
 from control.settings import RuntimeSettings
-from control.synthetic import TransactionGenerator
-from control.topics import TopicSpec, ensure_topics
-from jobs.common.records import AugmentedRequest, Request
 from jobs.external_state.features import EntityState, FeatureComputer
-from model_udfs.base import ModelCard
+from schemas.model_card import ModelCard
+from schemas.records import AugmentedRequest, Request
+from schemas.topics import TopicSpec
+from training.synthetic import TransactionGenerator
 
 TRIVIAL = ModelCard(model_id="bench-trivial", version="1", runner="model_udfs.python_runners:ConstantRunner",
                     params={"delay_ms": 1, "output": {"fraud_probability": 0.0}}, timeout_ms=500, capacity=100)
@@ -54,9 +56,8 @@ def one_run(s: RuntimeSettings, card: ModelCard | None, records: list[str]) -> f
     ensure_topics(s.bootstrap_servers, [TopicSpec(src), TopicSpec(dst)])
     kafka_io.produce(s.bootstrap_servers, src, records)
     if card is None:
-        jid = jobs.submit("jobs.smoke.main", ["--source-topic", src, "--sink-topic", dst, "--group-id", u,
-                                              "--job-name", f"bench: passthrough {u}"], s=s)
-        jobs.wait_running(jid, s)
+        jid = deploy.deploy_passthrough(s, source_topic=src, sink_topic=dst, group_id=u,
+                                        job_name=f"bench: passthrough {u}")
     else:
         jid = deploy.deploy_model(card, s, job_name=f"bench: model job {u}", start="earliest", source_topic=src,
                                   sink_topic=dst, group_id=u)

@@ -1,10 +1,14 @@
-"""Small Kafka helpers shared by the CLI, the load generator, the benchmark and the tests."""
+"""Kafka client helpers of the control plane (kafka-python): topics, produce, consume.
+
+Shared by the runtime, operations, tools, the benchmark and the tests; the jobs use Flink's connector."""
 
 from __future__ import annotations
 
 import json
 import time
 from typing import Any, Callable, Iterable
+
+from schemas.topics import TOPICS, TopicSpec
 
 
 def producer(bootstrap: str, **kw):
@@ -76,3 +80,27 @@ def consume(bootstrap: str, topic: str, count: int | None = None, timeout: float
 
 def consume_json(*args, **kw) -> list[dict]:
     return [json.loads(v) for v in consume(*args, **kw)]
+
+
+def ensure_topics(bootstrap_servers: str, specs: Iterable[TopicSpec] = TOPICS, partitions: int = 1) -> list[str]:
+    """Create the topics that do not exist yet; returns the names created."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="rendezvous-admin")
+    try:
+        existing = set(admin.list_topics())
+        new = [
+            NewTopic(s.name, num_partitions=partitions, replication_factor=1, topic_configs=s.topic_config())
+            for s in specs
+            if s.name not in existing
+        ]
+        if new:
+            try:
+                admin.create_topics(new)
+            except TopicAlreadyExistsError:
+                pass
+        return [t.name for t in new]
+    finally:
+        admin.close()

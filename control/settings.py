@@ -62,6 +62,10 @@ class RuntimeSettings(BaseSettings):
     bootstrap_servers_override: str | None = Field(default=None, alias="RENDEZVOUS_BOOTSTRAP_SERVERS")
     """Point clients at another Kafka cluster instead of the embedded broker."""
 
+    kafka_properties: dict[str, str] = Field(default_factory=dict)
+    """Kafka client properties passed to every job's sources and sinks (e.g. security.protocol, sasl.*,
+    ssl.*), as JSON: RENDEZVOUS_KAFKA_PROPERTIES='{"security.protocol": "SASL_SSL", ...}'."""
+
     flink_address_override: str | None = Field(default=None, alias="RENDEZVOUS_FLINK_ADDRESS")
     """Point submissions at another Flink cluster (HOST:PORT of its REST endpoint)."""
 

@@ -14,7 +14,9 @@ from typing import List
 
 from pyflink.datastream.functions import AsyncFunction
 
-from model_udfs.base import ModelCard, ModelRunner
+from model_udfs.base import ModelRunner
+from schemas.model_card import ModelCard
+from schemas.records import Score
 
 
 def _now_ms() -> int:
@@ -22,18 +24,16 @@ def _now_ms() -> int:
 
 
 def error_score(card: ModelCard, raw: str, error: str, received_ms: int, started_ms: int | None = None) -> str:
+    """The error score of an input the UDF could not score (unreadable input, a model that failed to load)."""
     try:
         req = json.loads(raw)["request"]
         request_id, request_time = str(req["request_id"]), int(req["event_time_ms"])
     except Exception:  # noqa: BLE001 - unreadable input still gets an accounted-for score
         request_id, request_time = "", 0
-    end = _now_ms()
-    return json.dumps({
-        "request_id": request_id, "model_id": card.model_id, "model_version": card.version,
-        "output": None, "error": error[:500], "request_time_ms": request_time,
-        "received_at_ms": received_ms, "started_at_ms": started_ms if started_ms is not None else received_ms,
-        "finished_at_ms": end,
-    })
+    return Score(request_id=request_id, model_id=card.model_id, model_version=card.version, output=None,
+                 error=error[:500], request_time_ms=request_time, received_at_ms=received_ms,
+                 started_at_ms=started_ms if started_ms is not None else received_ms,
+                 finished_at_ms=_now_ms()).to_json()
 
 
 class ModelAsyncFunction(AsyncFunction):
@@ -87,11 +87,13 @@ class ModelAsyncFunction(AsyncFunction):
             output, error = None, f"timeout after {self.card.timeout_ms} ms"
         except Exception as e:  # noqa: BLE001 - a failing model yields an error score
             output, error = None, f"{type(e).__name__}: {e}"
-        return [json.dumps({
-            "request_id": request_id, "model_id": self.card.model_id, "model_version": self.card.version,
-            "output": output, "error": error, "request_time_ms": request_time, "received_at_ms": received,
-            "started_at_ms": started, "finished_at_ms": _now_ms(),
-        })]
+        try:
+            return [Score(request_id=request_id, model_id=self.card.model_id, model_version=self.card.version,
+                          output=output, error=error, request_time_ms=request_time, received_at_ms=received,
+                          started_at_ms=started, finished_at_ms=_now_ms()).to_json()]
+        except Exception as e:  # noqa: BLE001 - e.g. an output that is not JSON: an error score, never a crash
+            return [error_score(self.card, value, f"invalid model output: {type(e).__name__}: {e}", received,
+                                started)]
 
     def timeout(self, value: str) -> List[str]:
         # the operator-level timeout (a safety net above the card's timeout_ms)

@@ -4,46 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import json
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
-
-class ModelCard(BaseModel):
-    """What a model deployment is: a model id + version, the runner that hosts it, and its artifact."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    model_id: str = Field(description="stable name the schedules refer to, e.g. 'fraud-champion'")
-    version: str
-    runner: str = Field(description="import string of the ModelRunner class, 'package.module:Class'")
-    artifact: str | None = Field(default=None, description="path of the model artifact (relative to the card)")
-    sha256: str | None = Field(default=None, description="expected sha256 of the artifact; checked at load")
-    params: dict[str, Any] = Field(default_factory=dict, description="runner-specific settings")
-    timeout_ms: int = Field(default=1000, gt=0, description="per-request budget; slower calls become error scores")
-    capacity: int = Field(default=100, gt=0, description="max in-flight requests of the async operator")
-    description: str = ""
-
-    @classmethod
-    def load(cls, path: str | Path) -> "ModelCard":
-        path = Path(path)
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(path.read_text())
-        else:
-            data = json.loads(path.read_text())
-        card = cls.model_validate(data)
-        if card.artifact and not Path(card.artifact).is_absolute():
-            card = card.model_copy(update={"artifact": str((path.parent / card.artifact).resolve())})
-        return card
-
-    @property
-    def key(self) -> str:
-        return f"{self.model_id}@{self.version}"
+from schemas.features import check_feature_version
+from schemas.model_card import ModelCard
 
 
 class ArtifactChecksumError(RuntimeError):
@@ -87,6 +53,10 @@ class ModelRunner(ABC):
     def version(self) -> str:
         return self.card.version
 
+    def check_features(self) -> None:
+        """Refuse a card trained on another feature contract than the one the system computes."""
+        check_feature_version(self.card.key, self.card.feature_version)
+
     async def load(self) -> None:
         """Load the model (check the artifact's checksum, open clients)."""
 
@@ -109,4 +79,7 @@ def runner_class(import_string: str) -> type[ModelRunner]:
 
 
 def make_runner(card: ModelCard) -> ModelRunner:
-    return runner_class(card.runner)(card)
+    """The card's runner, after checking the card's feature version against the feature contract."""
+    runner = runner_class(card.runner)(card)
+    runner.check_features()
+    return runner

@@ -10,6 +10,7 @@ import random
 from typing import Any
 
 from model_udfs.base import ModelRunner
+from schemas.features import HOME_COUNTRY, RISKY_MERCHANTS
 
 
 class RuleRunner(ModelRunner):
@@ -17,9 +18,9 @@ class RuleRunner(ModelRunner):
 
     async def predict(self, request: dict[str, Any], features: dict[str, Any]) -> dict[str, Any]:
         score = 0.05
-        if request.get("merchant_category") in ("gambling", "crypto", "gift_cards", "wire_transfer"):
+        if request.get("merchant_category") in RISKY_MERCHANTS:
             score += 0.35
-        if request.get("country") != self.card.params.get("home_country", "DE"):
+        if request.get("country") != self.card.params.get("home_country", HOME_COUNTRY):
             score += 0.25
         if float(features.get("amount_zscore", 0.0)) > 3.0:
             score += 0.25

@@ -21,8 +21,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from jobs.external_state.features import feature_vector
-from model_udfs.base import ModelCard, ModelRunner
+from model_udfs.base import ModelRunner
+from schemas.features import feature_vector
+from schemas.model_card import ModelCard
 
 
 class RemoteModelError(RuntimeError):
@@ -129,7 +130,7 @@ class KServeV2Runner(ModelRunner):
                                    f"{self.params.load_timeout_s:g}s ({type(e).__name__})") from e
         except httpx.TransportError as e:
             raise RemoteModelError(f"{self._what}: cannot reach the model server ({type(e).__name__}: {e}). "
-                                   f"Is it running? (see control.mlserver.start)") from e
+                                   f"Is it running? (see control.runtime.mlserver.start)") from e
         if resp.status_code == 200:
             return
         detail = _error_detail(resp)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from jobs.external_state.features import feature_vector
 from model_udfs.base import ModelRunner, verify_artifact
+from schemas.features import feature_vector
 
 
 class SklearnRunner(ModelRunner):

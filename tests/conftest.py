@@ -31,7 +31,7 @@ def unique():
 @pytest.fixture
 def job_cleanup(stack):
     """Collects job ids started by a test and cancels the ones still running afterwards."""
-    from control import jobs
+    from control.ops import jobs
 
     ids: list[str] = []
     yield ids

@@ -1,8 +1,8 @@
-"""Kafka sources and sinks for the jobs: JSON strings on the wire, built from settings."""
+"""Kafka sources and sinks of the jobs: JSON strings on the wire, built from the job's KafkaSettings."""
 
 from __future__ import annotations
 
-from pyflink.common import WatermarkStrategy
+from pyflink.common import Types, WatermarkStrategy
 from pyflink.common.serialization import SimpleStringSchema
 from pyflink.datastream import DataStream, StreamExecutionEnvironment
 from pyflink.datastream.connectors.base import DeliveryGuarantee
@@ -14,8 +14,13 @@ from pyflink.datastream.connectors.kafka import (
     KafkaSource,
 )
 
+from jobs.common.settings import KafkaSettings
 
-def kafka_source(env: StreamExecutionEnvironment, bootstrap: str, topics: str | list[str], group_id: str,
+ROUTED = Types.ROW_NAMED(["topic", "payload"], [Types.STRING(), Types.STRING()])
+"""A record for `routed_kafka_sink`: the topic it goes to, and its JSON."""
+
+
+def kafka_source(env: StreamExecutionEnvironment, kafka: KafkaSettings, topics: str | list[str], group_id: str,
                  uid: str, name: str | None = None, start: str = "earliest") -> DataStream:
     """A stream of the topics' values as str.
 
@@ -30,32 +35,57 @@ def kafka_source(env: StreamExecutionEnvironment, bootstrap: str, topics: str | 
         offsets = KafkaOffsetsInitializer.earliest()
     else:
         raise ValueError(f"start must be committed, earliest or latest, not {start!r}")
-    source = (
+    builder = (
         KafkaSource.builder()
-        .set_bootstrap_servers(bootstrap)
+        .set_bootstrap_servers(kafka.bootstrap_servers)
         .set_topics(*([topics] if isinstance(topics, str) else topics))
         .set_group_id(group_id)
         .set_starting_offsets(offsets)
         .set_value_only_deserializer(SimpleStringSchema())
         .set_property("partition.discovery.interval.ms", "60000")
         .set_property("client.id.prefix", group_id)
-        .build()
     )
-    return env.from_source(source, WatermarkStrategy.no_watermarks(), name or uid).uid(uid)
+    for k, v in kafka.properties.items():
+        builder = builder.set_property(k, v)
+    return env.from_source(builder.build(), WatermarkStrategy.no_watermarks(), name or uid).uid(uid)
 
 
-def kafka_sink(bootstrap: str, topic: str, linger_ms: int = 0) -> KafkaSink:
-    """At-least-once sink of str values (consumers de-duplicate by request id)."""
-    return (
-        KafkaSink.builder()
-        .set_bootstrap_servers(bootstrap)
-        .set_record_serializer(
-            KafkaRecordSerializationSchema.builder()
-            .set_topic(topic)
-            .set_value_serialization_schema(SimpleStringSchema())
-            .build()
-        )
-        .set_delivery_guarantee(DeliveryGuarantee.AT_LEAST_ONCE)
-        .set_property("linger.ms", str(linger_ms))
-        .build()
-    )
+def _sink_builder(kafka: KafkaSettings, linger_ms: int):
+    builder = (KafkaSink.builder()
+               .set_bootstrap_servers(kafka.bootstrap_servers)
+               .set_delivery_guarantee(DeliveryGuarantee.AT_LEAST_ONCE)
+               .set_property("linger.ms", str(linger_ms)))
+    for k, v in kafka.properties.items():
+        builder = builder.set_property(k, v)
+    return builder
+
+
+def kafka_sink(kafka: KafkaSettings, topic: str, linger_ms: int = 0) -> KafkaSink:
+    """At-least-once sink of str values to one topic (consumers de-duplicate by request id)."""
+    return (_sink_builder(kafka, linger_ms)
+            .set_record_serializer(KafkaRecordSerializationSchema.builder().set_topic(topic)
+                                   .set_value_serialization_schema(SimpleStringSchema()).build())
+            .build())
+
+
+def routed_kafka_sink(kafka: KafkaSettings, linger_ms: int = 0) -> KafkaSink:
+    """At-least-once sink of `ROUTED` rows: each row's payload goes to the row's topic.
+
+    The topic is read from the first column and the payload serialised from the second by the JVM
+    (Flink's own first-column topic selector), so no Python step runs per record. PyFlink's Python
+    `set_topic_selector` would add a Python map before the sink to compute the same row."""
+    from pyflink.java_gateway import get_gateway
+    from pyflink.util.java_utils import get_java_class
+
+    jvm = get_gateway().jvm
+    utils = jvm.org.apache.flink.python.util.PythonConnectorUtils
+    j_serializer = (
+        jvm.org.apache.flink.connector.kafka.sink.KafkaRecordSerializationSchema.builder()
+        .setTopicSelector(utils.createFirstColumnTopicSelector(
+            get_java_class(jvm.org.apache.flink.connector.kafka.sink.TopicSelector)))
+        .setValueSerializationSchema(utils.SecondColumnSerializationSchema(
+            SimpleStringSchema()._j_serialization_schema))
+        .build())
+    builder = _sink_builder(kafka, linger_ms)
+    builder._j_builder.setRecordSerializer(j_serializer)
+    return builder.build()

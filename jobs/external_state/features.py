@@ -10,9 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from jobs.common.records import Features, Request
-
-DEFAULT_WINDOW_MS = 60 * 60 * 1000
+from schemas.features import DEFAULT_WINDOW_MS
+from schemas.records import Features, Request
 
 
 @dataclass
@@ -69,27 +68,3 @@ class FeatureComputer:
         state.window.append((t, amount))
         state.window.sort(key=lambda e: e[0])
         return features
-
-
-FEATURE_NAMES = ("amount", "entity_count", "window_count", "window_sum", "log_ms_since_prev",
-                 "amount_mean", "amount_std", "amount_zscore", "foreign", "risky_merchant")
-"""The model input vector, in order (see `feature_vector`)."""
-
-RISKY_MERCHANTS = frozenset({"gambling", "crypto", "gift_cards", "wire_transfer"})
-
-
-def feature_vector(request: dict, features: dict, home_country: str = "DE") -> list[float]:
-    """The numeric vector the demo models are trained and served on."""
-    since = features.get("ms_since_prev")
-    return [
-        float(request["amount"]),
-        float(features["entity_count"]),
-        float(features["window_count"]),
-        float(features["window_sum"]),
-        math.log1p(since / 1000.0) if since is not None and since >= 0 else -1.0,
-        float(features["amount_mean"]),
-        float(features["amount_std"]),
-        float(features["amount_zscore"]),
-        1.0 if request.get("country") != home_country else 0.0,
-        1.0 if request.get("merchant_category") in RISKY_MERCHANTS else 0.0,
-    ]

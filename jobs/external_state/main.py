@@ -1,24 +1,13 @@
-"""Entry point: `flink run -pym jobs.external_state.main [--source-topic requests ...]`."""
+"""Entry point: `flink run -pym jobs.external_state.main [--settings JSON]` (see jobs.common.settings)."""
 
-import argparse
-
-from jobs.common.entry import common_options, run
-from jobs.external_state.pipeline import ExternalStateSettings, build
+from jobs.common.entry import run
+from jobs.common.settings import load_settings
+from jobs.external_state.pipeline import build
+from jobs.external_state.settings import ExternalStateSettings
 
 
 def main(argv=None) -> None:
-    d = ExternalStateSettings(bootstrap="")
-    p = argparse.ArgumentParser(description=__doc__)
-    common_options(p, "external-state", d.checkpoint_interval_ms)
-    p.add_argument("--source-topic", default=d.source_topic)
-    p.add_argument("--sink-topic", default=d.sink_topic)
-    p.add_argument("--quarantine-topic", default=d.quarantine_topic)
-    p.add_argument("--group-id", default=d.group_id)
-    p.add_argument("--start", choices=("committed", "earliest", "latest"), default=d.start)
-    p.add_argument("--window-ms", type=int, default=d.window_ms)
-    a = p.parse_args(argv)
-    run(build, ExternalStateSettings(a.bootstrap, a.source_topic, a.sink_topic, a.quarantine_topic, a.group_id,
-                                     a.start, a.window_ms, checkpoint_interval_ms=a.checkpoint_interval_ms), a)
+    run(build, load_settings(ExternalStateSettings, argv))
 
 
 if __name__ == "__main__":

@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 from pyflink.common import Row, Time, Types
-from pyflink.datastream import (DataStream, KeyedProcessFunction, OutputTag, ProcessFunction,
-                                RuntimeContext, StreamExecutionEnvironment)
-from pyflink.datastream.state import ListStateDescriptor, StateTtlConfig, ValueStateDescriptor
+from pyflink.datastream import (
+    DataStream,
+    KeyedProcessFunction,
+    OutputTag,
+    ProcessFunction,
+    RuntimeContext,
+    StreamExecutionEnvironment,
+)
+from pyflink.datastream.state import (
+    ListStateDescriptor,
+    StateTtlConfig,
+    ValueStateDescriptor,
+)
 
-from jobs.common.records import AugmentedRequest, Request
-from jobs.external_state.features import DEFAULT_WINDOW_MS, EntityState, FeatureComputer
+from jobs.external_state.features import EntityState, FeatureComputer
+from jobs.external_state.settings import ExternalStateSettings
 from jobs.external_state.validation import validate
+from schemas.records import AugmentedRequest, Request
 
 QUARANTINE_TAG = OutputTag("quarantine", Types.STRING())
 
@@ -20,19 +30,6 @@ VALID_ROW = Types.ROW_NAMED(["entity_id", "request_json"], [Types.STRING(), Type
 STATS_ROW = Types.ROW_NAMED(["count", "mean", "m2", "last_event_ms"],
                             [Types.LONG(), Types.DOUBLE(), Types.DOUBLE(), Types.LONG()])
 WINDOW_ENTRY = Types.ROW_NAMED(["ts", "amount"], [Types.LONG(), Types.DOUBLE()])
-
-
-@dataclass(frozen=True)
-class ExternalStateSettings:
-    bootstrap: str
-    source_topic: str = "requests"
-    sink_topic: str = "requests.augmented"
-    quarantine_topic: str = "requests.quarantine"
-    group_id: str = "external-state"
-    start: str = "committed"
-    window_ms: int = DEFAULT_WINDOW_MS
-    state_ttl_days: int = 30
-    checkpoint_interval_ms: int = 5_000
 
 
 class Validate(ProcessFunction):
@@ -89,7 +86,7 @@ def build(env: StreamExecutionEnvironment, settings: ExternalStateSettings,
     from jobs.common.kafka import kafka_sink, kafka_source
 
     raw = source if source is not None else kafka_source(
-        env, settings.bootstrap, settings.source_topic, settings.group_id, uid="external-state-source",
+        env, settings.kafka, settings.source_topic, settings.group_id, uid="external-state-source",
         name=settings.source_topic, start=settings.start)
     valid = raw.process(Validate(settings.source_topic), output_type=VALID_ROW) \
         .uid("external-state-validate").name("validate")
@@ -97,9 +94,9 @@ def build(env: StreamExecutionEnvironment, settings: ExternalStateSettings,
     augmented = valid.key_by(lambda r: r.entity_id, key_type=Types.STRING()) \
         .process(AugmentWithFeatures(settings.window_ms, settings.state_ttl_days), output_type=Types.STRING()) \
         .uid("external-state-features").name("features")
-    augmented.sink_to(sink if sink is not None else kafka_sink(settings.bootstrap, settings.sink_topic)) \
+    augmented.sink_to(sink if sink is not None else kafka_sink(settings.kafka, settings.sink_topic)) \
         .uid("external-state-sink").name(settings.sink_topic)
     quarantined.sink_to(quarantine_sink if quarantine_sink is not None
-                        else kafka_sink(settings.bootstrap, settings.quarantine_topic)) \
+                        else kafka_sink(settings.kafka, settings.quarantine_topic)) \
         .uid("external-state-quarantine-sink").name(settings.quarantine_topic)
     return augmented

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
-from jobs.common.records import QuarantineRecord, Reason, Request, now_ms
+from schemas.records import QuarantineRecord, Reason, Request, now_ms
 
 _CODES = {
     "json_invalid": "malformed_json",

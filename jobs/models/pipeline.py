@@ -2,30 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from pyflink.common import Time, Types
 from pyflink.datastream import DataStream, StreamExecutionEnvironment
 from pyflink.datastream.async_data_stream import AsyncDataStream
 
-from model_udfs.base import ModelCard
-
-
-@dataclass(frozen=True)
-class ModelJobSettings:
-    bootstrap: str
-    card: ModelCard
-    source_topic: str = "requests.augmented"
-    sink_topic: str = "scores"
-    start: str = "committed"
-    group_id: str | None = None
-    checkpoint_interval_ms: int = 10_000
-
-    @property
-    def uid_prefix(self) -> str:
-        # uids are per model id (not version): a new version of the same model can take over the
-        # source offsets from a savepoint of the old one
-        return f"model-{self.card.model_id}"
+from jobs.models.settings import ModelJobSettings
 
 
 def build(env: StreamExecutionEnvironment, settings: ModelJobSettings,
@@ -36,8 +17,7 @@ def build(env: StreamExecutionEnvironment, settings: ModelJobSettings,
     card = settings.card
     p = settings.uid_prefix
     stream = source if source is not None else kafka_source(
-        env, settings.bootstrap, settings.source_topic,
-        settings.group_id or f"model-{card.model_id}-{card.version}", uid=f"{p}-source",
+        env, settings.kafka, settings.source_topic, settings.group_id, uid=f"{p}-source",
         name=f"{settings.source_topic} ({card.key})", start=settings.start)
     # operator timeout = the card's budget plus slack; the UDF turns the card's timeout into an
     # error score itself, this is the safety net
@@ -45,6 +25,6 @@ def build(env: StreamExecutionEnvironment, settings: ModelJobSettings,
         stream, ModelAsyncFunction(card), Time.milliseconds(card.timeout_ms + 2000), capacity=card.capacity,
         output_type=Types.STRING(),
     ).uid(f"{p}-predict").name(f"predict {card.key}")
-    scores.sink_to(sink if sink is not None else kafka_sink(settings.bootstrap, settings.sink_topic)) \
+    scores.sink_to(sink if sink is not None else kafka_sink(settings.kafka, settings.sink_topic)) \
         .uid(f"{p}-sink").name(f"{settings.sink_topic}")
     return scores

@@ -1,10 +1,11 @@
-"""The rendezvous logic as plain Python: a mailbox per request id and the schedule's decision rules.
+"""The rendezvous rules as plain Python: events on a request's mailbox in, `Effects` out.
 
-The Flink function (pipeline.py) keeps a `Mailbox` in typed keyed state, turns records and timers into
-calls of `Rendezvous.on_request / on_score / on_timer`, and carries out the returned `Effects`:
-emit the answer, emit late scores, register timers, clear the state.
+The Flink function (pipeline.py) keeps a `Mailbox` (mailbox.py) in keyed state, turns records and
+timers into calls of `Rendezvous.on_request / on_score / on_timer`, and carries out the returned
+`Effects`: emit the answer, emit late scores, register timers, clear the state. The schedules come
+from the `ScheduleStore` (schedule.py).
 
-Rules (ARCHITECTURE.md):
+Rules (docs/architecture.md, "The rendezvous"):
 - A schedule is an ordered list of stages; each has a deadline (ms after the request reached the
   rendezvous) and the models it accepts, most preferred first; after the last stage comes the default.
 - The answer goes out the moment the current stage's most preferred model has answered; or when every
@@ -19,58 +20,9 @@ Rules (ARCHITECTURE.md):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
-from jobs.common.records import Answer, LateScore, ModelTiming, Schedule, Score, Stage
-
-
-@dataclass
-class HeldScore:
-    model_version: str
-    output: dict[str, Any] | None
-    error: str | None
-    started_at_ms: int
-    finished_at_ms: int
-    arrived_at_ms: int  # rendezvous clock
-    request_time_ms: int
-    received_at_ms: int  # model job clock
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None and self.output is not None
-
-    @classmethod
-    def of(cls, score: Score, now: int) -> "HeldScore":
-        return cls(score.model_version, score.output, score.error, score.started_at_ms, score.finished_at_ms,
-                   now, score.request_time_ms, score.received_at_ms)
-
-    def to_score(self, request_id: str, model_id: str) -> Score:
-        return Score(request_id=request_id, model_id=model_id, model_version=self.model_version, output=self.output,
-                     error=self.error, request_time_ms=self.request_time_ms, received_at_ms=self.received_at_ms,
-                     started_at_ms=self.started_at_ms, finished_at_ms=self.finished_at_ms)
-
-
-@dataclass
-class Mailbox:
-    """Everything kept per request id."""
-
-    request_id: str
-    first_seen_ms: int
-    request_time_ms: int | None = None
-    received_at_ms: int | None = None  # when the request reached the rendezvous
-    schedule_version: int | None = None
-    stage: int = 0
-    answered_at_ms: int | None = None
-    expires_at_ms: int | None = None  # when this mailbox is cleared (orphan timeout or retention)
-    scores: dict[str, HeldScore] = field(default_factory=dict)  # first score per model id
-
-    @property
-    def has_request(self) -> bool:
-        return self.received_at_ms is not None
-
-    @property
-    def answered(self) -> bool:
-        return self.answered_at_ms is not None
+from jobs.rendezvous.mailbox import HeldScore, Mailbox
+from schemas.records import Answer, LateScore, ModelTiming, Schedule, Score, Stage
 
 
 @dataclass

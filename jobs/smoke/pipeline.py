@@ -4,18 +4,11 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 
 from pyflink.common import Types
 from pyflink.datastream import DataStream, StreamExecutionEnvironment
 
-
-@dataclass(frozen=True)
-class SmokeSettings:
-    bootstrap: str
-    source_topic: str
-    sink_topic: str
-    group_id: str
+from jobs.smoke.settings import SmokeSettings
 
 
 def transform(raw: str) -> str:
@@ -38,7 +31,7 @@ def build(env: StreamExecutionEnvironment, settings: SmokeSettings,
     from jobs.common.kafka import kafka_sink, kafka_source
 
     stream = source if source is not None else kafka_source(
-        env, settings.bootstrap, settings.source_topic, settings.group_id, uid="smoke-source")
+        env, settings.kafka, settings.source_topic, settings.group_id, uid="smoke-source", start=settings.start)
     out = stream.map(transform, output_type=Types.STRING()).uid("smoke-transform").name("transform")
-    out.sink_to(sink if sink is not None else kafka_sink(settings.bootstrap, settings.sink_topic)).uid("smoke-sink")
+    out.sink_to(sink if sink is not None else kafka_sink(settings.kafka, settings.sink_topic)).uid("smoke-sink")
     return out

@@ -4,9 +4,11 @@ import json
 
 import pytest
 
-from control import jobs, kafka_io
-from control.topics import TopicSpec, ensure_topics
-from jobs.common.records import AugmentedRequest, QuarantineRecord
+from control import kafka_io
+from control.kafka_io import ensure_topics
+from control.ops import deploy, jobs
+from schemas.records import AugmentedRequest, QuarantineRecord
+from schemas.topics import TopicSpec
 
 pytestmark = pytest.mark.e2e
 BASE = 1_700_000_000_000
@@ -19,13 +21,12 @@ def topics(stack, unique):
 
 
 def start(stack, t, unique, job_cleanup, savepoint=None, name="es"):
-    jid = jobs.submit("jobs.external_state.main",
-                      ["--source-topic", t["req"], "--sink-topic", t["aug"], "--quarantine-topic", t["q"],
-                       "--group-id", f"es-{unique}", "--window-ms", "10000", "--job-name", f"{name}-{unique}",
-                       "--checkpoint-interval-ms", "2000"],
-                      savepoint=savepoint, s=stack)
+    # process mode: this test's code may differ from what a thread-mode TaskManager imported earlier
+    jid = deploy.deploy_external_state(stack, savepoint=savepoint, execution_mode="process",
+                                       source_topic=t["req"], sink_topic=t["aug"], quarantine_topic=t["q"],
+                                       group_id=f"es-{unique}", window_ms=10_000, job_name=f"{name}-{unique}",
+                                       checkpoint_interval_ms=2000)
     job_cleanup.append(jid)
-    jobs.wait_running(jid, stack)
     return jid
 
 

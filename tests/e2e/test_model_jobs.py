@@ -6,13 +6,17 @@ from collections import defaultdict
 import joblib
 import pytest
 
-from control import deploy, kafka_io, mlserver
-from control.synthetic import TransactionGenerator
-from control.topics import TopicSpec, ensure_topics
-from jobs.common.records import AugmentedRequest, Request, Score
-from jobs.external_state.features import EntityState, FeatureComputer, feature_vector
-from model_udfs.base import ModelCard
+from control import kafka_io
+from control.kafka_io import ensure_topics
+from control.ops import deploy
+from control.runtime import mlserver
+from jobs.external_state.features import EntityState, FeatureComputer
+from schemas.features import feature_vector
+from schemas.model_card import ModelCard
+from schemas.records import AugmentedRequest, Request, Score
+from schemas.topics import TopicSpec
 from tests.model_udfs.test_remote import free_ports
+from training.synthetic import TransactionGenerator
 
 pytestmark = pytest.mark.e2e
 N = 60
@@ -31,7 +35,7 @@ def augmented(n: int, seed: int = 5) -> list[AugmentedRequest]:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from model_udfs.train import train_all
+    from training.train import train_all
 
     out = tmp_path_factory.mktemp("models")
     train_all(out, n=5000, progress=lambda m: None)

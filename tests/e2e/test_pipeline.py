@@ -8,11 +8,13 @@ from collections import Counter
 
 import pytest
 
-from control import deploy, kafka_io, schedules
-from control.synthetic import TransactionGenerator
-from control.topics import TopicSpec, ensure_topics
-from jobs.common.records import Answer, LateScore, QuarantineRecord
-from model_udfs.base import ModelCard
+from control import kafka_io
+from control.kafka_io import ensure_topics
+from control.ops import deploy, schedules
+from schemas.model_card import ModelCard
+from schemas.records import Answer, LateScore, QuarantineRecord
+from schemas.topics import TopicSpec
+from training.synthetic import TransactionGenerator
 
 pytestmark = pytest.mark.e2e
 
@@ -49,7 +51,7 @@ def test_every_request_is_answered_exactly_once_with_a_mix_of_models(stack, uniq
         stack, job_name=f"pl-rv-{unique}", start="earliest", augmented_topic=t["augmented"],
         scores_topic=t["scores"], schedules_topic=t["schedules"], answers_topic=t["answers"],
         late_topic=t["late"], invalid_topic=t["quarantine"], group_id=f"pl-rv-{unique}", wait=False))
-    from control import jobs
+    from control.ops import jobs
 
     for jid in job_cleanup:
         jobs.wait_running(jid, stack, timeout=180)

@@ -5,9 +5,11 @@ import uuid
 
 import pytest
 
-from control import deploy, jobs, kafka_io, schedules
-from control.topics import TopicSpec, ensure_topics
-from jobs.common.records import Answer, LateScore
+from control import kafka_io
+from control.kafka_io import ensure_topics
+from control.ops import deploy, jobs, schedules
+from schemas.records import Answer, LateScore
+from schemas.topics import TopicSpec
 
 pytestmark = pytest.mark.e2e
 

@@ -18,11 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from control import mlserver
-from jobs.common.records import Request
-from jobs.external_state.features import EntityState, FeatureComputer, feature_vector
-from model_udfs.base import ModelCard, make_runner
+from control.runtime import mlserver
+from jobs.external_state.features import EntityState, FeatureComputer
+from model_udfs.base import make_runner
 from model_udfs.remote import KServeV2Runner, RemoteModelError
+from schemas.features import feature_vector
+from schemas.model_card import ModelCard
+from schemas.records import Request
 
 CHAMPION, CHAMPION_VERSION = "fraud-champion", "1.0.0"
 
@@ -56,7 +58,7 @@ def run(coro, timeout: float = 30.0):
 
 def sample_inputs(n: int = 3000, every: int = 150) -> list[tuple[dict, dict]]:
     """(request, features) pairs from the training stream: a spread of legit ones and every fraud one."""
-    from control.synthetic import training_stream
+    from training.synthetic import training_stream
 
     fc, states, out = FeatureComputer(), {}, []
     for i, txn in enumerate(training_stream(n, seed=5)):
@@ -72,7 +74,7 @@ def sample_inputs(n: int = 3000, every: int = 150) -> list[tuple[dict, dict]]:
 # ---------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
-    from model_udfs.train import train_all
+    from training.train import train_all
 
     out = tmp_path_factory.mktemp("models")
     train_all(out, n=5000, progress=lambda m: None)

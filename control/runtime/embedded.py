@@ -1,0 +1,147 @@
+"""The embedded runtime: a single-node KRaft Kafka broker and a Flink standalone session cluster.
+
+`up` starts what is not running, waits for health and creates the topics; `down` stops exactly the
+processes `up` started (tracked by pid files under run/pids), and the demo's model servers; `status`
+reports each component.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from control.errors import RuntimeStartError
+from control.kafka_io import ensure_topics
+from control.runtime import mlserver
+from control.runtime.flink import (
+    flink_healthy,
+    flink_overview,
+    flink_pid_files,
+    start_flink,
+    stop_flink,
+)
+from control.runtime.kafka import (
+    KAFKA_PID,
+    kafka_alive_and_healthy,
+    kafka_healthy,
+    start_kafka,
+    stop_kafka,
+)
+from control.runtime.process import (
+    Progress,
+    pid_alive,
+    port_in_use,
+    read_pid,
+    say,
+    wait_for,
+)
+from control.settings import RuntimeSettings, java_executable
+
+
+def check_prerequisites(s: RuntimeSettings) -> str:
+    java = java_executable()
+    if not java:
+        raise RuntimeStartError("Java was not found. Install Java 17 (e.g. `apt install openjdk-17-jdk`) "
+                                "or set JAVA_HOME, then run `rendezvous up` again.")
+    if not list(s.kafka_jar_dir.glob("kafka_2.13-*.jar")) or not s.connector_jars:
+        raise RuntimeStartError(f"The Kafka and Flink connector jars are missing under {s.home / 'build/jars'}. "
+                                "Run `make setup` first.")
+    return java
+
+
+# ---------------------------------------------------------------------------------------------
+# up / down / status
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Component:
+    name: str
+    running: bool
+    pid: int | None
+    address: str
+    detail: str = ""
+
+
+def status(s: RuntimeSettings | None = None) -> list[Component]:
+    s = s or RuntimeSettings()
+    kpid = read_pid(s.pid_dir / KAFKA_PID)
+    k_alive = bool(kpid and pid_alive(kpid))
+    comps = [Component("kafka broker", k_alive and kafka_healthy(s.bootstrap_servers), kpid if k_alive else None,
+                       s.bootstrap_servers, "KRaft, single node")]
+    ov = flink_overview(s)
+    pids = flink_pid_files(s)
+    jpid = read_pid(pids["jobmanager"])
+    tpid = read_pid(pids["taskmanager"])
+    comps.append(Component("flink jobmanager", bool(jpid and pid_alive(jpid) and ov), jpid,
+                           f"http://{s.flink_address}",
+                           f"{ov.get('jobs-running', 0)} jobs running" if ov else "REST not answering"))
+    comps.append(Component("flink taskmanager", bool(tpid and pid_alive(tpid) and ov and ov.get("taskmanagers")),
+                           tpid, f"{s.host}",
+                           f"{ov.get('slots-available', 0)}/{ov.get('slots-total', 0)} slots free" if ov else ""))
+    return comps
+
+
+def processes_alive(s: RuntimeSettings | None = None) -> bool:
+    """Whether every process `up` starts is alive (by pid file; says nothing of health)."""
+    s = s or RuntimeSettings()
+    pids = flink_pid_files(s)
+    return all(p and pid_alive(p) for p in (read_pid(s.pid_dir / KAFKA_PID), read_pid(pids["jobmanager"]),
+                                             read_pid(pids["taskmanager"])))
+
+
+def up(s: RuntimeSettings | None = None, progress: Progress | None = print) -> list[Component]:
+    s = s or RuntimeSettings()
+    t0 = time.monotonic()
+    java = check_prerequisites(s)
+    for d in (s.run_dir, s.log_dir, s.pid_dir):
+        d.mkdir(parents=True, exist_ok=True)
+
+    kpid = read_pid(s.pid_dir / KAFKA_PID)
+    if kpid and pid_alive(kpid):
+        say(progress, f"Kafka broker already running (pid {kpid})")
+    else:
+        for port in (s.kafka_port, s.kafka_controller_port):
+            if port_in_use(s.host, port):
+                raise RuntimeStartError(f"port {s.host}:{port} is taken by a process this project did not start. "
+                                    f"Stop it, or choose other ports with RENDEZVOUS_KAFKA_PORT / "
+                                    f"RENDEZVOUS_KAFKA_CONTROLLER_PORT.")
+        start_kafka(s, java, progress)
+
+    pids = flink_pid_files(s)
+    jpid, tpid = read_pid(pids["jobmanager"]), read_pid(pids["taskmanager"])
+    if jpid and pid_alive(jpid) and tpid and pid_alive(tpid):
+        say(progress, f"Flink cluster already running (pids {jpid}, {tpid})")
+    else:
+        if jpid or tpid:  # half a cluster: stop it and start cleanly
+            stop_flink(s, progress)
+        for port in (s.flink_rest_port, s.jobmanager_rpc_port, s.blob_port):
+            if port_in_use(s.host, port):
+                raise RuntimeStartError(f"port {s.host}:{port} is taken by a process this project did not start. "
+                                    f"Stop it, or choose other ports with RENDEZVOUS_FLINK_REST_PORT / "
+                                    f"RENDEZVOUS_JOBMANAGER_RPC_PORT / RENDEZVOUS_BLOB_PORT.")
+        start_flink(s, progress)
+
+    say(progress, "waiting for the Kafka broker to answer metadata requests")
+    try:
+        wait_for(lambda: kafka_alive_and_healthy(s), s.startup_timeout_s, "the Kafka broker")
+    except RuntimeStartError as e:
+        raise RuntimeStartError(f"{e}. See {s.log_dir / 'kafka.out'} and {s.log_dir / 'kafka.log'}.") from None
+    created = ensure_topics(s.bootstrap_servers, partitions=s.topic_partitions)
+    if created:
+        say(progress, f"created topics: {', '.join(created)}")
+    say(progress, "waiting for a Flink TaskManager with free slots")
+    try:
+        wait_for(lambda: flink_healthy(s), s.startup_timeout_s, "the Flink cluster")
+    except RuntimeStartError as e:
+        raise RuntimeStartError(f"{e}. See the flink-*.log files in {s.log_dir}.") from None
+    say(progress, f"runtime up in {time.monotonic() - t0:.1f}s")
+    return status(s)
+
+
+def down(s: RuntimeSettings | None = None, progress: Progress | None = print) -> None:
+    s = s or RuntimeSettings()
+    stop_flink(s, progress)
+    stop_kafka(s, progress)
+    for port in mlserver.recorded_ports(s):  # model servers started by the demo
+        if mlserver.stop_recorded(port, s):
+            say(progress, f"stopped MLServer on port {port}")
+    say(progress, "runtime down")

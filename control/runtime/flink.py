@@ -1,0 +1,147 @@
+"""Supervisor of the embedded Flink standalone session cluster (the `bin/` scripts of the apache-flink
+wheel), and the small REST client the control plane uses to talk to any Flink cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import string
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from control.errors import RuntimeStartError
+from control.runtime.process import Progress, pid_alive, say, terminate_tree
+from control.settings import RuntimeSettings, java_executable
+
+
+def render_flink_conf(s: RuntimeSettings) -> Path:
+    out = s.rendered_flink_conf_dir
+    out.mkdir(parents=True, exist_ok=True)
+    values = {
+        "REPO": str(s.home),
+        "RUN_DIR": str(s.run_dir),
+        "PYTHON": str(s.venv_python if s.venv_python.exists() else Path(sys.executable)),
+        "FLINK_REST_PORT": str(s.flink_rest_port),
+        "JOBMANAGER_RPC_PORT": str(s.jobmanager_rpc_port),
+        "BLOB_PORT": str(s.blob_port),
+        "HOST": s.host,
+    }
+    for src in s.flink_conf_template_dir.iterdir():
+        if src.is_file():
+            (out / src.name).write_text(string.Template(src.read_text()).safe_substitute(values))
+    for d in ("checkpoints", "flink-tmp", "flink-web-upload"):
+        (s.run_dir / d).mkdir(parents=True, exist_ok=True)
+    s.savepoint_dir.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def flink_lib_dir(s: RuntimeSettings) -> Path:
+    """The cluster's lib/: the wheel's lib/ jars plus flink-python from opt/.
+
+    With flink-python (and its embedded interpreter, pemja) on the cluster classpath, pemja's native
+    library is loaded once per TaskManager JVM. Loaded from each job's own classloader instead, the
+    second job in thread mode fails on Java 17 (`NoSuchFieldException: loadedLibraryNames`)."""
+    out = s.run_dir / "flink-lib"
+    out.mkdir(parents=True, exist_ok=True)
+    wanted = {j.name: j for j in (s.flink_home / "lib").glob("*.jar")}
+    wanted.update({j.name: j for j in (s.flink_home / "opt").glob("flink-python-*.jar")})
+    for existing in out.iterdir():
+        if existing.name not in wanted or existing.resolve() != wanted[existing.name].resolve():
+            existing.unlink()
+    for name, target in wanted.items():
+        link = out / name
+        if not link.exists():
+            link.symlink_to(target)
+    return out
+
+
+def flink_env(s: RuntimeSettings) -> dict[str, str]:
+    env = dict(os.environ)
+    env["FLINK_HOME"] = str(s.flink_home)
+    env["FLINK_LIB_DIR"] = str(flink_lib_dir(s))
+    env["FLINK_CONF_DIR"] = str(s.rendered_flink_conf_dir)
+    env["FLINK_LOG_DIR"] = str(s.log_dir)
+    env["FLINK_PID_DIR"] = str(s.pid_dir)
+    java = java_executable()
+    if java and "JAVA_HOME" not in env:
+        env["JAVA_HOME"] = str(Path(java).resolve().parent.parent)
+    # Flink's Python workers and the `flink run` client must use this project's interpreter.
+    env["PYFLINK_CLIENT_EXECUTABLE"] = str(s.venv_python if s.venv_python.exists() else sys.executable)
+    venv_bin = str(s.venv_python.parent)
+    env["PATH"] = venv_bin + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def flink_pid_files(s: RuntimeSettings) -> dict[str, Path]:
+    return {
+        "jobmanager": next(iter(s.pid_dir.glob("flink-*-standalonesession.pid")), s.pid_dir / "flink-standalonesession.pid"),
+        "taskmanager": next(iter(s.pid_dir.glob("flink-*-taskexecutor.pid")), s.pid_dir / "flink-taskexecutor.pid"),
+    }
+
+
+def flink_rest(s: RuntimeSettings, path: str, method: str = "GET", body: dict | None = None,
+               timeout: float = 10.0, attempts: int | None = None) -> dict:
+    """Call Flink's REST API. GETs are retried on timeouts (a busy 2-core JobManager can be slow)."""
+    data = json.dumps(body).encode() if body is not None else None
+    tries = attempts if attempts is not None else (3 if method == "GET" else 1)
+    for attempt in range(tries):
+        req = urllib.request.Request(f"http://{s.flink_address}{path}", data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                raw = resp.read()
+                return json.loads(raw) if raw else {}
+        except (TimeoutError, socket.timeout, ConnectionResetError):
+            if attempt == tries - 1:
+                raise
+            time.sleep(0.5)
+    raise AssertionError("unreachable")
+
+
+def flink_overview(s: RuntimeSettings) -> dict | None:
+    try:
+        return flink_rest(s, "/overview", timeout=3.0, attempts=1)
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def flink_healthy(s: RuntimeSettings) -> bool:
+    ov = flink_overview(s)
+    return bool(ov and ov.get("taskmanagers", 0) >= 1 and ov.get("slots-available", 0) >= 1)
+
+
+def start_flink(s: RuntimeSettings, progress: Progress | None) -> None:
+    render_flink_conf(s)
+    env = flink_env(s)
+    bin_dir = s.flink_home / "bin"
+    for script, what in (("jobmanager.sh", "JobManager"), ("taskmanager.sh", "TaskManager")):
+        say(progress, f"starting Flink {what}")
+        out = subprocess.run(["bash", str(bin_dir / script), "start"], env=env, capture_output=True, text=True,
+                             stdin=subprocess.DEVNULL)
+        if out.returncode != 0:
+            raise RuntimeStartError(f"starting the Flink {what} failed:\n{out.stdout}{out.stderr}\n"
+                                f"See the logs in {s.log_dir}.")
+
+
+def stop_flink(s: RuntimeSettings, progress: Progress | None) -> None:
+    pids = flink_pid_files(s)
+    for role in ("taskmanager", "jobmanager"):
+        path = pids[role]
+        for line in (path.read_text().split() if path.exists() else []):
+            try:
+                pid = int(line)
+            except ValueError:
+                continue
+            if pid_alive(pid):
+                say(progress, f"stopping Flink {role} (pid {pid})")
+                terminate_tree(pid)  # with its Python workers
+        path.unlink(missing_ok=True)
+    # a new TaskManager has imported no thread-mode code yet (see control.ops.jobs.check_thread_mode_code)
+    (s.pid_dir / "thread-mode-code.sha256").unlink(missing_ok=True)
+
+

@@ -1,0 +1,25 @@
+"""Settings of the external-state job (environment prefix RENDEZVOUS_EXTERNAL_STATE_)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from jobs.common.settings import JobSettings
+from schemas.features import DEFAULT_WINDOW_MS
+
+
+class ExternalStateSettings(JobSettings):
+    model_config = SettingsConfigDict(env_prefix="RENDEZVOUS_EXTERNAL_STATE_", frozen=True, extra="forbid",
+                                      env_nested_delimiter="__")
+
+    job_name: str = "external-state"
+    group_id: str = "external-state"
+    source_topic: str = "requests"
+    sink_topic: str = "requests.augmented"
+    quarantine_topic: str = "requests.quarantine"
+    window_ms: int = Field(default=DEFAULT_WINDOW_MS, gt=0)
+    """The sliding event-time window of the window_* features."""
+    state_ttl_days: int = Field(default=30, gt=0)
+    """Per-entity state not written for this long is dropped."""
+    checkpoint_interval_ms: int = 5_000

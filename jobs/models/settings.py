@@ -1,0 +1,39 @@
+"""Settings of a model job (environment prefix RENDEZVOUS_MODEL_)."""
+
+from __future__ import annotations
+
+from pydantic import model_validator
+from pydantic_settings import SettingsConfigDict
+
+from jobs.common.settings import JobSettings
+from schemas.model_card import ModelCard
+
+
+class ModelJobSettings(JobSettings):
+    model_config = SettingsConfigDict(env_prefix="RENDEZVOUS_MODEL_", frozen=True, extra="forbid",
+                                      env_nested_delimiter="__")
+
+    card: ModelCard
+    """The deployment: model id + version, runner, artifact, budget. Travels inline, so the cluster need
+    not see the client's files (the artifact path must be readable by the TaskManagers)."""
+    job_name: str = ""
+    """Default: `model <id>@<version>`."""
+    group_id: str = ""
+    """Default: `model-<id>-<version>`."""
+    source_topic: str = "requests.augmented"
+    sink_topic: str = "scores"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _names_from_card(cls, data):
+        if isinstance(data, dict) and data.get("card") is not None:
+            card = data["card"] if isinstance(data["card"], ModelCard) else ModelCard.model_validate(data["card"])
+            data = {**data, "job_name": data.get("job_name") or f"model {card.key}",
+                    "group_id": data.get("group_id") or f"model-{card.model_id}-{card.version}"}
+        return data
+
+    @property
+    def uid_prefix(self) -> str:
+        # uids are per model id (not version): a new version of the same model can take over the
+        # source offsets from a savepoint of the old one
+        return f"model-{self.card.model_id}"

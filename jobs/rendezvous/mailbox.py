@@ -1,0 +1,104 @@
+"""The mailbox of one request id, and its encoding in Flink keyed state.
+
+A `Mailbox` holds what the rendezvous knows of one request: when it arrived, under which schedule
+version, the stage reached, the first score of each model, and when it was answered. The rules
+(core.py) change it; the Flink function stores it with `to_state` / `from_state`.
+
+State encoding (deliberate and versioned, so savepoints survive upgrades): a plain tuple
+`(MAILBOX_STATE_VERSION, first_seen_ms, request_time_ms, received_at_ms, schedule_version, stage,
+answered_at_ms, expires_at_ms, scores)` with `scores` a tuple of `(model_id, model_version,
+output_json, error, started_at_ms, finished_at_ms, arrived_at_ms, request_time_ms, received_at_ms)`,
+stored as `Types.PICKLED_BYTE_ARRAY()`. In thread mode PyFlink pickles typed Row state anyway; a
+tuple of primitives pickles 5-10x faster than Rows and is as stable (docs/architecture.md, "State").
+A reader of a newer version than it knows fails loudly instead of guessing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from schemas.records import Score
+
+MAILBOX_STATE_VERSION = 1
+"""Version of the tuple layout written by `to_state`; bump it (and keep reading the old one) on change."""
+
+
+class StateVersionError(ValueError):
+    """State written by a newer (or unknown) encoding than this code reads."""
+
+
+@dataclass
+class HeldScore:
+    model_version: str
+    output: dict[str, Any] | None
+    error: str | None
+    started_at_ms: int
+    finished_at_ms: int
+    arrived_at_ms: int  # rendezvous clock
+    request_time_ms: int
+    received_at_ms: int  # model job clock
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.output is not None
+
+    @classmethod
+    def of(cls, score: Score, now: int) -> "HeldScore":
+        return cls(score.model_version, score.output, score.error, score.started_at_ms, score.finished_at_ms,
+                   now, score.request_time_ms, score.received_at_ms)
+
+    def to_score(self, request_id: str, model_id: str) -> Score:
+        return Score(request_id=request_id, model_id=model_id, model_version=self.model_version, output=self.output,
+                     error=self.error, request_time_ms=self.request_time_ms, received_at_ms=self.received_at_ms,
+                     started_at_ms=self.started_at_ms, finished_at_ms=self.finished_at_ms)
+
+
+@dataclass
+class Mailbox:
+    """Everything kept per request id."""
+
+    request_id: str
+    first_seen_ms: int
+    request_time_ms: int | None = None
+    received_at_ms: int | None = None  # when the request reached the rendezvous
+    schedule_version: int | None = None
+    stage: int = 0
+    answered_at_ms: int | None = None
+    expires_at_ms: int | None = None  # when this mailbox is cleared (orphan timeout or retention)
+    scores: dict[str, HeldScore] = field(default_factory=dict)  # first score per model id
+
+    @property
+    def has_request(self) -> bool:
+        return self.received_at_ms is not None
+
+    @property
+    def answered(self) -> bool:
+        return self.answered_at_ms is not None
+
+
+def to_state(mb: Mailbox) -> tuple:
+    """The mailbox as the versioned state tuple (the request id is the state's key, not stored)."""
+    scores = tuple(
+        (model_id, h.model_version, json.dumps(h.output, separators=(",", ":")) if h.output is not None else None,
+         h.error, h.started_at_ms, h.finished_at_ms, h.arrived_at_ms, h.request_time_ms, h.received_at_ms)
+        for model_id, h in mb.scores.items())
+    return (MAILBOX_STATE_VERSION, mb.first_seen_ms, mb.request_time_ms, mb.received_at_ms, mb.schedule_version,
+            mb.stage, mb.answered_at_ms, mb.expires_at_ms, scores)
+
+
+def from_state(request_id: str, value: tuple) -> Mailbox:
+    """The mailbox stored by `to_state`."""
+    if not isinstance(value, tuple) or not value or value[0] != MAILBOX_STATE_VERSION:
+        found = value[0] if isinstance(value, tuple) and value else type(value).__name__
+        raise StateVersionError(f"mailbox state of {request_id!r} has encoding {found!r}; this code reads version "
+                                f"{MAILBOX_STATE_VERSION}. Restore the savepoint with the version that wrote it.")
+    _, first_seen, request_time, received, schedule_version, stage, answered, expires, scores = value
+    mb = Mailbox(request_id=request_id, first_seen_ms=first_seen, request_time_ms=request_time,
+                 received_at_ms=received, schedule_version=schedule_version, stage=stage, answered_at_ms=answered,
+                 expires_at_ms=expires)
+    for model_id, version, output_json, error, started, finished, arrived, req_time, rcv in scores:
+        mb.scores[model_id] = HeldScore(version, json.loads(output_json) if output_json is not None else None, error,
+                                        started, finished, arrived, req_time, rcv)
+    return mb

@@ -1,0 +1,37 @@
+"""Settings of the rendezvous job (environment prefix RENDEZVOUS_RENDEZVOUS_)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from jobs.common.settings import JobSettings
+from jobs.rendezvous.schedule import BUILTIN_SCHEDULE
+from schemas.records import Schedule
+
+
+class RendezvousSettings(JobSettings):
+    model_config = SettingsConfigDict(env_prefix="RENDEZVOUS_RENDEZVOUS_", frozen=True, extra="forbid",
+                                      env_nested_delimiter="__")
+
+    job_name: str = "rendezvous"
+    group_id: str = "rendezvous"
+    augmented_topic: str = "requests.augmented"
+    scores_topic: str = "scores"
+    schedules_topic: str = "schedules"
+    answers_topic: str = "answers"
+    late_topic: str = "scores.late"
+    invalid_topic: str = "requests.quarantine"
+    builtin_schedule: Schedule = BUILTIN_SCHEDULE
+    """Used until a schedule is published on the schedules topic."""
+    orphan_timeout_ms: int = Field(default=60_000, gt=0)
+    """How long scores wait for their request before they are given up (emitted as late scores)."""
+    answered_retention_ms: int = Field(default=30_000, gt=0)
+    """How long an answered mailbox is kept to recognise late scores and duplicate requests."""
+    max_deadline_ms: int = 600_000
+    """The largest stage deadline a schedule may have (schemas.records.Stage); sizes the state TTL."""
+
+    @property
+    def state_ttl_ms(self) -> int:
+        """Safety net for mailboxes whose timers were lost: longer than any mailbox legitimately lives."""
+        return self.max_deadline_ms + self.orphan_timeout_ms + self.answered_retention_ms + 60_000

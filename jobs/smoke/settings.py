@@ -1,0 +1,18 @@
+"""Settings of the pass-through job (environment prefix RENDEZVOUS_SMOKE_)."""
+
+from __future__ import annotations
+
+from pydantic_settings import SettingsConfigDict
+
+from jobs.common.settings import JobSettings
+
+
+class SmokeSettings(JobSettings):
+    model_config = SettingsConfigDict(env_prefix="RENDEZVOUS_SMOKE_", frozen=True, extra="forbid",
+                                      env_nested_delimiter="__")
+
+    job_name: str = "smoke"
+    group_id: str = "smoke"
+    source_topic: str
+    sink_topic: str
+    start: str = "earliest"

@@ -1,0 +1,48 @@
+"""The model card: what a model deployment is (model id + version, the runner that hosts it, its
+artifact and checksum, the features it was trained on, its budget). Read by the registry and the CLI,
+shipped to model jobs, and checked by runners at load."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.features import FEATURE_VERSION
+
+
+class ModelCard(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model_id: str = Field(description="stable name the schedules refer to, e.g. 'fraud-champion'")
+    version: str
+    runner: str = Field(description="import string of the ModelRunner class, 'package.module:Class'")
+    artifact: str | None = Field(default=None, description="path of the model artifact (relative to the card)")
+    sha256: str | None = Field(default=None, description="expected sha256 of the artifact; checked at load")
+    feature_version: str | None = Field(default=FEATURE_VERSION, description="the feature contract the model was "
+                                        "trained on (schemas.features); None: the model reads no features")
+    params: dict[str, Any] = Field(default_factory=dict, description="runner-specific settings")
+    timeout_ms: int = Field(default=1000, gt=0, description="per-request budget; slower calls become error scores")
+    capacity: int = Field(default=100, gt=0, description="max in-flight requests of the async operator")
+    description: str = ""
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ModelCard":
+        path = Path(path)
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(path.read_text())
+        else:
+            data = json.loads(path.read_text())
+        card = cls.model_validate(data)
+        if card.artifact and not Path(card.artifact).is_absolute():
+            card = card.model_copy(update={"artifact": str((path.parent / card.artifact).resolve())})
+        return card
+
+    @property
+    def key(self) -> str:
+        """`id@version`: the model's identity in scores, mailboxes, answers and schedules."""
+        return f"{self.model_id}@{self.version}"

@@ -1,0 +1,201 @@
+"""The records on the wire: one pydantic v2 model per record type, the single definition of each.
+
+JSON on the wire (`to_json` / `parse`). Flink row types are derived from these models in
+`schemas.flink_types`. Models are strict (no coercion of "12" into 12) and forbid unknown fields.
+This package imports nothing else of the project (docs/architecture.md, "Layers").
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from schemas.features import FEATURE_VERSION
+
+MAX_AMOUNT = 1_000_000.0
+"""Largest transaction amount accepted; larger ones are quarantined as out of range."""
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
+
+    def to_json(self) -> str:
+        return self.model_dump_json(exclude_none=False)
+
+    @classmethod
+    def parse(cls, raw: str | bytes):
+        return cls.model_validate_json(raw)
+
+
+# --------------------------------------------------------------------------------------------
+# requests
+# --------------------------------------------------------------------------------------------
+class Request(Record):
+    """A caller's request: score this transaction of this entity."""
+
+    request_id: str = Field(min_length=1, max_length=128)
+    entity_id: str = Field(min_length=1, max_length=128, description="the key features are kept by (e.g. a card)")
+    event_time_ms: int = Field(ge=0, description="when the caller made the request (epoch ms)")
+    amount: float = Field(ge=0.0, le=MAX_AMOUNT)
+    merchant_category: str = Field(min_length=1, max_length=64)
+    country: str = Field(min_length=2, max_length=2)
+    payload: dict[str, Any] = Field(default_factory=dict, description="free-form extra fields passed to models")
+
+
+class Features(Record):
+    """Per-entity features at the time of a request (computed before this request is added)."""
+
+    entity_count: int = Field(ge=0, description="requests of this entity seen before this one")
+    window_count: int = Field(ge=0, description="requests of this entity in the sliding window, this one included")
+    window_sum: float = Field(ge=0.0, description="sum of amounts in the sliding window, this one included")
+    window_ms: int = Field(gt=0)
+    ms_since_prev: int | None = Field(default=None, description="ms since the entity's previous request")
+    amount_mean: float = Field(description="running mean of the entity's amounts before this one")
+    amount_std: float = Field(ge=0.0, description="running standard deviation before this one")
+    amount_zscore: float = Field(description="(amount - mean) / std, 0 when undefined")
+
+
+class AugmentedRequest(Record):
+    request: Request
+    features: Features
+    feature_version: str = FEATURE_VERSION
+    entity_seq: int = Field(ge=1, description="the entity's sequence number of this request (state version)")
+    augmented_at_ms: int
+
+
+# --------------------------------------------------------------------------------------------
+# quarantine
+# --------------------------------------------------------------------------------------------
+class Reason(Record):
+    code: Literal["malformed_json", "not_an_object", "missing", "wrong_type", "out_of_range", "unknown_field",
+                  "invalid", "duplicate"]
+    field: str | None = None
+    message: str
+
+
+class QuarantineRecord(Record):
+    raw: str = Field(description="the original bytes, decoded as UTF-8 (undecodable bytes replaced)")
+    reasons: list[Reason] = Field(min_length=1)
+    source_topic: str
+    stage: str = "external_state"
+    quarantined_at_ms: int
+
+
+# --------------------------------------------------------------------------------------------
+# scores
+# --------------------------------------------------------------------------------------------
+class Score(Record):
+    request_id: str
+    model_id: str
+    model_version: str
+    output: dict[str, Any] | None = Field(default=None, description="the model's answer; None when error is set")
+    error: str | None = None
+    request_time_ms: int = Field(description="event time of the request")
+    received_at_ms: int = Field(description="when the model job received the augmented request")
+    started_at_ms: int
+    finished_at_ms: int
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.output is not None
+
+    @property
+    def model_latency_ms(self) -> int:
+        return self.finished_at_ms - self.started_at_ms
+
+    @model_validator(mode="after")
+    def _output_xor_error(self):
+        if (self.output is None) == (self.error is None):
+            raise ValueError("a score has exactly one of output and error")
+        return self
+
+
+# --------------------------------------------------------------------------------------------
+# schedules
+# --------------------------------------------------------------------------------------------
+class Stage(Record):
+    deadline_ms: int = Field(gt=0, le=600_000, description="ms after the request reached the rendezvous")
+    models: list[str] = Field(min_length=1, description="model ids accepted in this stage, most preferred first")
+
+
+class Schedule(Record):
+    version: int = Field(ge=0, description="increases with every published schedule; 0 is the job's built-in one")
+    name: str = "schedule"
+    stages: list[Stage] = Field(min_length=1)
+    default_output: dict[str, Any] = Field(description="the answer when no stage produced one")
+    created_at_ms: int = 0
+
+    @field_validator("stages")
+    @classmethod
+    def _deadlines_increase(cls, stages: list[Stage]) -> list[Stage]:
+        for a, b in zip(stages, stages[1:]):
+            if b.deadline_ms <= a.deadline_ms:
+                raise ValueError(f"stage deadlines must increase: {a.deadline_ms} then {b.deadline_ms}")
+        return stages
+
+    def model_ids(self) -> list[str]:
+        seen: list[str] = []
+        for st in self.stages:
+            seen += [m for m in st.models if m not in seen]
+        return seen
+
+
+# --------------------------------------------------------------------------------------------
+# answers
+# --------------------------------------------------------------------------------------------
+class ModelTiming(Record):
+    model_version: str
+    latency_ms: int = Field(description="model's own latency (finished - started)")
+    finished_at_ms: int = Field(description="when the model finished (model job clock)")
+    arrived_after_ms: int = Field(description="ms after the request reached the rendezvous that the score arrived "
+                                              "(negative when the score came first)")
+    error: str | None = None
+
+
+class Answer(Record):
+    request_id: str
+    model_id: str | None = Field(description="the chosen model; None for the default answer")
+    model_version: str | None
+    output: dict[str, Any]
+    stage: int | None = Field(description="index of the schedule stage that answered; None for the default")
+    trigger: Literal["preferred", "all_answered", "deadline", "default"] = Field(
+        description="preferred: the stage's most preferred model answered; all_answered: every model of the "
+                    "stage answered; deadline: the stage's deadline passed; default: no stage had an answer")
+    is_default: bool
+    schedule_version: int
+    request_time_ms: int
+    received_at_ms: int = Field(description="when the request reached the rendezvous")
+    deadline_at_ms: int | None = Field(default=None, description="the deadline whose passing triggered the answer "
+                                                                 "(also set when a later stage answered at once "
+                                                                 "because an earlier stage's deadline passed)")
+    answered_at_ms: int
+    timings: dict[str, ModelTiming] = Field(default_factory=dict, description="every model seen so far, by id")
+
+
+class LateScore(Record):
+    score: Score
+    reason: Literal["after_answer", "orphan_expired", "unknown_request"]
+    answered_at_ms: int | None = None
+    observed_at_ms: int
+
+
+# --------------------------------------------------------------------------------------------
+# lifecycle (audit log)
+# --------------------------------------------------------------------------------------------
+class LifecycleEvent(Record):
+    kind: Literal["model_registered", "stage_changed", "schedule_published", "job_submitted", "job_stopped",
+                  "upgrade"]
+    model_id: str | None = None
+    model_version: str | None = None
+    from_stage: str | None = None
+    to_stage: str | None = None
+    schedule_version: int | None = None
+    job_id: str | None = None
+    detail: dict[str, Any] = Field(default_factory=dict)
+    at_ms: int

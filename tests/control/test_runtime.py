@@ -1,0 +1,159 @@
+"""Unit tests of the runtime helpers (no JVM, no broker)."""
+
+import os
+import re
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from control import runtime
+from control.errors import ControlError, RuntimeStartError, SubmissionError
+from control.ops import jobs
+from control.runtime import flink, kafka, process
+from control.settings import RuntimeSettings
+from schemas.topics import TOPICS
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_parse_job_id_from_flink_run_output():
+    out = "Job has been submitted with JobID 0123456789abcdef0123456789abcdef\n"
+    assert jobs.parse_job_id(out) == "0123456789abcdef0123456789abcdef"
+    with pytest.raises(SubmissionError, match="did not report a job id"):
+        jobs.parse_job_id("Python process exits with code: 1")
+
+
+def test_flink_conf_rendering_replaces_every_placeholder(tmp_path):
+    home = tmp_path / "home"
+    (home / "flink-conf").mkdir(parents=True)
+    for f in (REPO / "flink-conf").iterdir():
+        (home / "flink-conf" / f.name).write_text(f.read_text())
+    s = RuntimeSettings(home=home, flink_rest_port=18081)
+    out = flink.render_flink_conf(s)
+    text = (out / "config.yaml").read_text()
+    assert "${" not in text
+    assert "port: 18081" in text
+    assert f"file://{home}/savepoints" in text
+    assert (home / "savepoints").is_dir()
+
+
+def test_kafka_config_listens_on_configured_ports(tmp_path):
+    s = RuntimeSettings(home=tmp_path, kafka_port=19092, kafka_controller_port=19093)
+    props = dict(l.split("=", 1) for l in kafka.render_kafka_config(s).read_text().splitlines())
+    assert props["listeners"] == "PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093"
+    assert props["process.roles"] == "broker,controller"
+    assert props["log.dirs"] == str(tmp_path / "run" / "kafka-data")
+
+
+def test_settings_env_override(monkeypatch):
+    monkeypatch.setenv("RENDEZVOUS_KAFKA_PORT", "29092")
+    monkeypatch.setenv("RENDEZVOUS_FLINK_ADDRESS", "flink.example:8081")
+    s = RuntimeSettings()
+    assert s.bootstrap_servers == "127.0.0.1:29092"
+    assert s.flink_address == "flink.example:8081"
+
+
+def test_topics_of_the_architecture_exist_and_schedules_is_compacted():
+    names = {t.name: t for t in TOPICS}
+    for required in ("requests", "requests.quarantine", "requests.augmented", "scores", "schedules",
+                     "answers", "lifecycle"):
+        assert required in names
+    assert names["schedules"].topic_config() == {"cleanup.policy": "compact"}
+
+
+def test_port_in_use_detects_a_listener():
+    import socket
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    port = srv.getsockname()[1]
+    try:
+        assert process.port_in_use("127.0.0.1", port)
+    finally:
+        srv.close()
+    assert not process.port_in_use("127.0.0.1", port)
+
+
+def test_up_refuses_a_taken_port_with_advice(tmp_path, monkeypatch):
+    import socket
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    port = srv.getsockname()[1]
+    home = tmp_path
+    (home / "build/jars/kafka").mkdir(parents=True)
+    (home / "build/jars/kafka/kafka_2.13-4.1.1.jar").write_text("")
+    (home / "build/jars/flink").mkdir(parents=True)
+    (home / "build/jars/flink/x.jar").write_text("")
+    s = RuntimeSettings(home=home, kafka_port=port)
+    try:
+        with pytest.raises(RuntimeStartError, match=f"port 127.0.0.1:{port} is taken.*RENDEZVOUS_KAFKA_PORT"):
+            runtime.up(s, progress=None)
+    finally:
+        srv.close()
+
+
+def test_up_without_setup_says_run_make_setup(tmp_path):
+    with pytest.raises(RuntimeStartError, match="make setup"):
+        runtime.up(RuntimeSettings(home=tmp_path), progress=None)
+
+
+def test_pid_tracking_and_terminate():
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    assert process.pid_alive(p.pid)
+    assert p.pid in process.descendants(os.getpid())
+    process.terminate_tree(p.pid, timeout=5)
+    p.wait(timeout=5)
+    assert not process.pid_alive(p.pid)
+
+
+def test_flink_version_pinned_once_and_matches_pyflink():
+    ns = {"m": "http://maven.apache.org/POM/4.0.0"}
+    props = ET.parse(REPO / "pom.xml").getroot().find("m:properties", ns)
+    pom_flink = props.find("m:flink.version", ns).text
+    import pyflink.version
+
+    assert pyflink.version.__version__ == pom_flink
+    lock = (REPO / "requirements.lock").read_text()
+    assert re.search(rf"^apache-flink=={re.escape(pom_flink)}$", lock, re.M)
+    connector = props.find("m:flink.kafka.connector.version", ns).text
+    assert connector.startswith("5.")
+
+
+def test_flink_run_command_ships_sources_and_connector(tmp_path):
+    s = RuntimeSettings()
+    if not s.connector_jars:
+        pytest.skip("jars not resolved")
+    cmd = jobs.flink_run_command(s, "jobs.smoke.main", ["--x", "1"], savepoint="file:///sp/1")
+    assert cmd[1:3] == ["run", "-d"]
+    assert "-pym" in cmd and cmd[cmd.index("-pym") + 1] == "jobs.smoke.main"
+    bundle = cmd[cmd.index("-pyfs") + 1]
+    import zipfile
+
+    names = zipfile.ZipFile(bundle).namelist()
+    assert "jobs/smoke/pipeline.py" in names and "schemas/records.py" in names
+    assert not any(n.startswith(("control/", "tools/", "training/")) for n in names)  # never run in the cluster
+    assert any(a.startswith("-Dpipeline.jars=file://") for a in cmd)
+    assert cmd[cmd.index("-s") + 1] == "file:///sp/1"
+    assert cmd[-2:] == ["--x", "1"]
+
+
+def test_thread_mode_code_check_refuses_changed_code_until_the_cluster_restarts(tmp_path):
+    home = tmp_path
+    for pkg in jobs.SOURCE_PACKAGES:
+        (home / pkg).mkdir()
+        (home / pkg / "__init__.py").write_text("")
+    (home / "jobs" / "x.py").write_text("VERSION = 1\n")
+    s = RuntimeSettings(home=home)
+    jobs.check_thread_mode_code(s)  # first thread-mode submission records the code
+    jobs.check_thread_mode_code(s)  # same code: fine
+    (home / "jobs" / "x.py").write_text("VERSION = 2\n")
+    with pytest.raises(ControlError, match="rendezvous down && rendezvous up"):
+        jobs.check_thread_mode_code(s)
+    flink.stop_flink(s, progress=None)  # what `down` does: the marker goes with the TaskManager
+    jobs.check_thread_mode_code(s)

@@ -1,0 +1,38 @@
+"""The rendezvous's input envelope (one parse per record) and its typed (topic, payload) output (no JVM)."""
+
+from jobs.rendezvous.pipeline import Routes, envelope, score_of
+from schemas.records import Answer, LateScore, QuarantineRecord, Score
+
+ROUTES = Routes("answers", "late", "quarantine")
+SCORE = Score(request_id="r", model_id="m", model_version="1", output={"p": 0.1}, request_time_ms=1,
+              received_at_ms=2, started_at_ms=3, finished_at_ms=4)
+
+
+def test_each_record_type_goes_to_its_topic():
+    answer = Answer(request_id="r", model_id=None, model_version=None, output={}, stage=None, trigger="default",
+                    is_default=True, schedule_version=0, request_time_ms=0, received_at_ms=0, answered_at_ms=1)
+    late = LateScore(score=SCORE, reason="after_answer", answered_at_ms=1, observed_at_ms=2)
+    assert tuple(ROUTES.answer(answer)) == ("answers", answer.to_json())
+    assert tuple(ROUTES.late_score(late)) == ("late", late.to_json())
+    topic, payload = ROUTES.quarantine("garbage")
+    assert topic == "quarantine" and QuarantineRecord.parse(payload).raw == "garbage"
+
+
+def test_envelope_carries_a_validated_score_whole():
+    e = envelope(SCORE.to_json())
+    assert (e.kind, e.request_id, e.request_time_ms) == ("score", "r", 1)
+    assert score_of(e) == SCORE
+    failed = SCORE.model_copy(update={"output": None, "error": "boom"})
+    assert score_of(envelope(failed.to_json())) == failed
+
+
+def test_envelope_tells_requests_scores_and_garbage_apart():
+    req = '{"request": {"request_id": "q1", "event_time_ms": 5}, "features": {}}'
+    e = envelope(req)
+    assert (e.kind, e.request_id, e.request_time_ms) == ("request", "q1", 5)
+    bad_score = SCORE.to_json().replace('"error":null', '"error":"x"')  # output and error: invalid
+    for bad in ("nope", "[]", '{"model_id": "m"}', '{"request": "x"}', bad_score,
+                '{"request": {"request_id": "", "event_time_ms": 5}}',
+                '{"request": {"request_id": "a", "event_time_ms": "5"}}'):
+        e = envelope(bad)
+        assert e.kind == "invalid" and e.raw == bad

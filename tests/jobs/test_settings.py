@@ -1,0 +1,64 @@
+"""Each job's settings object: one default per field, environment prefix, submitted whole (no JVM)."""
+
+import pytest
+from pydantic import ValidationError
+
+from control.ops.deploy import ENTRY_POINTS, job_settings
+from control.settings import RuntimeSettings
+from jobs.common.settings import KafkaSettings, load_settings
+from jobs.external_state.settings import ExternalStateSettings
+from jobs.models.settings import ModelJobSettings
+from jobs.rendezvous.settings import RendezvousSettings
+from jobs.smoke.settings import SmokeSettings
+from schemas.model_card import ModelCard
+from schemas.records import Schedule, Stage
+
+CARD = ModelCard(model_id="m", version="2", runner="model_udfs.python_runners:ConstantRunner")
+EXAMPLES = [
+    ExternalStateSettings(window_ms=10_000, group_id="g"),
+    ModelJobSettings(card=CARD, start="latest"),
+    RendezvousSettings(orphan_timeout_ms=3000, builtin_schedule=Schedule(
+        version=0, stages=[Stage(deadline_ms=5, models=["m"])], default_output={"x": 1})),
+    SmokeSettings(source_topic="a", sink_topic="b"),
+]
+
+
+@pytest.mark.parametrize("settings", EXAMPLES, ids=lambda s: type(s).__name__)
+def test_submitted_whole_and_loaded_back_equal(settings):
+    argv = settings.to_argv()
+    assert argv[0] == "--settings" and len(argv) == 2
+    assert load_settings(type(settings), argv) == settings
+    assert type(settings) in ENTRY_POINTS
+
+
+def test_model_job_names_come_from_the_card():
+    s = ModelJobSettings(card=CARD)
+    assert (s.job_name, s.group_id, s.uid_prefix) == ("model m@2", "model-m-2", "model-m")
+    assert ModelJobSettings(card=CARD, group_id="x").group_id == "x"
+
+
+def test_environment_prefix_per_job(monkeypatch):
+    monkeypatch.setenv("RENDEZVOUS_RENDEZVOUS_ORPHAN_TIMEOUT_MS", "1234")
+    monkeypatch.setenv("RENDEZVOUS_EXTERNAL_STATE_WINDOW_MS", "777")
+    assert RendezvousSettings().orphan_timeout_ms == 1234
+    assert ExternalStateSettings().window_ms == 777
+    assert load_settings(RendezvousSettings, []).orphan_timeout_ms == 1234  # run by hand: env and defaults
+
+
+def test_unknown_or_invalid_fields_are_errors_that_name_them():
+    with pytest.raises(ValidationError, match="orphan_timeout"):
+        RendezvousSettings(orphan_timeout=5)
+    with pytest.raises(ValidationError, match="window_ms"):
+        ExternalStateSettings(window_ms=0)
+
+
+def test_kafka_properties_reach_every_job_and_never_print(monkeypatch):
+    monkeypatch.setenv("RENDEZVOUS_KAFKA_PROPERTIES",
+                       '{"security.protocol": "SASL_SSL", "sasl.jaas.config": "user=u password=secret"}')
+    rt = RuntimeSettings()
+    s = job_settings(RendezvousSettings, rt, job_name="rv")
+    assert s.kafka.properties["security.protocol"] == "SASL_SSL"
+    assert s.kafka.bootstrap_servers == rt.bootstrap_servers
+    assert "secret" not in repr(s.kafka) and "secret" not in str(s)
+    assert load_settings(RendezvousSettings, s.to_argv()).kafka.properties == s.kafka.properties
+    assert KafkaSettings().properties == {}

@@ -1,0 +1,218 @@
+"""The load generator: synthetic transactions at a fixed rate, and a report read from the answers topic."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+from training.synthetic import TransactionGenerator
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    v = sorted(values)
+    k = (len(v) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(v) - 1)
+    return v[lo] + (v[hi] - v[lo]) * (k - lo)
+
+
+@dataclass
+class LoadReport:
+    rate: float
+    duration_s: float
+    sent: int
+    answered: int
+    unanswered: int
+    duplicate_answers: int
+    answers_per_s: float
+    latency_p50_ms: float | None
+    latency_p99_ms: float | None
+    overshoot_p50_ms: float | None
+    overshoot_p99_ms: float | None
+    overhead_p50_ms: float | None
+    overhead_p99_ms: float | None
+    by_model: dict[str, int] = field(default_factory=dict)
+    by_trigger: dict[str, int] = field(default_factory=dict)
+    by_stage: dict[str, int] = field(default_factory=dict)
+    by_schedule: dict[str, int] = field(default_factory=dict)
+    fraud_sent: int = 0
+    fraud_flagged: int = 0
+    legit_flagged: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        def ms(x):
+            return "-" if x is None else f"{x:.1f} ms"
+
+        lines = [
+            f"sent {self.sent} requests in {self.duration_s:.1f} s (target {self.rate:.0f}/s); "
+            f"answered {self.answered}, unanswered {self.unanswered}, duplicate answers {self.duplicate_answers}",
+            f"answers/s {self.answers_per_s:.1f}",
+            f"answer latency (answered - request time): p50 {ms(self.latency_p50_ms)}, p99 {ms(self.latency_p99_ms)}",
+            f"deadline overshoot (answered - deadline): p50 {ms(self.overshoot_p50_ms)}, "
+            f"p99 {ms(self.overshoot_p99_ms)}",
+            f"rendezvous overhead (answered - winning model finished): p50 {ms(self.overhead_p50_ms)}, "
+            f"p99 {ms(self.overhead_p99_ms)}",
+            "answers by model:    " + ", ".join(f"{k} {v}" for k, v in sorted(self.by_model.items())),
+            "answers by trigger:  " + ", ".join(f"{k} {v}" for k, v in sorted(self.by_trigger.items())),
+            "answers by stage:    " + ", ".join(f"{k} {v}" for k, v in sorted(self.by_stage.items())),
+            "answers by schedule: " + ", ".join(f"v{k} {v}" for k, v in sorted(self.by_schedule.items())),
+        ]
+        if self.fraud_sent:
+            lines.append(f"fraud: {self.fraud_sent} sent, {self.fraud_flagged} flagged (p >= 0.5); "
+                         f"legit flagged: {self.legit_flagged}")
+        return "\n".join(lines)
+
+
+class AnswerCollector(threading.Thread):
+    """Reads the answers topic from its end (as of `start()`), keeping answers whose id has our prefix."""
+
+    def __init__(self, bootstrap: str, topic: str, prefix: str):
+        super().__init__(daemon=True)
+        from kafka import KafkaConsumer, TopicPartition
+
+        self.prefix = prefix
+        self.answers: dict[str, dict] = {}
+        self.duplicates = 0
+        self.first_answer_s: float | None = None
+        self.last_answer_s: float | None = None
+        self._halt = threading.Event()
+        self._c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+        parts = [TopicPartition(topic, p) for p in (self._c.partitions_for_topic(topic) or {0})]
+        self._c.assign(parts)
+        self._c.seek_to_end(*parts)
+        for p in parts:  # resolve the end offsets now, before any request is sent
+            self._c.position(p)
+        self.lock = threading.Lock()
+
+    def run(self) -> None:
+        try:
+            while not self._halt.is_set():
+                for recs in self._c.poll(timeout_ms=100).values():
+                    for r in recs:
+                        try:
+                            a = json.loads(r.value)
+                        except ValueError:
+                            continue
+                        rid = a.get("request_id", "")
+                        if not rid.startswith(self.prefix):
+                            continue
+                        now = time.monotonic()
+                        with self.lock:
+                            if rid in self.answers:
+                                self.duplicates += 1
+                            else:
+                                self.answers[rid] = a
+                            self.first_answer_s = self.first_answer_s or now
+                            self.last_answer_s = now
+        finally:
+            self._c.close()
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(timeout=5)
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.answers)
+
+
+def run_load(bootstrap: str, rate: float, duration_s: float, requests_topic: str = "requests",
+             answers_topic: str = "answers", fraud_fraction: float = 0.02, seed: int | None = None,
+             drain_s: float = 10.0, progress: Callable[[str], None] | None = print,
+             on_tick: Callable[[float], None] | None = None) -> LoadReport:
+    """Send `rate` requests/s for `duration_s`, then wait up to `drain_s` for the last answers."""
+    from control.kafka_io import producer
+
+    if rate <= 0 or duration_s <= 0:
+        raise ValueError("rate and duration must be positive")
+    run_id = uuid.uuid4().hex[:8]
+    prefix = f"load-{run_id}"
+    gen = TransactionGenerator(seed=seed if seed is not None else int(time.time()), fraud_fraction=fraud_fraction,
+                               prefix=prefix)
+    collector = AnswerCollector(bootstrap, answers_topic, prefix)
+    collector.start()
+    prod = producer(bootstrap, linger_ms=1, acks=1)
+    labels: dict[str, bool] = {}
+    t0 = time.monotonic()
+    sent = 0
+    last_report = t0
+    errors: list[BaseException] = []
+    try:
+        while True:
+            now = time.monotonic()
+            elapsed = now - t0
+            if elapsed >= duration_s:
+                break
+            due = min(int(elapsed * rate) + 1, int(duration_s * rate))
+            while sent < due:
+                txn = gen.next(int(time.time() * 1000))
+                labels[txn.request["request_id"]] = txn.is_fraud
+                fut = prod.send(requests_topic, json.dumps(txn.request).encode(),
+                                key=txn.request["entity_id"].encode())
+                fut.add_errback(errors.append)
+                sent += 1
+            if on_tick:
+                on_tick(elapsed)
+            if progress and now - last_report >= 1.0:
+                last_report = now
+                progress(f"  t={elapsed:5.1f}s  sent {sent:7d}  answered {collector.count():7d}")
+            time.sleep(max(0.0, min(0.005, (sent / rate) - (time.monotonic() - t0))))
+        prod.flush()
+        if errors:
+            raise RuntimeError(f"{len(errors)} requests could not be sent to Kafka: {errors[0]}")
+        send_end = time.monotonic()
+        drain_until = send_end + drain_s
+        while time.monotonic() < drain_until and collector.count() < sent:
+            if progress and time.monotonic() - last_report >= 1.0:
+                last_report = time.monotonic()
+                progress(f"  draining: answered {collector.count()}/{sent}")
+            time.sleep(0.1)
+    finally:
+        prod.close()
+        collector.stop()
+    return build_report(rate, duration_s, sent, labels, collector.answers, collector.duplicates,
+                        collector.first_answer_s, collector.last_answer_s)
+
+
+def build_report(rate: float, duration_s: float, sent: int, labels: dict[str, bool], answers: dict[str, dict],
+                 duplicates: int, first_s: float | None, last_s: float | None) -> LoadReport:
+    latencies, overshoots, overheads = [], [], []
+    by_model, by_trigger, by_stage, by_schedule = Counter(), Counter(), Counter(), Counter()
+    fraud_flagged = legit_flagged = 0
+    for rid, a in answers.items():
+        latencies.append(a["answered_at_ms"] - a["request_time_ms"])
+        if a.get("deadline_at_ms") is not None:
+            overshoots.append(a["answered_at_ms"] - a["deadline_at_ms"])
+        winner = a.get("model_id")
+        if a.get("trigger") == "preferred" and winner and winner in a.get("timings", {}):
+            overheads.append(a["answered_at_ms"] - a["timings"][winner]["finished_at_ms"])
+        by_model[winner or "(default)"] += 1
+        by_trigger[a.get("trigger")] += 1
+        by_stage["default" if a.get("stage") is None else str(a["stage"])] += 1
+        by_schedule[str(a.get("schedule_version"))] += 1
+        p = (a.get("output") or {}).get("fraud_probability")
+        if isinstance(p, (int, float)) and p >= 0.5:
+            if labels.get(rid):
+                fraud_flagged += 1
+            else:
+                legit_flagged += 1
+    span = (last_s - first_s) if first_s and last_s and last_s > first_s else duration_s
+    return LoadReport(
+        rate=rate, duration_s=duration_s, sent=sent, answered=len(answers),
+        unanswered=sum(1 for rid in labels if rid not in answers), duplicate_answers=duplicates,
+        answers_per_s=len(answers) / span if span else 0.0,
+        latency_p50_ms=percentile(latencies, 0.5), latency_p99_ms=percentile(latencies, 0.99),
+        overshoot_p50_ms=percentile(overshoots, 0.5), overshoot_p99_ms=percentile(overshoots, 0.99),
+        overhead_p50_ms=percentile(overheads, 0.5), overhead_p99_ms=percentile(overheads, 0.99),
+        by_model=dict(by_model), by_trigger=dict(by_trigger), by_stage=dict(by_stage),
+        by_schedule=dict(by_schedule), fraud_sent=sum(labels.values()), fraud_flagged=fraud_flagged,
+        legit_flagged=legit_flagged)
