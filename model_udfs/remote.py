@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from model_udfs.base import ModelRunner
+from model_udfs.base import BatchingRunner
 from schemas.features import feature_vector
 from schemas.model_card import ModelCard
 
@@ -49,11 +49,14 @@ class KServeV2Params(BaseModel):
     load_timeout_s: float = Field(default=5.0, gt=0, description="budget of the readiness check in load()")
 
 
-class KServeV2Runner(ModelRunner):
-    """Scores requests with a model on a KServe V2 / Open Inference Protocol server (REST)."""
+class KServeV2Runner(BatchingRunner):
+    """Scores requests with a model on a KServe V2 / Open Inference Protocol server (REST). The calls in
+    flight go as one request of shape [N, 10] (params.max_batch_size, default 64), not N requests."""
 
     def __init__(self, card: ModelCard):
         super().__init__(card)
+        card = card.model_copy(update={"params": {k: v for k, v in card.params.items()
+                                                  if k not in ("max_batch_size", "max_batch_wait_ms", "transport")}})
         try:
             self.params = KServeV2Params.model_validate(card.params)
         except ValidationError as e:
@@ -66,7 +69,7 @@ class KServeV2Runner(ModelRunner):
 
     # ---- pickling: never ship an open client -----------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
+        state = super().__getstate__()
         state["_client"] = None
         state["_loop"] = None
         state["_sync"] = None
@@ -165,24 +168,30 @@ class KServeV2Runner(ModelRunner):
     # ---- scoring -----------------------------------------------------------------------------
     def inference_request(self, request: dict[str, Any], features: dict[str, Any]) -> dict[str, Any]:
         """The V2 inference request body for one request."""
-        vector = feature_vector(request, features)
+        return self.batch_inference_request([request], [features])
+
+    def batch_inference_request(self, requests: list[dict[str, Any]], features: list[dict[str, Any]]) \
+            -> dict[str, Any]:
+        """The V2 inference request body for rows: one FP64 input of shape [N, 10], row-major."""
+        vectors = [feature_vector(r, f) for r, f in zip(requests, features)]
         body: dict[str, Any] = {
-            "inputs": [{"name": self.params.input_name, "shape": [1, len(vector)], "datatype": "FP64",
-                        "data": vector}],
+            "inputs": [{"name": self.params.input_name, "shape": [len(vectors), len(vectors[0])],
+                        "datatype": "FP64", "data": [v for row in vectors for v in row]}],
         }
-        request_id = request.get("request_id")
+        request_id = requests[0].get("request_id") if len(requests) == 1 else None
         if isinstance(request_id, str) and request_id:
             body["id"] = request_id
         if self.params.output_tensor:
             body["outputs"] = [{"name": self.params.output_tensor}]
         return body
 
-    async def predict(self, request: dict[str, Any], features: dict[str, Any]) -> dict[str, Any]:
+    async def predict_batch(self, requests: list[dict[str, Any]], features: list[dict[str, Any]]) \
+            -> list[dict[str, Any]]:
         import httpx
 
         if self._client is None:
             raise RuntimeError(f"{self.card.key}: KServeV2Runner.predict called before load()")
-        body = self.inference_request(request, features)
+        body = self.batch_inference_request(requests, features)
         path = self.model_path + "/infer"
         try:
             if self._sync is not None:
@@ -205,10 +214,18 @@ class KServeV2Runner(ModelRunner):
         except ValueError:
             raise RemoteModelError(f"{self._what}: the inference response is not JSON: "
                                    f"{resp.text[:200]!r}") from None
-        return {self.params.output_name: self.parse_response(payload)}
+        values = self.parse_rows(payload)
+        if len(values) != len(requests):
+            raise RemoteModelError(f"{self._what}: malformed inference response: {len(values)} rows for "
+                                   f"{len(requests)} inputs")
+        return [{self.params.output_name: v} for v in values]
 
     def parse_response(self, payload: Any) -> float:
         """The value at `output_index` of the first row of the chosen output of a V2 inference response."""
+        return self.parse_rows(payload)[0]
+
+    def parse_rows(self, payload: Any) -> list[float]:
+        """The value at `output_index` of every row of the chosen output of a V2 inference response."""
         bad = f"{self._what}: malformed inference response"
         outputs = payload.get("outputs") if isinstance(payload, dict) else None
         if not isinstance(outputs, list) or not outputs or not all(isinstance(o, dict) for o in outputs):
@@ -233,7 +250,8 @@ class KServeV2Runner(ModelRunner):
         if len(data) % rows:
             raise RemoteModelError(f"{bad}: output {name!r} has {len(data)} values, not a multiple of its "
                                    f"{rows} rows (shape {shape})")
-        row = data[: len(data) // rows]
+        width = len(data) // rows
+        row = data[:width]
         i = self.params.output_index
         if i >= len(row):
             hint = ""
@@ -242,10 +260,13 @@ class KServeV2Runner(ModelRunner):
                         "with params.output_tensor, e.g. 'predict_proba' for mlserver-sklearn.")
             raise RemoteModelError(f"{bad}: output {name!r} has {len(row)} value(s) per row, "
                                    f"params.output_index {i} is out of range.{hint}")
-        value = row[i]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise RemoteModelError(f"{bad}: output {name!r}[{i}] is {value!r}, not a finite number")
-        return float(value)
+        out = []
+        for r in range(rows):
+            value = data[r * width + i]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise RemoteModelError(f"{bad}: output {name!r}[{r}][{i}] is {value!r}, not a finite number")
+            out.append(float(value))
+        return out
 
 
 # ---------------------------------------------------------------------------------------------

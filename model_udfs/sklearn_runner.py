@@ -1,16 +1,18 @@
-"""In-process runner: a scikit-learn model loaded from a version-controlled artifact (joblib)."""
+"""In-process runner: a scikit-learn model loaded from a version-controlled artifact (joblib), scoring
+the calls in flight as one batch (`BatchingRunner`)."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
-from model_udfs.base import ModelRunner, verify_artifact
+from model_udfs.base import BatchingRunner, verify_artifact
 from schemas.features import feature_vector
 
 
-class SklearnRunner(ModelRunner):
-    """params: output_name (default 'fraud_probability'), output_index (default 1)."""
+class SklearnRunner(BatchingRunner):
+    """params: output_name (default 'fraud_probability'), output_index (default 1), max_batch_size (64),
+    max_batch_wait_ms (0)."""
 
     _model = None
 
@@ -20,10 +22,14 @@ class SklearnRunner(ModelRunner):
         path = verify_artifact(self.card)  # refuses an artifact whose sha256 is not the card's
         self._model = await asyncio.get_running_loop().run_in_executor(None, joblib.load, path)
 
-    async def predict(self, request: dict[str, Any], features: dict[str, Any]) -> dict[str, Any]:
+    async def predict_batch(self, requests: list[dict[str, Any]], features: list[dict[str, Any]]) \
+            -> list[dict[str, Any]]:
         if self._model is None:
             raise RuntimeError(f"{self.card.key}: predict before load")
-        x = [feature_vector(request, features)]
-        proba = self._model.predict_proba(x)[0]
+        import numpy as np
+
+        x = np.asarray([feature_vector(r, f) for r, f in zip(requests, features)], dtype=float)
+        proba = self._model.predict_proba(x)
         idx = int(self.card.params.get("output_index", 1))
-        return {self.card.params.get("output_name", "fraud_probability"): float(proba[idx])}
+        name = self.card.params.get("output_name", "fraud_probability")
+        return [{name: float(p)} for p in proba[:, idx]]

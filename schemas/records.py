@@ -120,7 +120,7 @@ class Score(Record):
 # schedules
 # --------------------------------------------------------------------------------------------
 class Stage(Record):
-    deadline_ms: int = Field(gt=0, le=600_000, description="ms after the request reached the rendezvous")
+    deadline_ms: int = Field(gt=0, le=600_000, description="ms after the schedule's deadline base (see Schedule.deadline_from)")
     models: list[str] = Field(min_length=1, description="model ids accepted in this stage, most preferred first")
 
 
@@ -129,6 +129,10 @@ class Schedule(Record):
     name: str = "schedule"
     stages: list[Stage] = Field(min_length=1)
     default_output: dict[str, Any] = Field(description="the answer when no stage produced one")
+    deadline_from: Literal["request", "arrival"] = Field(
+        default="request", description="request: deadlines count from the request's own timestamp (time spent "
+        "upstream counts against the budget; a request whose budget is spent is answered at once); arrival: "
+        "from when the request reached the rendezvous")
     created_at_ms: int = 0
 
     @field_validator("stages")
@@ -174,6 +178,8 @@ class Answer(Record):
     deadline_at_ms: int | None = Field(default=None, description="the deadline whose passing triggered the answer "
                                                                  "(also set when a later stage answered at once "
                                                                  "because an earlier stage's deadline passed)")
+    budget_spent: bool = Field(default=False, description="the request reached the rendezvous after its last "
+                                                      "deadline had passed and was answered at once")
     answered_at_ms: int
     timings: dict[str, ModelTiming] = Field(default_factory=dict, description="every model seen so far, by id")
 

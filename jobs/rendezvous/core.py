@@ -30,6 +30,7 @@ class Effects:
     answer: Answer | None = None
     late: list[LateScore] = field(default_factory=list)
     timers: list[int] = field(default_factory=list)
+    cancel_timers: list[int] = field(default_factory=list)  # deadline timers made useless by an early answer
     clear: bool = False
     changed: bool = True  # False when the mailbox is untouched (nothing to write back)
     duplicate_request: bool = False
@@ -97,13 +98,20 @@ class Rendezvous:
         return eff
 
     # ----------------------------------------------------------------------------------- rules
+    @staticmethod
+    def deadline_base(mb: Mailbox, schedule: Schedule) -> int:
+        """What stage deadlines count from: the request's own timestamp, or its arrival here."""
+        assert mb.received_at_ms is not None and mb.request_time_ms is not None
+        return mb.request_time_ms if schedule.deadline_from == "request" else mb.received_at_ms
+
     def _evaluate(self, mb: Mailbox, schedule: Schedule, now: int, eff: Effects) -> None:
         assert mb.received_at_ms is not None
+        base = self.deadline_base(mb, schedule)
         stages = schedule.stages
         passed: int | None = None  # the deadline passed in this evaluation, if any (for overshoot accounting)
         while mb.stage < len(stages):
             stage = stages[mb.stage]
-            deadline = mb.received_at_ms + stage.deadline_ms
+            deadline = base + stage.deadline_ms
             preferred = mb.scores.get(stage.models[0])
             if preferred is not None and preferred.ok:
                 return self._answer(mb, schedule, stage.models[0], "preferred", passed, now, eff)
@@ -123,7 +131,7 @@ class Rendezvous:
             eff.timers.append(deadline)
             return
         # past the last stage: the default answer
-        last_deadline = mb.received_at_ms + stages[-1].deadline_ms
+        last_deadline = base + stages[-1].deadline_ms
         self._answer(mb, schedule, None, "default", last_deadline if now >= last_deadline else passed, now, eff)
 
     @staticmethod
@@ -144,6 +152,11 @@ class Rendezvous:
             for m, h in mb.scores.items()
         }
         chosen = mb.scores[model_id] if model_id is not None else None
+        base = self.deadline_base(mb, schedule)
+        if trigger in ("preferred", "all_answered") and mb.stage < len(schedule.stages):
+            pending = base + schedule.stages[mb.stage].deadline_ms
+            if pending > now:  # the stage's deadline timer would fire for nothing: delete it
+                eff.cancel_timers.append(pending)
         eff.answer = Answer(
             request_id=mb.request_id,
             model_id=model_id,
@@ -157,6 +170,7 @@ class Rendezvous:
             received_at_ms=mb.received_at_ms,
             deadline_at_ms=deadline_at,
             answered_at_ms=now,
+            budget_spent=mb.received_at_ms >= base + schedule.stages[-1].deadline_ms,
             timings=timings,
         )
         mb.answered_at_ms = now

@@ -164,6 +164,8 @@ class RendezvousFunction(KeyedBroadcastProcessFunction):
 
     # ---------------------------------------------------------------- effects
     def _apply(self, eff: Effects, mb: Mailbox, timer_service):
+        for t in eff.cancel_timers:
+            timer_service.delete_processing_time_timer(t)
         for t in eff.timers:
             timer_service.register_processing_time_timer(t)
         if eff.clear:

@@ -33,9 +33,10 @@ from schemas.records import Answer, LateScore, Schedule, Score, Stage
 DEFAULT_OUTPUT = {"fraud_probability": 0.0, "decision": "review"}
 
 
-def make_schedule(*stages: tuple[int, list[str]], version: int = 7, default: dict | None = None) -> Schedule:
+def make_schedule(*stages: tuple[int, list[str]], version: int = 7, default: dict | None = None,
+                  deadline_from: str = "arrival") -> Schedule:
     return Schedule(version=version, name="test", stages=[Stage(deadline_ms=d, models=list(m)) for d, m in stages],
-                    default_output=dict(DEFAULT_OUTPUT if default is None else default))
+                    default_output=dict(DEFAULT_OUTPUT if default is None else default), deadline_from=deadline_from)
 
 
 # stage 0: A (preferred), B, C until 100 ms after the request; stage 1: D (preferred), E until 300 ms; then default
@@ -157,6 +158,8 @@ class Sim:
         assert self.now is None or at >= self.now, "events must be driven in time order"
         self.now = at
         if kind == "timer":
+            if (rid, payload) not in self.pending_timers:  # deleted (an early answer) or already fired
+                return
             self.pending_timers.discard((rid, payload))
             mb = self.mailboxes.get(rid)
             if mb is None:  # the pipeline ignores timers of a cleared key
@@ -204,6 +207,9 @@ class Sim:
             assert mb == before, "Effects.changed is False but the mailbox was modified"
             assert eff.answer is None and not eff.timers and not eff.clear
         assert not (eff.clear and eff.answer is not None)
+        for t in eff.cancel_timers:
+            assert eff.answer is not None and t > now, "only an early answer deletes a deadline timer"
+            self.pending_timers.discard((rid, t))
         for t in eff.timers:
             assert t >= now, f"timer registered in the past: {t} < {now}"
             if (rid, t) not in self.pending_timers:  # Flink keeps one timer per key and timestamp

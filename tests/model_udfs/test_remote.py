@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from control.runtime import mlserver
+from control.runtime.process import group_members
 from jobs.external_state.features import EntityState, FeatureComputer
 from model_udfs.base import make_runner
 from model_udfs.remote import KServeV2Runner, RemoteModelError
@@ -92,7 +93,7 @@ def champion_server(trained, tmp_path_factory):
     yield server
     server.stop()
     assert not server.running()
-    assert not mlserver._group_members(server.pid), "MLServer left processes behind"
+    assert not group_members(server.pid), "MLServer left processes behind"
 
 
 @pytest.mark.e2e
@@ -199,7 +200,7 @@ def test_server_that_is_down_raises_not_hangs(trained, tmp_path_factory):
         assert run(scenario(), timeout=30) < 5
     finally:
         server.stop()
-    assert not mlserver._group_members(server.pid)
+    assert not group_members(server.pid)
 
 
 def test_start_without_models_or_with_taken_port_says_what_to_do(tmp_path):

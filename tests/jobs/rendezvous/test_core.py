@@ -39,8 +39,9 @@ def test_preferred_model_answers_immediately():
     assert (a.model_id, a.model_version, a.output) == ("A", "v1", {"fraud_probability": 0.9})
     assert (a.trigger, a.stage, a.is_default, a.deadline_at_ms) == ("preferred", 0, False, None)
     assert (a.received_at_ms, a.answered_at_ms) == (1_000, 1_030)
-    # the stage-0 deadline timer still fires at 1_100: no effect on an answered mailbox
-    assert [(n, k, e) for n, k, e in effects_after(sim, "r", 1_030) if n < 31_030] == [(1_100, "timer", E())]
+    # the stage-0 deadline timer (1_100) is deleted by the early answer: nothing happens until the retention
+    assert [e.cancel_timers for n, k, r, e in sim.log if (n, k) == (1_030, "score")] == [[1_100]]
+    assert [(n, k, e) for n, k, e in effects_after(sim, "r", 1_030) if n < 31_030] == []
     assert sim.cleared_at("r") == [1_030 + sim.config.answered_retention_ms]
     assert sim.mailboxes == {}
 
@@ -719,3 +720,48 @@ def test_random_worlds_exercise_every_path():
     assert triggers == {"preferred", "all_answered", "deadline", "default"}
     assert reasons == {"after_answer", "orphan_expired"}
     assert dup and dropped
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# deadlines from the request's own timestamp (the default)
+# ---------------------------------------------------------------------------------------------------------------
+REQ_SCHED = make_schedule((100, ["A", "B"]), (300, ["C"]), deadline_from="request")
+
+
+def test_default_deadlines_count_from_the_request_timestamp():
+    assert Schedule(version=1, stages=[Stage(deadline_ms=5, models=["A"])], default_output={}).deadline_from \
+        == "request"
+    sim = Sim(REQ_SCHED)
+    sim.request("r", at=REQUEST_TIME + 40)  # 40 ms spent upstream
+    sim.score("r", "B", at=REQUEST_TIME + 70)
+    sim.run()
+    a = sim.the_answer("r")
+    # stage 0 ends 100 ms after the request's own timestamp, not 100 ms after its arrival
+    assert (a.model_id, a.trigger, a.answered_at_ms, a.deadline_at_ms) == ("B", "deadline", REQUEST_TIME + 100,
+                                                                          REQUEST_TIME + 100)
+    assert not a.budget_spent
+
+
+def test_a_request_whose_budget_is_spent_is_answered_at_once():
+    sim = Sim(REQ_SCHED)
+    sim.score("r", "C", at=REQUEST_TIME + 350)
+    sim.request("r", at=REQUEST_TIME + 400)  # after the last deadline: best score available, at once
+    sim.request("q", at=REQUEST_TIME + 400)  # nothing available: the default, at once
+    sim.run()
+    a, q = sim.the_answer("r"), sim.the_answer("q")
+    assert (a.model_id, a.answered_at_ms, a.budget_spent) == ("C", REQUEST_TIME + 400, True)
+    assert (q.is_default, q.answered_at_ms, q.budget_spent) == (True, REQUEST_TIME + 400, True)
+    assert q.deadline_at_ms == REQUEST_TIME + 300
+
+
+def test_an_early_answer_deletes_the_pending_deadline_timer():
+    rv = Rendezvous()
+    mb = Mailbox("r", first_seen_ms=0)
+    eff = rv.on_request(mb, 0, REQ_SCHED, 10)
+    assert eff.timers == [100]
+    eff = rv.on_score(mb, make_score("r", "A", at=20), REQ_SCHED, 20)
+    assert eff.answer is not None and eff.cancel_timers == [100]
+    mb2 = Mailbox("s", first_seen_ms=0)
+    rv.on_request(mb2, 0, REQ_SCHED, 10)
+    eff = rv.on_timer(mb2, REQ_SCHED, 100)  # the deadline fired: nothing left to delete
+    assert eff.cancel_timers == []
