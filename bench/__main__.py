@@ -1,11 +1,19 @@
-"""`make bench`: the rendezvous system against a bare PyFlink pass-through, measured in one run.
+"""`make bench`: capacity and latency of the whole system, measured in one run on this machine.
 
-1. Baseline: a bare PyFlink pass-through job (jobs.smoke) drains N pre-written records from one Kafka
-   topic to another; records/s is its capacity on this machine now.
-2. The system: external state + three model jobs (fast, second, slow) + rendezvous, fed at --rate for
-   --duration by the load generator; answers/s, answer latency, deadline overshoot and the
-   rendezvous's overhead over the winning model, read from the answers.
-Each figure is the median of --runs runs. Prints the figures and ratios; writes run/bench/latest.json.
+For each model set (`demo`: the demo's real models - in-process champion, challenger on MLServer, a
+slow model; `synthetic`: constant runners), the system (external state + 3 model jobs + rendezvous)
+is deployed once on fresh topics, then:
+
+1. capacity: a backlog of --backlog requests is written as fast as the client can, and drained; timed
+   from Kafka record timestamps (first request written -> last answer written). The schedule counts
+   deadlines from arrival at the rendezvous here, so the models' answers still count under a backlog.
+2. latency at each --rates offered rate for --duration s: client-observed latency (answer received -
+   request sent), deadline overshoot, answers by trigger, default share, unanswered, duplicates.
+3. CPU per request of each process (psutil) during each latency run.
+
+The baseline is a bare PyFlink Kafka->Kafka pass-through (jobs.smoke) with the same job configuration,
+draining the same number of records timed the same way. Every figure is the median of --runs runs.
+Writes run/bench/latest.json and prints the README's table (`python -m bench.table` regenerates it).
 """
 
 from __future__ import annotations
@@ -16,18 +24,21 @@ import statistics
 import time
 import uuid
 
-from control import runtime
+from bench import cpu
+from control import kafka_io, runtime
 from control.kafka_io import ensure_topics
 from control.ops import deploy, jobs, schedules
+from control.runtime import mlserver
 from control.settings import RuntimeSettings
 from schemas.model_card import ModelCard
 from schemas.topics import TopicSpec
-from tools import load
+from tools import demo, load
+from training.synthetic import TransactionGenerator
 
-SCHEDULE = {"name": "bench", "stages": [{"deadline_ms": 30, "models": ["bench-fast"]},
-                                        {"deadline_ms": 80, "models": ["bench-second", "bench-slow"]}],
-            "default_output": {"fraud_probability": 0.0}}
-MODELS = [
+SYNTHETIC_SCHEDULE = {"name": "bench", "stages": [{"deadline_ms": 30, "models": ["bench-fast"]},
+                                                  {"deadline_ms": 80, "models": ["bench-second", "bench-slow"]}],
+                      "default_output": {"fraud_probability": 0.0}}
+SYNTHETIC = [
     # the preferred model: fast, but never answers 10% of requests (those hit the 30 ms deadline)
     ModelCard(model_id="bench-fast", version="1", runner="model_udfs.python_runners:ConstantRunner",
               params={"delay_ms": 1, "silent_rate": 0.1, "output": {"fraud_probability": 0.1}}, timeout_ms=500),
@@ -44,39 +55,85 @@ def med(values):
     return round(statistics.median(vals), 2) if vals else None
 
 
-def baseline(s: RuntimeSettings, n: int, log) -> float:
-    """The bare PyFlink pass-through's records/s, draining n pre-written records."""
-    from bench.model_job import one_run
+def drain(s: RuntimeSettings, src: str, dst: str, n: int, prefix: str | None, log, timeout: float = 600) -> dict:
+    """Write n records to src as fast as the client can; wait for n outputs on dst (whose id starts with
+    prefix); rate = n / (last output's Kafka timestamp - first input's Kafka timestamp)."""
+    from kafka import KafkaConsumer, TopicPartition
 
-    rate = one_run(s, None, [json.dumps({"id": i, "value": i}) for i in range(n)])
-    log(f"   baseline: {n} records at {rate:.0f} records/s")
-    return rate
+    c = KafkaConsumer(bootstrap_servers=s.bootstrap_servers, enable_auto_commit=False, group_id=None)
+    parts = [TopicPartition(dst, p) for p in (c.partitions_for_topic(dst) or {0})]
+    c.assign(parts)
+    c.seek_to_end(*parts)
+    for p in parts:
+        c.position(p)
+    if prefix is None:
+        records = [json.dumps({"id": i, "value": i}) for i in range(n)]
+    else:
+        gen = TransactionGenerator(seed=5, prefix=prefix)
+        records = [json.dumps(gen.next(int(time.time() * 1000)).request) for _ in range(n)]
+    prod = kafka_io.producer(s.bootstrap_servers, linger_ms=5)
+    futures = [prod.send(src, r.encode()) for r in records]
+    prod.flush()
+    first_ts = min(f.get(timeout=30).timestamp for f in futures)
+    prod.close()
+    seen, last_ts, defaults = set(), 0, 0
+    deadline = time.monotonic() + timeout
+    try:
+        while len(seen) < n and time.monotonic() < deadline:
+            for recs in c.poll(timeout_ms=200).values():
+                for r in recs:
+                    v = json.loads(r.value)
+                    key = v.get("request_id") if prefix is not None else v.get("id")
+                    if key is None or (prefix is not None and not str(key).startswith(prefix)) or key in seen:
+                        continue
+                    seen.add(key)
+                    last_ts = max(last_ts, r.timestamp)
+                    defaults += int(bool(v.get("is_default")))
+    finally:
+        c.close()
+    span = (last_ts - first_ts) / 1000.0
+    rate = len(seen) / span if span > 0 and len(seen) == n else None
+    log(f"   drained {len(seen)}/{n} in {span:.2f} s: {rate or 0:.0f}/s")
+    return {"per_s": rate, "drained": len(seen), "default_share": defaults / len(seen) if seen else None}
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--rate", type=float, default=1000.0, help="offered requests/s")
-    p.add_argument("--duration", type=float, default=20.0, help="seconds per run")
-    p.add_argument("--runs", type=int, default=3)
-    p.add_argument("--baseline-records", type=int, default=20_000)
-    a = p.parse_args(argv)
-    log = print
-    s = RuntimeSettings()
-    runtime.up(s, progress=lambda m: log(f"   {m}"))
+def baseline(s: RuntimeSettings, n: int, log) -> float | None:
+    u = uuid.uuid4().hex[:8]
+    src, dst = f"bench-base-in-{u}", f"bench-base-out-{u}"
+    ensure_topics(s.bootstrap_servers, [TopicSpec(src), TopicSpec(dst)])
+    jid = deploy.deploy_passthrough(s, source_topic=src, sink_topic=dst, group_id=u, start="latest",
+                                    job_name=f"bench: passthrough {u}")
+    try:
+        time.sleep(2)  # the source has its partitions (start=latest: what is written from now on)
+        return drain(s, src, dst, n, None, log)["per_s"]
+    finally:
+        jobs.cancel(jid, s)
 
-    log(f"== baseline: bare PyFlink pass-through, {a.runs} runs")
-    base = [baseline(s, a.baseline_records, log) for _ in range(a.runs)]
 
-    log("== system: external state + 3 model jobs + rendezvous")
+def model_set(name: str, s: RuntimeSettings) -> tuple[list[ModelCard], dict, dict]:
+    """(cards, schedule for latency runs, schedule for capacity runs)."""
+    if name == "synthetic":
+        sched = SYNTHETIC_SCHEDULE
+        return SYNTHETIC, sched, {**sched, "deadline_from": "arrival"}
+    srv_url = f"http://{s.host}:{s.mlserver_http_port}"
+    return demo.demo_cards(s, srv_url), demo.SCHEDULE_V1, {**demo.SCHEDULE_V1, "deadline_from": "arrival"}
+
+
+def measure_set(name: str, s: RuntimeSettings, a, log) -> dict:
     u = uuid.uuid4().hex[:8]
     t = {k: f"bench-{k}-{u}" for k in ("requests", "augmented", "scores", "late", "quarantine", "schedules",
                                         "answers")}
     ensure_topics(s.bootstrap_servers, [TopicSpec(v, compacted=(k == "schedules")) for k, v in t.items()])
-    schedules.publish(s.bootstrap_servers, SCHEDULE, topic=t["schedules"], lifecycle_topic=None)
+    srv = None
+    if name == "demo":
+        demo.ensure_models(s, log)
+        mlserver.stop_recorded(s.mlserver_http_port, s)
+        srv = mlserver.start(s.home / "artifacts" / "models" / "fraud-challenger" / "2.0.0", s)
+    cards, latency_schedule, capacity_schedule = model_set(name, s)
     ids = [deploy.deploy_external_state(s, job_name=f"bench: external-state {u}", wait=False, start="latest",
                                         source_topic=t["requests"], sink_topic=t["augmented"],
                                         quarantine_topic=t["quarantine"], group_id=f"bench-es-{u}")]
-    for card in MODELS:
+    for card in cards:
         ids.append(deploy.deploy_model(card, s, job_name=f"bench: model {card.key} {u}", wait=False, start="latest",
                                        source_topic=t["augmented"], sink_topic=t["scores"],
                                        group_id=f"bench-{card.model_id}-{u}"))
@@ -85,58 +142,87 @@ def main(argv=None) -> None:
                                         schedules_topic=t["schedules"], answers_topic=t["answers"],
                                         late_topic=t["late"], invalid_topic=t["quarantine"],
                                         group_id=f"bench-rv-{u}"))
+    out: dict = {"capacity_runs": [], "rates": {}}
     try:
         for jid in ids:
             jobs.wait_running(jid, s, timeout=180)
+        schedules.publish(s.bootstrap_servers, latency_schedule, topic=t["schedules"], lifecycle_topic=None)
         log("   warming up")
         load.run_load(s.bootstrap_servers, 50, 3, requests_topic=t["requests"], answers_topic=t["answers"],
                       drain_s=60, progress=None)
-        reports = []
+        for rate in a.rates:
+            reports, cpus = [], []
+            for i in range(a.runs):
+                log(f"== {name}: {rate:.0f} requests/s for {a.duration:.0f} s, run {i + 1}/{a.runs}")
+                before = cpu.snapshot(s)
+                r = load.run_load(s.bootstrap_servers, rate, a.duration, requests_topic=t["requests"],
+                                  answers_topic=t["answers"], drain_s=30, progress=None)
+                cpus.append(cpu.per_request_ms(before, cpu.snapshot(s), r.answered))
+                log("   " + r.summary().replace("\n", "\n   "))
+                reports.append(r)
+                time.sleep(2)
+            out["rates"][str(int(rate))] = {
+                "answers_per_s": med([r.answers_per_s for r in reports]),
+                "unanswered": med([r.unanswered for r in reports]),
+                "duplicates": med([r.duplicate_answers for r in reports]),
+                "default_share": med([r.default_share for r in reports]),
+                "latency_p50_ms": med([r.client_latency_p50_ms for r in reports]),
+                "latency_p99_ms": med([r.client_latency_p99_ms for r in reports]),
+                "overshoot_p50_ms": med([r.overshoot_p50_ms for r in reports]),
+                "overshoot_p99_ms": med([r.overshoot_p99_ms for r in reports]),
+                "by_trigger": reports[len(reports) // 2].by_trigger,
+                "cpu_ms_per_request": med([c.get("total") for c in cpus]),
+                "cpu_ms_per_request_by_process": cpus[len(cpus) // 2],
+                "last_deadline_ms": latency_schedule["stages"][-1]["deadline_ms"],
+            }
+        schedules.publish(s.bootstrap_servers, capacity_schedule, topic=t["schedules"], lifecycle_topic=None)
+        time.sleep(1)
         for i in range(a.runs):
-            log(f"== run {i + 1}/{a.runs}: {a.rate:.0f} requests/s for {a.duration:.0f} s")
-            r = load.run_load(s.bootstrap_servers, a.rate, a.duration, requests_topic=t["requests"],
-                              answers_topic=t["answers"], drain_s=30,
-                              progress=lambda m: log(m) if "draining" not in m else None)
-            log(r.summary())
-            reports.append(r)
-            time.sleep(2)
+            log(f"== {name}: capacity, backlog of {a.backlog} requests, run {i + 1}/{a.runs}")
+            out["capacity_runs"].append(drain(s, t["requests"], t["answers"], a.backlog, f"cap{i}-{u}", log))
+        out["capacity_per_s"] = med([r["per_s"] for r in out["capacity_runs"]])
     finally:
         for jid in ids:
             try:
                 jobs.cancel(jid, s)
             except Exception:  # noqa: BLE001
                 pass
+        if srv is not None:
+            srv.stop()
+    return out
 
-    result = {
-        "rate": a.rate,
-        "duration_s": a.duration,
-        "runs": a.runs,
-        "answers_per_s": med([r.answers_per_s for r in reports]),
-        "unanswered": med([r.unanswered for r in reports]),
-        "duplicate_answers": med([r.duplicate_answers for r in reports]),
-        "latency_p50_ms": med([r.latency_p50_ms for r in reports]),
-        "latency_p99_ms": med([r.latency_p99_ms for r in reports]),
-        "overshoot_p50_ms": med([r.overshoot_p50_ms for r in reports]),
-        "overshoot_p99_ms": med([r.overshoot_p99_ms for r in reports]),
-        "overhead_p50_ms": med([r.overhead_p50_ms for r in reports]),
-        "overhead_p99_ms": med([r.overhead_p99_ms for r in reports]),
-        "baseline_per_s": med(base),
-        "baseline_runs_per_s": [round(b, 1) for b in base],
-    }
-    result["ratio_vs_baseline"] = (round(result["answers_per_s"] / result["baseline_per_s"], 4)
-                                   if result["answers_per_s"] and result["baseline_per_s"] else None)
-    result["answered_fraction"] = med([r.answered / r.sent if r.sent else None for r in reports])
-    result["runs_detail"] = [r.as_dict() for r in reports]
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--rates", type=float, nargs="+", default=[500.0, 1000.0], help="offered requests/s")
+    p.add_argument("--duration", type=float, default=20.0, help="seconds per latency run")
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--backlog", type=int, default=10_000, help="requests per capacity run")
+    p.add_argument("--sets", nargs="+", default=["demo", "synthetic"], choices=["demo", "synthetic"])
+    a = p.parse_args(argv)
+    log = print
+    s = RuntimeSettings()
+    runtime.up(s, progress=lambda m: log(f"   {m}"))
+    log(f"== baseline: bare PyFlink pass-through, {a.runs} runs of {a.backlog} records")
+    base = [baseline(s, a.backlog, log) for _ in range(a.runs)]
+    result = {"at": time.strftime("%Y-%m-%d"), "runs": a.runs, "duration_s": a.duration, "backlog": a.backlog,
+              "baseline_capacity_per_s": med(base), "baseline_runs_per_s": base, "sets": {}}
+    for name in a.sets:
+        result["sets"][name] = measure_set(name, s, a, log)
+    first = result["sets"][a.sets[0]]
+    result["capacity_per_s"] = first.get("capacity_per_s")
+    result["capacity_ratio"] = (round(result["capacity_per_s"] / result["baseline_capacity_per_s"], 4)
+                                if result["capacity_per_s"] and result["baseline_capacity_per_s"] else None)
+    for st in result["sets"].values():
+        st["capacity_ratio"] = (round(st["capacity_per_s"] / result["baseline_capacity_per_s"], 4)
+                                if st.get("capacity_per_s") and result["baseline_capacity_per_s"] else None)
     out = s.run_dir / "bench" / "latest.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
+    from bench.table import markdown
+
     log("")
-    log("== results (medians of %d runs)" % a.runs)
-    for k in ("rate", "answers_per_s", "unanswered", "latency_p50_ms", "latency_p99_ms", "overshoot_p50_ms",
-              "overshoot_p99_ms", "overhead_p50_ms", "overhead_p99_ms", "baseline_per_s", "ratio_vs_baseline",
-              "answered_fraction"):
-        log(f"   {k:<20} {result[k]}")
-    log(f"   answers/s vs offered rate: {result['answers_per_s'] / a.rate:.3f}" if result["answers_per_s"] else "")
+    log(markdown(result))
     log(f"written to {out.relative_to(s.home)}")
 
 

@@ -37,6 +37,9 @@ class LoadReport:
     overshoot_p99_ms: float | None
     overhead_p50_ms: float | None
     overhead_p99_ms: float | None
+    client_latency_p50_ms: float | None = None
+    client_latency_p99_ms: float | None = None
+    default_share: float | None = None
     by_model: dict[str, int] = field(default_factory=dict)
     by_trigger: dict[str, int] = field(default_factory=dict)
     by_stage: dict[str, int] = field(default_factory=dict)
@@ -56,6 +59,10 @@ class LoadReport:
             f"sent {self.sent} requests in {self.duration_s:.1f} s (target {self.rate:.0f}/s); "
             f"answered {self.answered}, unanswered {self.unanswered}, duplicate answers {self.duplicate_answers}",
             f"answers/s {self.answers_per_s:.1f}",
+            f"answers from a model: {100 * (1 - (self.default_share or 0)):.2f} % (default answers "
+            f"{100 * (self.default_share or 0):.2f} %)",
+            f"client-observed latency (answer received - request sent): p50 {ms(self.client_latency_p50_ms)}, "
+            f"p99 {ms(self.client_latency_p99_ms)}",
             f"answer latency (answered - request time): p50 {ms(self.latency_p50_ms)}, p99 {ms(self.latency_p99_ms)}",
             f"deadline overshoot (answered - deadline): p50 {ms(self.overshoot_p50_ms)}, "
             f"p99 {ms(self.overshoot_p99_ms)}",
@@ -81,6 +88,7 @@ class AnswerCollector(threading.Thread):
 
         self.prefix = prefix
         self.answers: dict[str, dict] = {}
+        self.received_ms: dict[str, float] = {}  # when this client saw each answer (wall clock)
         self.duplicates = 0
         self.first_answer_s: float | None = None
         self.last_answer_s: float | None = None
@@ -111,6 +119,7 @@ class AnswerCollector(threading.Thread):
                                 self.duplicates += 1
                             else:
                                 self.answers[rid] = a
+                                self.received_ms[rid] = time.time() * 1000
                             self.first_answer_s = self.first_answer_s or now
                             self.last_answer_s = now
         finally:
@@ -142,6 +151,7 @@ def run_load(bootstrap: str, rate: float, duration_s: float, requests_topic: str
     collector.start()
     prod = producer(bootstrap, linger_ms=1, acks=1)
     labels: dict[str, bool] = {}
+    sent_ms: dict[str, float] = {}
     t0 = time.monotonic()
     sent = 0
     last_report = t0
@@ -156,6 +166,7 @@ def run_load(bootstrap: str, rate: float, duration_s: float, requests_topic: str
             while sent < due:
                 txn = gen.next(int(time.time() * 1000))
                 labels[txn.request["request_id"]] = txn.is_fraud
+                sent_ms[txn.request["request_id"]] = time.time() * 1000
                 fut = prod.send(requests_topic, json.dumps(txn.request).encode(),
                                 key=txn.request["entity_id"].encode())
                 fut.add_errback(errors.append)
@@ -179,8 +190,12 @@ def run_load(bootstrap: str, rate: float, duration_s: float, requests_topic: str
     finally:
         prod.close()
         collector.stop()
-    return build_report(rate, duration_s, sent, labels, collector.answers, collector.duplicates,
-                        collector.first_answer_s, collector.last_answer_s)
+    report = build_report(rate, duration_s, sent, labels, collector.answers, collector.duplicates,
+                          collector.first_answer_s, collector.last_answer_s)
+    client = [collector.received_ms[rid] - sent_ms[rid] for rid in collector.received_ms if rid in sent_ms]
+    report.client_latency_p50_ms = percentile(client, 0.5)
+    report.client_latency_p99_ms = percentile(client, 0.99)
+    return report
 
 
 def build_report(rate: float, duration_s: float, sent: int, labels: dict[str, bool], answers: dict[str, dict],
@@ -215,4 +230,5 @@ def build_report(rate: float, duration_s: float, sent: int, labels: dict[str, bo
         overhead_p50_ms=percentile(overheads, 0.5), overhead_p99_ms=percentile(overheads, 0.99),
         by_model=dict(by_model), by_trigger=dict(by_trigger), by_stage=dict(by_stage),
         by_schedule=dict(by_schedule), fraud_sent=sum(labels.values()), fraud_flagged=fraud_flagged,
-        legit_flagged=legit_flagged)
+        legit_flagged=legit_flagged,
+        default_share=(by_model.get("(default)", 0) / len(answers)) if answers else None)

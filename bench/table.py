@@ -1,0 +1,39 @@
+"""The README's benchmark table, generated from run/bench/latest.json: `python -m bench.table`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def _f(v, fmt="{:.0f}"):
+    return "-" if v is None else fmt.format(v)
+
+
+def markdown(r: dict) -> str:
+    lines = [f"Measured {r['at']} by `make bench` on this 2-core machine (medians of {r['runs']} runs; latency runs "
+             f"of {r['duration_s']:.0f} s; capacity: backlogs of {r['backlog']} requests). Baseline (bare PyFlink "
+             f"pass-through, same job configuration): {_f(r['baseline_capacity_per_s'])} records/s.",
+             "",
+             "| model set | offered | answers/s | unanswered | default answers | client latency p50 / p99 "
+             "| overshoot p99 | CPU per request | capacity | capacity ratio |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, st in r["sets"].items():
+        for rate, x in st["rates"].items():
+            lines.append(
+                f"| {name} | {rate}/s | {_f(x['answers_per_s'])} | {_f(x['unanswered'])} | "
+                f"{_f(100 * x['default_share'] if x['default_share'] is not None else None, '{:.1f} %')} | "
+                f"{_f(x['latency_p50_ms'])} / {_f(x['latency_p99_ms'])} ms (last deadline {x['last_deadline_ms']} ms) | "
+                f"{_f(x['overshoot_p99_ms'])} ms | {_f(x['cpu_ms_per_request'], '{:.2f}')} ms | "
+                f"{_f(st.get('capacity_per_s'))}/s | {_f(st.get('capacity_ratio'), '{:.3f}')} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    path = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("run/bench/latest.json")
+    print(markdown(json.loads(path.read_text())))
+
+
+if __name__ == "__main__":
+    main()
