@@ -10,8 +10,7 @@ from schemas.features import DEFAULT_WINDOW_MS
 
 
 class ExternalStateSettings(JobSettings):
-    model_config = SettingsConfigDict(env_prefix="RENDEZVOUS_EXTERNAL_STATE_", frozen=True, extra="forbid",
-                                      env_nested_delimiter="__")
+    model_config = SettingsConfigDict(env_prefix="RENDEZVOUS_EXTERNAL_STATE_")  # the rest from JobSettings
 
     job_name: str = "external-state"
     group_id: str = "external-state"

@@ -10,8 +10,7 @@ from schemas.model_card import ModelCard
 
 
 class ModelJobSettings(JobSettings):
-    model_config = SettingsConfigDict(env_prefix="RENDEZVOUS_MODEL_", frozen=True, extra="forbid",
-                                      env_nested_delimiter="__")
+    model_config = SettingsConfigDict(env_prefix="RENDEZVOUS_MODEL_")  # the rest from JobSettings
 
     card: ModelCard
     """The deployment: model id + version, runner, artifact, budget. Travels inline, so the cluster need

@@ -11,8 +11,7 @@ from schemas.records import Schedule
 
 
 class RendezvousSettings(JobSettings):
-    model_config = SettingsConfigDict(env_prefix="RENDEZVOUS_RENDEZVOUS_", frozen=True, extra="forbid",
-                                      env_nested_delimiter="__")
+    model_config = SettingsConfigDict(env_prefix="RENDEZVOUS_RENDEZVOUS_")  # the rest from JobSettings
 
     job_name: str = "rendezvous"
     group_id: str = "rendezvous"

@@ -8,8 +8,7 @@ from jobs.common.settings import JobSettings
 
 
 class SmokeSettings(JobSettings):
-    model_config = SettingsConfigDict(env_prefix="RENDEZVOUS_SMOKE_", frozen=True, extra="forbid",
-                                      env_nested_delimiter="__")
+    model_config = SettingsConfigDict(env_prefix="RENDEZVOUS_SMOKE_")  # the rest from JobSettings
 
     job_name: str = "smoke"
     group_id: str = "smoke"
