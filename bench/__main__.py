@@ -25,7 +25,7 @@ import time
 import uuid
 
 from bench import cpu
-from control import kafka_io, runtime
+from control import runtime
 from control.kafka_io import ensure_topics
 from control.ops import deploy, jobs, schedules
 from control.runtime import mlserver
@@ -50,6 +50,12 @@ SYNTHETIC = [
 ]
 
 
+BROKER_TIME = {"message.timestamp.type": "LogAppendTime"}
+"""Timestamps of the drained topics: when the broker appended the record. Flink's Kafka sink otherwise
+writes each record with its input's timestamp (it propagates: an answer would carry its request's time,
+and a drain would look as fast as the backlog was written)."""
+
+
 def med(values):
     vals = [v for v in values if v is not None]
     return round(statistics.median(vals), 2) if vals else None
@@ -58,37 +64,54 @@ def med(values):
 def drain(s: RuntimeSettings, src: str, dst: str, n: int, prefix: str | None, log, timeout: float = 600) -> dict:
     """Write n records to src as fast as the client can; wait for n outputs on dst (whose id starts with
     prefix); rate = n / (last output's Kafka timestamp - first input's Kafka timestamp)."""
-    from kafka import KafkaConsumer, TopicPartition
+    from confluent_kafka import Consumer, Producer, TopicPartition
 
-    c = KafkaConsumer(bootstrap_servers=s.bootstrap_servers, enable_auto_commit=False, group_id=None)
-    parts = [TopicPartition(dst, p) for p in (c.partitions_for_topic(dst) or {0})]
-    c.assign(parts)
-    c.seek_to_end(*parts)
-    for p in parts:
-        c.position(p)
+    c = Consumer({"bootstrap.servers": s.bootstrap_servers, "group.id": f"bench-drain-{uuid.uuid4().hex[:8]}",
+                  "enable.auto.commit": False})
+    meta = c.list_topics(dst, timeout=30).topics[dst]
+    c.assign([TopicPartition(dst, p, c.get_watermark_offsets(TopicPartition(dst, p), timeout=30)[1])
+              for p in sorted(meta.partitions)])
     if prefix is None:
         records = [json.dumps({"id": i, "value": i}) for i in range(n)]
     else:
         gen = TransactionGenerator(seed=5, prefix=prefix)
         records = [json.dumps(gen.next(int(time.time() * 1000)).request) for _ in range(n)]
-    prod = kafka_io.producer(s.bootstrap_servers, linger_ms=5)
-    futures = [prod.send(src, r.encode()) for r in records]
-    prod.flush()
-    first_ts = min(f.get(timeout=30).timestamp for f in futures)
-    prod.close()
+    written: list[int] = []
+    errors: list[str] = []
+
+    def delivered(err, msg) -> None:
+        if err is not None:
+            errors.append(str(err))
+        else:
+            written.append(msg.timestamp()[1])
+
+    prod = Producer({"bootstrap.servers": s.bootstrap_servers, "linger.ms": 5, "acks": 1})
+    for r in records:
+        while True:
+            try:
+                prod.produce(src, r.encode(), on_delivery=delivered)
+                break
+            except BufferError:  # the client's queue is full: let it send
+                prod.poll(0.01)
+        prod.poll(0)
+    prod.flush(60)
+    if errors or len(written) < n:
+        raise RuntimeError(f"{n - len(written)} of {n} records not written to {src}: {errors[:1]}")
+    first_ts = min(written)
     seen, last_ts, defaults = set(), 0, 0
     deadline = time.monotonic() + timeout
     try:
         while len(seen) < n and time.monotonic() < deadline:
-            for recs in c.poll(timeout_ms=200).values():
-                for r in recs:
-                    v = json.loads(r.value)
-                    key = v.get("request_id") if prefix is not None else v.get("id")
-                    if key is None or (prefix is not None and not str(key).startswith(prefix)) or key in seen:
-                        continue
-                    seen.add(key)
-                    last_ts = max(last_ts, r.timestamp)
-                    defaults += int(bool(v.get("is_default")))
+            for r in c.consume(num_messages=1000, timeout=0.2):
+                if r.error():
+                    continue
+                v = json.loads(r.value())
+                key = v.get("request_id") if prefix is not None else v.get("id")
+                if key is None or (prefix is not None and not str(key).startswith(prefix)) or key in seen:
+                    continue
+                seen.add(key)
+                last_ts = max(last_ts, r.timestamp()[1])
+                defaults += int(bool(v.get("is_default")))
     finally:
         c.close()
     span = (last_ts - first_ts) / 1000.0
@@ -100,7 +123,7 @@ def drain(s: RuntimeSettings, src: str, dst: str, n: int, prefix: str | None, lo
 def baseline(s: RuntimeSettings, n: int, log) -> float | None:
     u = uuid.uuid4().hex[:8]
     src, dst = f"bench-base-in-{u}", f"bench-base-out-{u}"
-    ensure_topics(s.bootstrap_servers, [TopicSpec(src), TopicSpec(dst)])
+    ensure_topics(s.bootstrap_servers, [TopicSpec(src, config=BROKER_TIME), TopicSpec(dst, config=BROKER_TIME)])
     jid = deploy.deploy_passthrough(s, source_topic=src, sink_topic=dst, group_id=u, start="latest",
                                     job_name=f"bench: passthrough {u}")
     try:
@@ -123,7 +146,9 @@ def measure_set(name: str, s: RuntimeSettings, a, log) -> dict:
     u = uuid.uuid4().hex[:8]
     t = {k: f"bench-{k}-{u}" for k in ("requests", "augmented", "scores", "late", "quarantine", "schedules",
                                         "answers")}
-    ensure_topics(s.bootstrap_servers, [TopicSpec(v, compacted=(k == "schedules")) for k, v in t.items()])
+    ensure_topics(s.bootstrap_servers, [TopicSpec(v, compacted=(k == "schedules"),
+                                                  config=BROKER_TIME if k in ("requests", "answers") else {})
+                                        for k, v in t.items()])
     srv = None
     if name == "demo":
         demo.ensure_models(s, log)
