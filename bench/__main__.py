@@ -62,8 +62,19 @@ def med(values):
 
 
 def drain(s: RuntimeSettings, src: str, dst: str, n: int, prefix: str | None, log, timeout: float = 600) -> dict:
-    """Write n records to src as fast as the client can; wait for n outputs on dst (whose id starts with
-    prefix); rate = n / (last output's Kafka timestamp - first input's Kafka timestamp)."""
+    """Write n requests (or, with prefix None, n plain records) to src; wait for their n outputs on dst."""
+    if prefix is None:
+        return drain_records(s, src, [json.dumps({"id": i, "value": i}) for i in range(n)], dst, n,
+                             lambda v: v.get("id"), log, timeout)
+    gen = TransactionGenerator(seed=5, prefix=prefix)
+    records = [json.dumps(gen.next(int(time.time() * 1000)).request) for _ in range(n)]
+    return drain_records(s, src, records, dst, n, lambda v: v.get("request_id"), log, timeout)
+
+
+def drain_records(s: RuntimeSettings, src: str, records: list[str], dst: str, n: int, key_of, log,
+                  timeout: float = 600) -> dict:
+    """Write records to src as fast as the client can; wait for n distinct outputs (by key_of(value)) on
+    dst; rate = n / (last output appended - first input appended), both by the broker's clock."""
     from confluent_kafka import Consumer, Producer, TopicPartition
 
     c = Consumer({"bootstrap.servers": s.bootstrap_servers, "group.id": f"bench-drain-{uuid.uuid4().hex[:8]}",
@@ -71,11 +82,6 @@ def drain(s: RuntimeSettings, src: str, dst: str, n: int, prefix: str | None, lo
     meta = c.list_topics(dst, timeout=30).topics[dst]
     c.assign([TopicPartition(dst, p, c.get_watermark_offsets(TopicPartition(dst, p), timeout=30)[1])
               for p in sorted(meta.partitions)])
-    if prefix is None:
-        records = [json.dumps({"id": i, "value": i}) for i in range(n)]
-    else:
-        gen = TransactionGenerator(seed=5, prefix=prefix)
-        records = [json.dumps(gen.next(int(time.time() * 1000)).request) for _ in range(n)]
     written: list[int] = []
     errors: list[str] = []
 
@@ -95,8 +101,9 @@ def drain(s: RuntimeSettings, src: str, dst: str, n: int, prefix: str | None, lo
                 prod.poll(0.01)
         prod.poll(0)
     prod.flush(60)
-    if errors or len(written) < n:
-        raise RuntimeError(f"{n - len(written)} of {n} records not written to {src}: {errors[:1]}")
+    if errors or len(written) < len(records):
+        raise RuntimeError(f"{len(records) - len(written)} of {len(records)} records not written to {src}: "
+                           f"{errors[:1]}")
     first_ts = min(written)
     seen, last_ts, defaults = set(), 0, 0
     deadline = time.monotonic() + timeout
@@ -105,9 +112,12 @@ def drain(s: RuntimeSettings, src: str, dst: str, n: int, prefix: str | None, lo
             for r in c.consume(num_messages=1000, timeout=0.2):
                 if r.error():
                     continue
-                v = json.loads(r.value())
-                key = v.get("request_id") if prefix is not None else v.get("id")
-                if key is None or (prefix is not None and not str(key).startswith(prefix)) or key in seen:
+                try:
+                    v = json.loads(r.value())
+                    key = key_of(v)
+                except (TypeError, ValueError, AttributeError):
+                    continue
+                if key is None or key in seen:
                     continue
                 seen.add(key)
                 last_ts = max(last_ts, r.timestamp()[1])

@@ -27,8 +27,8 @@ TRIVIAL = ModelCard(model_id="bench-trivial", version="1", runner="model_udfs.py
                     params={"delay_ms": 1, "output": {"fraud_probability": 0.0}}, timeout_ms=500, capacity=100)
 
 
-def augmented(n: int) -> list[str]:
-    gen, fc, states = TransactionGenerator(seed=4), FeatureComputer(), {}
+def augmented(n: int, prefix: str = "txn") -> list[str]:
+    gen, fc, states = TransactionGenerator(seed=4, prefix=prefix), FeatureComputer(), {}
     out = []
     for i in range(n):
         req = Request.model_validate(gen.next(1_700_000_000_000 + i).request)

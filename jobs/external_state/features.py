@@ -1,14 +1,22 @@
 """Per-entity feature logic: a plain class, testable without a JVM.
 
-The Flink function stores `EntityState` in typed keyed state and calls `update`. Training uses the
-same class over synthetic data, so features at training and at serving time are computed by the
-same code (no training/serving skew).
+The Flink function stores `EntityState` in keyed state (`to_state` / `from_state`) and calls `update`.
+Training uses the same class over synthetic data, so features at training and at serving time are
+computed by the same code (no training/serving skew).
+
+State encoding (deliberate and versioned, so savepoints survive upgrades): one plain tuple
+`(ENTITY_STATE_VERSION, count, mean, m2, last_event_ms, window)` with `window` a tuple of
+`(event_time_ms, amount)` pairs, oldest first, stored as `Types.PICKLED_BYTE_ARRAY()`: one state read
+and one write per request. Version 0 is the earlier layout (a typed `ROW<count, mean, m2,
+last_event_ms>` value plus a `LIST<ROW<ts, amount>>`), still read by the Flink function
+(`EntityState.from_rows`) so an older savepoint restores.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Iterable
 
 from schemas.features import DEFAULT_WINDOW_MS
 from schemas.records import Features, Request
@@ -27,6 +35,34 @@ class EntityState:
     @property
     def std(self) -> float:
         return math.sqrt(self.m2 / (self.count - 1)) if self.count > 1 else 0.0
+
+    def to_state(self) -> tuple:
+        return (ENTITY_STATE_VERSION, self.count, self.mean, self.m2, self.last_event_ms, tuple(self.window))
+
+    @classmethod
+    def from_state(cls, value: tuple) -> "EntityState":
+        if not isinstance(value, tuple) or not value or value[0] != ENTITY_STATE_VERSION:
+            found = value[0] if isinstance(value, tuple) and value else type(value).__name__
+            raise StateVersionError(f"entity state has encoding {found!r}; this code reads version "
+                                    f"{ENTITY_STATE_VERSION}. Restore the savepoint with the version that wrote it.")
+        _, count, mean, m2, last, window = value
+        return cls(count=count, mean=mean, m2=m2, last_event_ms=last, window=list(window))
+
+    @classmethod
+    def from_rows(cls, stats, window: Iterable) -> "EntityState":
+        """Version 0: the typed stats row and window rows of earlier savepoints."""
+        return cls(count=int(stats.count), mean=float(stats.mean), m2=float(stats.m2),
+                   last_event_ms=int(stats.last_event_ms) if stats.last_event_ms is not None else None,
+                   window=sorted((int(e.ts), float(e.amount)) for e in (window or [])))
+
+
+ENTITY_STATE_VERSION = 1
+"""Version of the tuple layout written by `EntityState.to_state`; bump it (and keep reading the old one) on
+change."""
+
+
+class StateVersionError(ValueError):
+    """State written by a newer (or unknown) encoding than this code reads."""
 
 
 class FeatureComputer:

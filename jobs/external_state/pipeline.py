@@ -27,9 +27,10 @@ from schemas.records import AugmentedRequest, Request
 QUARANTINE_TAG = OutputTag("quarantine", Types.STRING())
 
 VALID_ROW = Types.ROW_NAMED(["entity_id", "request_json"], [Types.STRING(), Types.STRING()])
-STATS_ROW = Types.ROW_NAMED(["count", "mean", "m2", "last_event_ms"],
-                            [Types.LONG(), Types.DOUBLE(), Types.DOUBLE(), Types.LONG()])
-WINDOW_ENTRY = Types.ROW_NAMED(["ts", "amount"], [Types.LONG(), Types.DOUBLE()])
+# version 0 of the entity state (read once per entity when restoring an older savepoint)
+LEGACY_STATS_ROW = Types.ROW_NAMED(["count", "mean", "m2", "last_event_ms"],
+                                   [Types.LONG(), Types.DOUBLE(), Types.DOUBLE(), Types.LONG()])
+LEGACY_WINDOW_ENTRY = Types.ROW_NAMED(["ts", "amount"], [Types.LONG(), Types.DOUBLE()])
 
 
 class Validate(ProcessFunction):
@@ -47,7 +48,13 @@ class Validate(ProcessFunction):
 
 
 class AugmentWithFeatures(KeyedProcessFunction):
-    """Per-entity features in typed keyed state (with TTL), computed by FeatureComputer."""
+    """Per-entity features in keyed state (with TTL), computed by FeatureComputer.
+
+    The state is one versioned tuple per entity (`EntityState.to_state`): one read and one write per
+    request. Measured alone on a 10,000-request backlog: 3,425 requests/s with the earlier typed row +
+    row-list states (two reads, two writes), see the README's per-job table for the current figure.
+    An entity that has only the earlier typed states (a savepoint of the previous version) is read from
+    them once and moved."""
 
     def __init__(self, window_ms: int, ttl_days: int):
         self.window_ms = window_ms
@@ -58,25 +65,34 @@ class AugmentWithFeatures(KeyedProcessFunction):
                .set_update_type(StateTtlConfig.UpdateType.OnCreateAndWrite)
                .set_state_visibility(StateTtlConfig.StateVisibility.NeverReturnExpired)
                .build())
-        stats = ValueStateDescriptor("entity-stats", STATS_ROW)
-        stats.enable_time_to_live(ttl)
-        window = ListStateDescriptor("entity-window", WINDOW_ENTRY)
-        window.enable_time_to_live(ttl)
-        self.stats = runtime_context.get_state(stats)
-        self.window = runtime_context.get_list_state(window)
+        entity = ValueStateDescriptor("entity", Types.PICKLED_BYTE_ARRAY())
+        entity.enable_time_to_live(ttl)
+        self.entity = runtime_context.get_state(entity)
+        legacy_stats = ValueStateDescriptor("entity-stats", LEGACY_STATS_ROW)
+        legacy_stats.enable_time_to_live(ttl)
+        legacy_window = ListStateDescriptor("entity-window", LEGACY_WINDOW_ENTRY)
+        legacy_window.enable_time_to_live(ttl)
+        self.legacy_stats = runtime_context.get_state(legacy_stats)
+        self.legacy_window = runtime_context.get_list_state(legacy_window)
         self.computer = FeatureComputer(self.window_ms)
+
+    def _load(self) -> EntityState:
+        value = self.entity.value()
+        if value is not None:
+            return EntityState.from_state(value)
+        row = self.legacy_stats.value()
+        if row is None:
+            return EntityState()
+        st = EntityState.from_rows(row, self.legacy_window.get())
+        self.legacy_stats.clear()
+        self.legacy_window.clear()
+        return st
 
     def process_element(self, value, ctx):
         req = Request.parse(value.request_json)
-        row = self.stats.value()
-        st = EntityState()
-        if row is not None:
-            st.count, st.mean, st.m2 = int(row.count), float(row.mean), float(row.m2)
-            st.last_event_ms = int(row.last_event_ms) if row.last_event_ms is not None else None
-            st.window = [(int(e.ts), float(e.amount)) for e in (self.window.get() or [])]
+        st = self._load()
         features = self.computer.update(st, req)
-        self.stats.update(Row(count=st.count, mean=st.mean, m2=st.m2, last_event_ms=st.last_event_ms))
-        self.window.update([Row(ts=ts, amount=a) for ts, a in st.window])
+        self.entity.update(st.to_state())
         yield AugmentedRequest(request=req, features=features, entity_seq=st.count,
                                augmented_at_ms=int(time.time() * 1000)).to_json()
 

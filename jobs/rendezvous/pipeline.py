@@ -159,7 +159,8 @@ class RendezvousFunction(KeyedBroadcastProcessFunction):
                                lambda v: state.get(v) if state.contains(v) else None)
 
     def _schedule(self, ctx, version: int | None) -> Schedule:
-        self._restore(ctx.get_broadcast_state(SCHEDULES_STATE))
+        if not self._restored:  # fetching the broadcast state is a JVM call: once, not per record
+            self._restore(ctx.get_broadcast_state(SCHEDULES_STATE))
         return self.store.get(version)
 
     # ---------------------------------------------------------------- effects
