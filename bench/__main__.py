@@ -182,9 +182,13 @@ def measure_set(name: str, s: RuntimeSettings, a, log) -> dict:
         for jid in ids:
             jobs.wait_running(jid, s, timeout=180)
         schedules.publish(s.bootstrap_servers, latency_schedule, topic=t["schedules"], lifecycle_topic=None)
-        log("   warming up")
-        load.run_load(s.bootstrap_servers, 50, 3, requests_topic=t["requests"], answers_topic=t["answers"],
-                      drain_s=60, progress=None)
+        # as the demo does: fresh jobs are compiled by the JVM and warmed by their Python workers first
+        warm_rate = min(a.rates)
+        log(f"   warming up at {warm_rate:.0f} requests/s until a window is on time (at most {a.warm_up:.0f} s)")
+        ready, windows = load.warm_up(s.bootstrap_servers, warm_rate, latency_schedule["stages"][-1]["deadline_ms"],
+                                      requests_topic=t["requests"], answers_topic=t["answers"], max_s=a.warm_up,
+                                      progress=lambda m: log(f"   {m}"))
+        out["warm_up"] = {"ready": ready, "windows": len(windows)}
         for rate in a.rates:
             reports, cpus = [], []
             for i in range(a.runs):
@@ -233,6 +237,7 @@ def main(argv=None) -> None:
     p.add_argument("--duration", type=float, default=20.0, help="seconds per latency run")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--backlog", type=int, default=10_000, help="requests per capacity run")
+    p.add_argument("--warm-up", type=float, default=60.0, help="at most this many seconds of warm-up per set")
     p.add_argument("--sets", nargs="+", default=["demo", "synthetic"], choices=["demo", "synthetic"])
     a = p.parse_args(argv)
     log = print

@@ -110,9 +110,10 @@ def build(env: StreamExecutionEnvironment, settings: ExternalStateSettings,
     augmented = valid.key_by(lambda r: r.entity_id, key_type=Types.STRING()) \
         .process(AugmentWithFeatures(settings.window_ms, settings.state_ttl_days), output_type=Types.STRING()) \
         .uid("external-state-features").name("features")
-    augmented.sink_to(sink if sink is not None else kafka_sink(settings.kafka, settings.sink_topic)) \
+    augmented.sink_to(sink if sink is not None
+                      else kafka_sink(settings.kafka, settings.sink_topic, settings.sink_linger_ms)) \
         .uid("external-state-sink").name(settings.sink_topic)
     quarantined.sink_to(quarantine_sink if quarantine_sink is not None
-                        else kafka_sink(settings.kafka, settings.quarantine_topic)) \
+                        else kafka_sink(settings.kafka, settings.quarantine_topic, settings.sink_linger_ms)) \
         .uid("external-state-quarantine-sink").name(settings.quarantine_topic)
     return augmented

@@ -26,6 +26,7 @@ def build(env: StreamExecutionEnvironment, settings: ModelJobSettings,
         stream, ModelAsyncFunction(card), Time.milliseconds(0), capacity=card.capacity,
         output_type=Types.STRING(),
     ).uid(f"{p}-predict").name(f"predict {card.key}")
-    scores.sink_to(sink if sink is not None else kafka_sink(settings.kafka, settings.sink_topic)) \
+    scores.sink_to(sink if sink is not None
+                   else kafka_sink(settings.kafka, settings.sink_topic, settings.sink_linger_ms)) \
         .uid(f"{p}-sink").name(f"{settings.sink_topic}")
     return scores

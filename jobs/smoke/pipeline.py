@@ -33,5 +33,6 @@ def build(env: StreamExecutionEnvironment, settings: SmokeSettings,
     stream = source if source is not None else kafka_source(
         env, settings.kafka, settings.source_topic, settings.group_id, uid="smoke-source", start=settings.start)
     out = stream.map(transform, output_type=Types.STRING()).uid("smoke-transform").name("transform")
-    out.sink_to(sink if sink is not None else kafka_sink(settings.kafka, settings.sink_topic)).uid("smoke-sink")
+    out.sink_to(sink if sink is not None
+                else kafka_sink(settings.kafka, settings.sink_topic, settings.sink_linger_ms)).uid("smoke-sink")
     return out
