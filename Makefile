@@ -6,7 +6,7 @@ RDV    := $(VENV)/bin/rendezvous
 # MLServer's dependencies clash with PyFlink's: it gets its own virtualenv, as it would get its own container
 MLSV   := .venv-mlserver
 
-.PHONY: setup demo test test-unit bench bench-model up down status clean
+.PHONY: setup demo test test-unit bench bench-stages bench-model up down status clean
 
 setup: $(VENV)/.installed $(MLSV)/.installed build/jars/.resolved artifacts/models/.trained
 
@@ -60,6 +60,9 @@ test-unit: setup
 
 bench: setup
 	$(PY) -m bench $(BENCH_ARGS)
+
+bench-stages: setup
+	$(PY) -m bench.stages $(BENCH_ARGS)
 
 bench-model: setup
 	$(PY) -m bench.model_job $(BENCH_ARGS)

@@ -22,6 +22,7 @@ import uuid
 
 from bench.__main__ import BROKER_TIME, drain_records
 from bench.model_job import TRIVIAL, augmented
+from bench.table import stages_markdown
 from control import runtime
 from control.kafka_io import ensure_topics
 from control.ops import deploy, jobs, schedules
@@ -107,14 +108,12 @@ def main(argv=None) -> None:
             rates.append(one(s, stage, a.n, print))
         ok = [r for r in rates if r]
         result[stage] = round(statistics.median(ok)) if ok else None
+    record = {"n": a.n, "runs": a.runs, "requests_per_s": result}
     print("")
-    print("| job alone | requests/s (median of %d) |" % a.runs)
-    print("|---|---|")
-    for stage, r in result.items():
-        print(f"| {stage} | {r if r is not None else 'did not drain'} |")
+    print(stages_markdown(record))
     out = s.run_dir / "bench" / "stages.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"n": a.n, "runs": a.runs, "requests_per_s": result}, indent=2))
+    out.write_text(json.dumps(record, indent=2))
     print(f"written to {out.relative_to(s.home)}")
 
 

@@ -1,4 +1,5 @@
-"""The README's benchmark table, generated from run/bench/latest.json: `python -m bench.table`."""
+"""The README's benchmark tables, generated from run/bench/latest.json (`python -m bench`) and, when it
+exists, run/bench/stages.json (`python -m bench.stages`): `python -m bench.table`."""
 
 from __future__ import annotations
 
@@ -30,9 +31,24 @@ def markdown(r: dict) -> str:
     return "\n".join(lines)
 
 
+def stages_markdown(r: dict) -> str:
+    lines = [f"Each job alone, draining a backlog of {r['n']} requests' worth of its input "
+             f"(`python -m bench.stages`, median of {r['runs']} runs):",
+             "",
+             "| job alone | requests/s |",
+             "|---|---|"]
+    for stage, rate in r["requests_per_s"].items():
+        lines.append(f"| {stage} | {_f(rate)} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     path = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("run/bench/latest.json")
     print(markdown(json.loads(path.read_text())))
+    stages = path.parent / "stages.json"
+    if stages.exists():
+        print("")
+        print(stages_markdown(json.loads(stages.read_text())))
 
 
 if __name__ == "__main__":

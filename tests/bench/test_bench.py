@@ -1,0 +1,30 @@
+"""The benchmark's pure parts: its inputs and the README tables generated from its JSON (no JVM)."""
+
+import json
+
+from bench.stages import MODELS, rendezvous_input, requests
+from bench.table import markdown, stages_markdown
+from schemas.records import Request, Score
+
+
+def test_rendezvous_input_is_each_request_then_one_score_per_model():
+    recs = [json.loads(r) for r in rendezvous_input(3, "p")]
+    assert len(recs) == 3 * (1 + len(MODELS))
+    first, scores = recs[0], [Score.model_validate(r) for r in recs[1:4]]
+    assert [s.model_id for s in scores] == list(MODELS)
+    assert {s.request_id for s in scores} == {first["request"]["request_id"]}
+    assert all(Request.model_validate(json.loads(r)) for r in requests(5, "q"))
+
+
+def test_tables_show_every_set_rate_and_stage():
+    result = {"at": "2026-11-29", "runs": 3, "duration_s": 20, "backlog": 10000, "baseline_capacity_per_s": 9000.0,
+              "sets": {"demo": {"capacity_per_s": 2000.0, "capacity_ratio": 0.222, "rates": {
+                  "500": {"answers_per_s": 499.0, "unanswered": 0, "default_share": 0.0, "latency_p50_ms": 140.0,
+                          "latency_p99_ms": 470.0, "overshoot_p99_ms": None, "cpu_ms_per_request": 3.9,
+                          "last_deadline_ms": 600}}}}}
+    table = markdown(result)
+    assert "| demo | 500/s | 499 | 0 | 0.0 % | 140 / 470 ms (last deadline 600 ms) | - ms | 3.90 ms | 2000/s | 0.222 |" \
+        in table
+    assert "9000 records/s" in table
+    st = stages_markdown({"n": 30000, "runs": 3, "requests_per_s": {"external_state": 7191, "rendezvous": None}})
+    assert "| external_state | 7191 |" in st and "| rendezvous | - |" in st
