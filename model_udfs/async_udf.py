@@ -2,7 +2,8 @@
 
 Input: an AugmentedRequest as JSON. Output: a Score as JSON — with the output, or with an error when
 the model raises, exceeds its timeout, or the input cannot be read. It never raises, so the job keeps
-running whatever the model does.
+running whatever the model does. With `skip_older_than_ms`, a request older than that when it reaches
+the model job is not scored at all (load shedding under overload; counted in the `skipped_stale` metric).
 """
 
 from __future__ import annotations
@@ -40,16 +41,24 @@ class ModelAsyncFunction(AsyncFunction):
     """Hosts the runner named by `card`. The runner is created and loaded lazily on the operator's
     event loop (clients must be made on the loop that uses them), once per worker."""
 
-    def __init__(self, card: ModelCard):
+    def __init__(self, card: ModelCard, skip_older_than_ms: int | None = None):
         self.card = card
+        self.skip_older_than_ms = skip_older_than_ms
         self._runner: ModelRunner | None = None
         self._lock: asyncio.Lock | None = None
         self._load_error: str | None = None
+        self.skipped = 0
+        self._skipped_counter = None
 
     def open(self, runtime_context) -> None:
         self._runner = None
         self._lock = None
         self._load_error = None
+        self.skipped = 0
+        try:
+            self._skipped_counter = runtime_context.get_metrics_group().add_group("model").counter("skipped_stale")
+        except Exception:  # noqa: BLE001 - metrics are optional
+            self._skipped_counter = None
 
     async def _ensure_runner(self) -> ModelRunner:
         if self._runner is not None:
@@ -73,6 +82,12 @@ class ModelAsyncFunction(AsyncFunction):
             request_id, request_time = str(request["request_id"]), int(request["event_time_ms"])
         except Exception as e:  # noqa: BLE001
             return [error_score(self.card, value, f"unreadable input: {type(e).__name__}: {e}", received)]
+        if self.skip_older_than_ms is not None and received - request_time > self.skip_older_than_ms:
+            # load shedding: too old to be answered in time, its score could only be a late score
+            self.skipped += 1
+            if self._skipped_counter is not None:
+                self._skipped_counter.inc()
+            return []
         try:
             runner = await self._ensure_runner()
         except Exception as e:  # noqa: BLE001

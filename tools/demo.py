@@ -28,6 +28,10 @@ SCHEDULE_V2 = {
 }
 
 
+SHED_AFTER_MS = max(st["deadline_ms"] for sched in (SCHEDULE_V1, SCHEDULE_V2) for st in sched["stages"])
+"""Model jobs do not score requests older than the schedules' last deadline (load shedding under overload)."""
+
+
 def demo_cards(s: RuntimeSettings, mlserver_url: str) -> list[ModelCard]:
     models = s.home / "artifacts" / "models"
     champion = ModelCard.load(models / "fraud-champion" / "1.0.0" / "card.json")
@@ -74,7 +78,7 @@ def run(progress=print, rate: float = 100.0, duration_s: float = 60.0) -> load.L
                                                          wait=False)
     for card in demo_cards(s, srv.url):
         ids[card.key] = deploy.deploy_model(card, s, job_name=f"{DEMO_PREFIX}model {card.key}", start="latest",
-                                            wait=False)
+                                            wait=False, skip_older_than_ms=SHED_AFTER_MS)
     ids["rendezvous"] = deploy.deploy_rendezvous(s, job_name=DEMO_PREFIX + "rendezvous", start="latest", wait=False)
     for name, jid in ids.items():
         jobs.wait_running(jid, s, timeout=180)

@@ -23,8 +23,8 @@ def build(env: StreamExecutionEnvironment, settings: ModelJobSettings,
     # (0.3-0.76 ms each, measured here). The UDF enforces the card's timeout_ms itself (asyncio.wait_for)
     # and turns it into an error score.
     scores = AsyncDataStream.unordered_wait(
-        stream, ModelAsyncFunction(card), Time.milliseconds(0), capacity=card.capacity,
-        output_type=Types.STRING(),
+        stream, ModelAsyncFunction(card, settings.skip_older_than_ms), Time.milliseconds(0),
+        capacity=card.capacity, output_type=Types.STRING(),
     ).uid(f"{p}-predict").name(f"predict {card.key}")
     scores.sink_to(sink if sink is not None
                    else kafka_sink(settings.kafka, settings.sink_topic, settings.sink_linger_ms)) \

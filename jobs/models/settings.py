@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from jobs.common.settings import JobSettings
@@ -21,6 +21,11 @@ class ModelJobSettings(JobSettings):
     """Default: `model-<id>-<version>`."""
     source_topic: str = "requests.augmented"
     sink_topic: str = "scores"
+    skip_older_than_ms: int | None = Field(default=None, gt=0)
+    """Load shedding: requests older than this (now - request time) when they reach the job are not scored
+    and yield no score. Set it to about the schedule's last deadline: such a request can no longer be
+    answered by this model in time, its score would only be a late score, and under overload the
+    rendezvous is spared a record. None: score everything (e.g. to compare models on a replayed backlog)."""
 
     @model_validator(mode="before")
     @classmethod

@@ -113,3 +113,26 @@ def test_a_model_slower_than_its_timeout_gives_timeout_error_scores(stack, uniqu
     assert all(s.error == "timeout after 100 ms" for s in timed_out)
     unreadable = [s for s in scores if not s.request_id]
     assert len(unreadable) == 1 and unreadable[0].error.startswith("unreadable input")
+
+
+def test_a_model_job_sheds_requests_older_than_its_bound(stack, unique, job_cleanup):
+    """skip_older_than_ms: stale requests yield no score, fresh ones are scored (load shedding)."""
+    import time
+
+    aug_topic, scores_topic = f"mt-aug-{unique}", f"mt-scores-{unique}"
+    ensure_topics(stack.bootstrap_servers, [TopicSpec(aug_topic), TopicSpec(scores_topic)])
+    card = ModelCard(model_id="shedder", version="1", runner="model_udfs.python_runners:ConstantRunner",
+                     params={"output": {"fraud_probability": 0.1}}, timeout_ms=500)
+    job_cleanup.append(deploy.deploy_model(card, stack, job_name=f"mt {unique}", source_topic=aug_topic,
+                                           sink_topic=scores_topic, start="earliest", group_id=f"mt-{unique}",
+                                           skip_older_than_ms=60_000))
+    stale = augmented(5, seed=11)  # event times in 2023
+    now = int(time.time() * 1000)
+    fresh = [a.model_copy(update={"request": a.request.model_copy(update={"request_id": f"fresh-{i}",
+                                                                          "event_time_ms": now})})
+             for i, a in enumerate(augmented(3, seed=12))]
+    kafka_io.produce(stack.bootstrap_servers, aug_topic, [a.to_json() for a in stale + fresh])
+    # the unordered async operator may emit in any order: read the three, then prove nothing more comes
+    scores = [Score.parse(v) for v in kafka_io.consume(stack.bootstrap_servers, scores_topic, count=3, timeout=120,
+                                                       idle_timeout=3)]
+    assert sorted(s.request_id for s in scores) == ["fresh-0", "fresh-1", "fresh-2"]

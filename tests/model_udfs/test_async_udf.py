@@ -1,0 +1,35 @@
+"""The async UDF's load shedding (no JVM): a request older than skip_older_than_ms yields no score."""
+
+import asyncio
+import json
+import time
+
+from model_udfs.async_udf import ModelAsyncFunction
+from schemas.model_card import ModelCard
+from schemas.records import Score
+
+CARD = ModelCard(model_id="m", version="1", runner="model_udfs.python_runners:ConstantRunner",
+                 params={"output": {"fraud_probability": 0.25}}, timeout_ms=500)
+
+
+def augmented(age_ms: int) -> str:
+    t = int(time.time() * 1000) - age_ms
+    return json.dumps({"request": {"request_id": f"r{age_ms}", "event_time_ms": t}, "features": {}})
+
+
+def run(fn: ModelAsyncFunction, value: str) -> list[str]:
+    return asyncio.run(fn.async_invoke(value))
+
+
+def test_requests_older_than_the_bound_are_not_scored_and_are_counted():
+    fn = ModelAsyncFunction(CARD, skip_older_than_ms=1_000)
+    assert run(fn, augmented(5_000)) == []
+    fresh = run(fn, augmented(0))
+    assert len(fresh) == 1 and Score.parse(fresh[0]).output == {"fraud_probability": 0.25}
+    assert fn.skipped == 1
+
+
+def test_without_a_bound_every_request_is_scored():
+    fn = ModelAsyncFunction(CARD)
+    [score] = run(fn, augmented(3_600_000))
+    assert Score.parse(score).request_id == "r3600000" and fn.skipped == 0
