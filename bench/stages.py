@@ -94,7 +94,7 @@ def _id(v: dict, key: str | None):
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("-n", type=int, default=10_000, help="requests per run")
+    p.add_argument("-n", type=int, default=30_000, help="requests per run")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
     a = p.parse_args(argv)

@@ -31,6 +31,29 @@ def markdown(r: dict) -> str:
     return "\n".join(lines)
 
 
+CPU_COLUMNS = ("taskmanager jvm", "python workers", "kafka", "mlserver", "jobmanager", "load generator")
+
+
+def cpu_markdown(r: dict) -> str:
+    """ms of CPU per answered request by process (the model jobs' Python workers summed)."""
+    lines = ["CPU per answered request, by process (ms; `cpu_ms_per_request_by_process`, one run of each row's runs):",
+             "",
+             "| model set | offered | " + " | ".join(CPU_COLUMNS) + " | total |",
+             "|---|---|" + "---|" * (len(CPU_COLUMNS) + 1)]
+    for name, st in r["sets"].items():
+        for rate, x in st["rates"].items():
+            by = x.get("cpu_ms_per_request_by_process") or {}
+            cols = dict.fromkeys(CPU_COLUMNS, 0.0)
+            for k, v in by.items():
+                if k.startswith("python worker"):
+                    cols["python workers"] += v
+                elif k in cols:
+                    cols[k] += v
+            lines.append(f"| {name} | {rate}/s | " + " | ".join(f"{cols[c]:.2f}" for c in CPU_COLUMNS)
+                         + f" | {_f(by.get('total'), '{:.2f}')} |")
+    return "\n".join(lines)
+
+
 def stages_markdown(r: dict) -> str:
     lines = [f"Each job alone, draining a backlog of {r['n']} requests' worth of its input "
              f"(`python -m bench.stages`, median of {r['runs']} runs):",
@@ -44,7 +67,10 @@ def stages_markdown(r: dict) -> str:
 
 def main() -> None:
     path = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("run/bench/latest.json")
-    print(markdown(json.loads(path.read_text())))
+    result = json.loads(path.read_text())
+    print(markdown(result))
+    print("")
+    print(cpu_markdown(result))
     stages = path.parent / "stages.json"
     if stages.exists():
         print("")

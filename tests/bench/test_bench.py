@@ -3,7 +3,7 @@
 import json
 
 from bench.stages import MODELS, rendezvous_input, requests
-from bench.table import markdown, stages_markdown
+from bench.table import cpu_markdown, markdown, stages_markdown
 from schemas.records import Request, Score
 
 
@@ -21,10 +21,14 @@ def test_tables_show_every_set_rate_and_stage():
               "sets": {"demo": {"capacity_per_s": 2000.0, "capacity_ratio": 0.222, "rates": {
                   "500": {"answers_per_s": 499.0, "unanswered": 0, "default_share": 0.0, "latency_p50_ms": 140.0,
                           "latency_p99_ms": 470.0, "overshoot_p99_ms": None, "cpu_ms_per_request": 3.9,
-                          "last_deadline_ms": 600}}}}}
+                          "last_deadline_ms": 600,
+                          "cpu_ms_per_request_by_process": {"taskmanager jvm": 1.0, "python worker 1": 0.25,
+                                                            "python worker 2": 0.5, "kafka": 0.5,
+                                                            "load generator": 0.1, "total": 2.35}}}}}}
     table = markdown(result)
     assert "| demo | 500/s | 499 | 0 | 0.0 % | 140 / 470 ms (last deadline 600 ms) | - ms | 3.90 ms | 2000/s | 0.222 |" \
         in table
     assert "9000 records/s" in table
+    assert "| demo | 500/s | 1.00 | 0.75 | 0.50 | 0.00 | 0.00 | 0.10 | 2.35 |" in cpu_markdown(result)
     st = stages_markdown({"n": 30000, "runs": 3, "requests_per_s": {"external_state": 7191, "rendezvous": None}})
     assert "| external_state | 7191 |" in st and "| rendezvous | - |" in st
