@@ -23,3 +23,7 @@ class JobError(ControlError):
 
 class ScheduleError(ControlError):
     """A schedule file or value is invalid."""
+
+
+class ModelNotReadyError(ControlError):
+    """A model cannot serve (artifact checksum, model file, model server, feature version): not deployed."""

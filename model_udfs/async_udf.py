@@ -47,13 +47,21 @@ class ModelAsyncFunction(AsyncFunction):
         self._runner: ModelRunner | None = None
         self._lock: asyncio.Lock | None = None
         self._load_error: str | None = None
+        self._prepared: ModelRunner | None = None
         self.skipped = 0
         self._skipped_counter = None
 
     def open(self, runtime_context) -> None:
+        """Ready before serving: the runner is made and prepared (artifact checked and loaded, model server
+        probed) here, before the operator takes its first record. If it cannot serve, this raises and the
+        job fails to start (deploy reports why) instead of answering every request with an error score."""
+        from model_udfs.base import make_runner
+
         self._runner = None
         self._lock = None
         self._load_error = None
+        self._prepared = make_runner(self.card)
+        self._prepared.prepare()
         self.skipped = 0
         try:
             self._skipped_counter = runtime_context.get_metrics_group().add_group("model").counter("skipped_stale")
@@ -69,7 +77,7 @@ class ModelAsyncFunction(AsyncFunction):
             if self._runner is None:
                 from model_udfs.base import make_runner
 
-                runner = make_runner(self.card)
+                runner = getattr(self, "_prepared", None) or make_runner(self.card)
                 await runner.load()
                 self._runner = runner
         return self._runner

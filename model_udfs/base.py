@@ -57,8 +57,14 @@ class ModelRunner(ABC):
         """Refuse a card trained on another feature contract than the one the system computes."""
         check_feature_version(self.card.key, self.card.feature_version)
 
+    def prepare(self) -> None:
+        """Synchronous, before serving: everything that can make the model unable to serve (artifact
+        checksum, model file, model server reachable and serving this model). Runs in the model job's
+        operator `open()`, so a job that cannot serve fails before it consumes a record instead of
+        answering with error scores, and as `deploy_model`'s pre-flight check. Default: nothing."""
+
     async def load(self) -> None:
-        """Load the model (check the artifact's checksum, open clients)."""
+        """Load the model on the operator's event loop (open clients bound to it); after `prepare`."""
 
     @abstractmethod
     async def predict(self, request: dict[str, Any], features: dict[str, Any]) -> dict[str, Any]:
@@ -156,3 +162,25 @@ def make_runner(card: ModelCard) -> ModelRunner:
     runner = runner_class(card.runner)(card)
     runner.check_features()
     return runner
+
+
+def run_isolated(coro) -> Any:
+    """Run a coroutine to completion on a fresh event loop in its own thread (callable from any context,
+    including one whose thread already runs a loop)."""
+    import asyncio
+    import threading
+
+    out: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            out["value"] = asyncio.run(coro)
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+            out["error"] = e
+
+    t = threading.Thread(target=target, name="runner-prepare", daemon=True)
+    t.start()
+    t.join()
+    if "error" in out:
+        raise out["error"]
+    return out.get("value")

@@ -92,6 +92,18 @@ class KServeV2Runner(BatchingRunner):
         return f"{self.card.key}: model {self.params.model_name!r}{v} at {self.base_url}"
 
     # ---- lifecycle ---------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Check, with a client of its own, that the server is reachable and has the model ready."""
+        from model_udfs.base import run_isolated
+
+        run_isolated(self._probe())
+
+    async def _probe(self) -> None:
+        import httpx
+
+        async with httpx.AsyncClient(base_url=self.base_url, headers={"Accept": "application/json"}) as client:
+            await self._check_ready(client)
+
     async def load(self) -> None:
         """Open the HTTP client and check that the server has the model loaded and ready."""
         import httpx

@@ -16,11 +16,15 @@ class SklearnRunner(BatchingRunner):
 
     _model = None
 
-    async def load(self) -> None:
+    def prepare(self) -> None:
         import joblib
 
         path = verify_artifact(self.card)  # refuses an artifact whose sha256 is not the card's
-        self._model = await asyncio.get_running_loop().run_in_executor(None, joblib.load, path)
+        self._model = joblib.load(path)
+
+    async def load(self) -> None:
+        if self._model is None:  # not prepared (e.g. a runner used outside a model job)
+            await asyncio.get_running_loop().run_in_executor(None, self.prepare)
 
     async def predict_batch(self, requests: list[dict[str, Any]], features: list[dict[str, Any]]) \
             -> list[dict[str, Any]]:

@@ -193,12 +193,17 @@ def deploy_es(start, savepoint) -> None:
 @click.argument("card", type=click.Path(exists=True, dir_okay=False))
 @click.option("--start", type=click.Choice(["committed", "earliest", "latest"]), default="committed")
 @click.option("--from-savepoint", "savepoint", default=None)
-def deploy_model_cmd(card, start, savepoint) -> None:
-    """One model job from its model CARD (json or yaml)."""
+@click.option("--skip-older-than-ms", type=int, default=None,
+              help="load shedding: do not score requests older than this on arrival (about the last deadline)")
+@click.option("--no-preflight", is_flag=True,
+              help="do not prepare the model here first (this machine cannot see the artifact or model server)")
+def deploy_model_cmd(card, start, savepoint, skip_older_than_ms, no_preflight) -> None:
+    """One model job from its model CARD (json or yaml); refused if the model cannot serve."""
     from control.ops import deploy as d
 
     try:
-        click.echo(d.deploy_model(card, start=start, savepoint=savepoint))
+        click.echo(d.deploy_model(card, start=start, savepoint=savepoint, preflight=not no_preflight,
+                                  skip_older_than_ms=skip_older_than_ms))
     except ControlError as e:
         _fail(e)
 

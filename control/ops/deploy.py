@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from control.errors import ControlError, JobError, ModelNotReadyError
 from control.ops import jobs as jobs_lib
 from control.ops import lifecycle
 from control.settings import RuntimeSettings
@@ -64,14 +65,44 @@ def deploy_external_state(s: RuntimeSettings | None = None, savepoint: str | Non
     return jid
 
 
+def check_model_ready(card: ModelCard) -> None:
+    """Pre-flight: the card's runner prepares here as it will in the job (artifact sha256 and file, model
+    server reachable and serving this model, feature version). Raises ModelNotReadyError saying why."""
+    from model_udfs.base import make_runner
+
+    try:
+        make_runner(card).prepare()
+    except Exception as e:  # noqa: BLE001 - whatever stops the model from serving is reported
+        raise ModelNotReadyError(f"{card.key} cannot serve, nothing was deployed: {e}") from e
+
+
 def deploy_model(card: ModelCard | str | Path, s: RuntimeSettings | None = None, savepoint: str | None = None,
-                 wait: bool = True, **fields) -> str:
+                 wait: bool = True, preflight: bool = True, **fields) -> str:
     """Start the model job of one deployment (model id + version) from its card. `fields`: ModelJobSettings
-    fields. Process mode: PyFlink's Python AsyncFunction runs only there."""
+    fields. Process mode: PyFlink's Python AsyncFunction runs only there.
+
+    Ready before serving: with `preflight` the model is prepared here first (`check_model_ready`; turn it
+    off when this machine cannot see the artifact or the model server the cluster sees). In the job the
+    runner prepares in the operator's open(), before its first record: a model that cannot serve there
+    makes the job fail and restart with the reason (`job_exceptions`), never answer with error scores.
+    PyFlink opens a process-mode operator when its first bundle arrives, after the job is RUNNING, so
+    only the pre-flight can refuse a deployment up front. With `wait`, a job that fails before it is
+    RUNNING is cancelled and its cause raised (JobError)."""
     s = s or RuntimeSettings()
     card_obj = card if isinstance(card, ModelCard) else ModelCard.load(card)
     settings = job_settings(ModelJobSettings, s, card=card_obj, **fields)
-    jid = submit_job(settings, s, savepoint, wait, "process")
+    if preflight:
+        check_model_ready(card_obj)
+    jid = submit_job(settings, s, savepoint, False, "process")
+    if wait:
+        try:
+            jobs_lib.wait_running(jid, s)
+        except JobError as e:
+            try:
+                jobs_lib.cancel(jid, s)
+            except ControlError:
+                pass
+            raise JobError(f"model job {card_obj.key} ({jid}) failed to start and was cancelled: {e}") from e
     _record(s, LifecycleEvent(kind="job_submitted", model_id=card_obj.model_id, model_version=card_obj.version,
                               job_id=jid, at_ms=now_ms(), detail={"job": "model", "name": settings.job_name,
                                                                    "runner": card_obj.runner}))

@@ -164,7 +164,8 @@ def job_exceptions(job_id: str, s: RuntimeSettings | None = None) -> str:
 
 
 def wait_running(job_id: str, s: RuntimeSettings | None = None, timeout: float = 120.0) -> None:
-    """Wait until every vertex of the job is RUNNING (the sources are reading)."""
+    """Wait until every vertex of the job is RUNNING (operators opened, the sources reading); raise JobError
+    with the job's exception if it fails or restarts meanwhile."""
     s = s or RuntimeSettings()
     deadline = time.monotonic() + timeout
     state = "?"
@@ -173,6 +174,10 @@ def wait_running(job_id: str, s: RuntimeSettings | None = None, timeout: float =
         state = info["state"]
         if state in ("FAILED", "CANCELED", "FINISHED"):
             raise JobError(f"job {job_id} is {state}:\n{job_exceptions(job_id, s)[-4000:]}")
+        # a task that fails while starting (e.g. a model that cannot load in its operator's open()) makes the
+        # job restart: report its cause now rather than waiting out the timeout
+        if state in ("RESTARTING", "FAILING") or any(v["status"] == "FAILED" for v in info.get("vertices", [])):
+            raise JobError(f"job {job_id} failed while starting ({state}):\n{job_exceptions(job_id, s)[-4000:]}")
         if state == "RUNNING" and all(v["status"] == "RUNNING" for v in info.get("vertices", [])):
             return
         time.sleep(0.5)
