@@ -17,7 +17,7 @@ from pyflink.datastream.functions import AsyncFunction
 
 from model_udfs.base import ModelRunner
 from schemas.model_card import ModelCard
-from schemas.records import Score
+from schemas.records import MAX_RECORD_BYTES, Score
 
 
 def _now_ms() -> int:
@@ -111,9 +111,13 @@ class ModelAsyncFunction(AsyncFunction):
         except Exception as e:  # noqa: BLE001 - a failing model yields an error score
             output, error = None, f"{type(e).__name__}: {e}"
         try:
-            return [Score(request_id=request_id, model_id=self.card.model_id, model_version=self.card.version,
+            score = Score(request_id=request_id, model_id=self.card.model_id, model_version=self.card.version,
                           output=output, error=error, request_time_ms=request_time, received_at_ms=received,
-                          started_at_ms=started, finished_at_ms=_now_ms()).to_json()]
+                          started_at_ms=started, finished_at_ms=_now_ms()).to_json()
+            if len(score) > MAX_RECORD_BYTES:  # would exceed the producer's limit and fail the job
+                return [error_score(self.card, value, f"model output too large: a {len(score)}-character score "
+                                                      f"(at most {MAX_RECORD_BYTES})", received, started)]
+            return [score]
         except Exception as e:  # noqa: BLE001 - e.g. an output that is not JSON: an error score, never a crash
             return [error_score(self.card, value, f"invalid model output: {type(e).__name__}: {e}", received,
                                 started)]

@@ -72,19 +72,41 @@ class AugmentedRequest(Record):
 # --------------------------------------------------------------------------------------------
 # quarantine
 # --------------------------------------------------------------------------------------------
+MAX_RECORD_BYTES = 1_000_000
+"""Largest request (UTF-8 bytes) the system accepts: what it writes for it (an augmented request adds about
+a kilobyte) stays under the Kafka producer's default 1 MiB `max.request.size`. Larger ones are quarantined."""
+
+MAX_QUARANTINED_RAW_CHARS = 65_536
+"""A quarantine record keeps at most this many characters of the original record (`raw_truncated` then
+says so, `raw_bytes` gives the original size): a quarantine record never outgrows the producer's limit."""
+
+
 class Reason(Record):
     code: Literal["malformed_json", "not_an_object", "missing", "wrong_type", "out_of_range", "unknown_field",
-                  "invalid", "duplicate"]
+                  "invalid", "duplicate", "too_large", "null_value"]
     field: str | None = None
     message: str
 
 
 class QuarantineRecord(Record):
-    raw: str = Field(description="the original bytes, decoded as UTF-8 (undecodable bytes replaced)")
+    raw: str = Field(description="the original bytes, decoded as UTF-8 (undecodable bytes replaced); at most "
+                                 "MAX_QUARANTINED_RAW_CHARS characters")
     reasons: list[Reason] = Field(min_length=1)
     source_topic: str
     stage: str = "external_state"
     quarantined_at_ms: int
+    raw_bytes: int | None = Field(default=None, description="size of the original record in UTF-8 bytes")
+    raw_truncated: bool = Field(default=False, description="raw holds only the first MAX_QUARANTINED_RAW_CHARS")
+
+    @classmethod
+    def of(cls, raw: str | None, reasons: list["Reason"], source_topic: str, stage: str = "external_state",
+           at_ms: int | None = None) -> "QuarantineRecord":
+        """A bounded quarantine record of any input, including a null record value (raw None)."""
+        text = raw or ""
+        size = len(text.encode("utf-8", errors="replace"))
+        return cls(raw=text[:MAX_QUARANTINED_RAW_CHARS], reasons=reasons, source_topic=source_topic, stage=stage,
+                   quarantined_at_ms=at_ms if at_ms is not None else now_ms(), raw_bytes=size,
+                   raw_truncated=len(text) > MAX_QUARANTINED_RAW_CHARS)
 
 
 # --------------------------------------------------------------------------------------------

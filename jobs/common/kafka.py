@@ -41,13 +41,28 @@ def kafka_source(env: StreamExecutionEnvironment, kafka: KafkaSettings, topics: 
         .set_topics(*([topics] if isinstance(topics, str) else topics))
         .set_group_id(group_id)
         .set_starting_offsets(offsets)
-        .set_value_only_deserializer(SimpleStringSchema())
         .set_property("partition.discovery.interval.ms", "60000")
         .set_property("client.id.prefix", group_id)
     )
     for k, v in kafka.properties.items():
         builder = builder.set_property(k, v)
+    builder._j_builder.setDeserializer(_null_tolerant_values())
     return env.from_source(builder.build(), WatermarkStrategy.no_watermarks(), name or uid).uid(uid)
+
+
+def _null_tolerant_values():
+    """Record values as str, and None for a record with a null value (a tombstone, or a producer's bug).
+
+    PyFlink's `set_value_only_deserializer(SimpleStringSchema())` throws on a null value inside the JVM,
+    before any Python code can quarantine it, and the job restarts on that record forever. Kafka's own
+    StringDeserializer (as shaded in the connector) returns null, which reaches Python as None."""
+    from pyflink.java_gateway import get_gateway
+    from pyflink.util.java_utils import get_java_class
+
+    jvm = get_gateway().jvm
+    return jvm.org.apache.flink.connector.kafka.source.reader.deserializer.KafkaRecordDeserializationSchema \
+        .valueOnly(get_java_class(jvm.org.apache.flink.kafka.shaded.org.apache.kafka.common.serialization
+                                  .StringDeserializer))
 
 
 def _sink_builder(kafka: KafkaSettings, linger_ms: int):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
-from schemas.records import QuarantineRecord, Reason, Request, now_ms
+from schemas.records import MAX_RECORD_BYTES, QuarantineRecord, Reason, Request
 
 _CODES = {
     "json_invalid": "malformed_json",
@@ -39,13 +39,20 @@ def reasons_of(err: ValidationError) -> list[Reason]:
     return out
 
 
-def validate(raw: str | bytes, source_topic: str = "requests") -> Request | QuarantineRecord:
-    """Parse and validate one raw record from the requests topic."""
+def validate(raw: str | bytes | None, source_topic: str = "requests") -> Request | QuarantineRecord:
+    """Parse and validate one raw record from the requests topic (None: a record with a null value)."""
+    if raw is None:
+        return QuarantineRecord.of(None, [Reason(code="null_value", message="the record has no value (null)")],
+                                   source_topic)
     text = raw.decode("utf-8", errors="replace") if isinstance(raw, (bytes, bytearray)) else raw
+    size = len(text.encode("utf-8", errors="replace"))
+    if size > MAX_RECORD_BYTES:
+        return QuarantineRecord.of(text, [Reason(code="too_large", message=f"{size} bytes; at most "
+                                                 f"{MAX_RECORD_BYTES} are accepted")], source_topic)
     try:
         return Request.parse(text)
     except ValidationError as e:
         reasons = reasons_of(e)
     except Exception as e:  # noqa: BLE001 - whatever happens, the record is accounted for
         reasons = [Reason(code="invalid", message=f"{type(e).__name__}: {e}")]
-    return QuarantineRecord(raw=text, reasons=reasons, source_topic=source_topic, quarantined_at_ms=now_ms())
+    return QuarantineRecord.of(text, reasons, source_topic)

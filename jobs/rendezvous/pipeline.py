@@ -100,11 +100,10 @@ class Routes:
         return Row(self.invalid, invalid_record(raw))
 
 
-def invalid_record(raw: str) -> str:
-    return QuarantineRecord(raw=raw, reasons=[Reason(code="invalid", message="neither an augmented request nor a "
-                                                                               "valid score")],
-                            source_topic="requests.augmented|scores", stage="rendezvous",
-                            quarantined_at_ms=int(time.time() * 1000)).to_json()
+def invalid_record(raw: str | None) -> str:
+    return QuarantineRecord.of(raw, [Reason(code="null_value" if raw is None else "invalid",
+                                            message="neither an augmented request nor a valid score")],
+                               source_topic="requests.augmented|scores", stage="rendezvous").to_json()
 
 
 # ------------------------------------------------------------------------------------------------- the function

@@ -90,3 +90,32 @@ def test_restart_from_savepoint_keeps_feature_state(stack, unique, job_cleanup):
     assert last["entity_seq"] == 4
     assert last["features"]["entity_count"] == 3
     assert last["features"]["window_sum"] == 80.0
+
+
+def test_poison_records_are_quarantined_bounded_and_stop_nothing(stack, unique, job_cleanup):
+    """A null value, a valid request too large to forward, and 600 KB of quotes: each is quarantined with a
+    reason in a bounded record; the job (thread mode, as deployed) never restarts and goes on."""
+    from schemas.records import MAX_QUARANTINED_RAW_CHARS, MAX_RECORD_BYTES
+
+    t = topics(stack, unique)
+    jid = deploy.deploy_external_state(stack, source_topic=t["req"], sink_topic=t["aug"], quarantine_topic=t["q"],
+                                       group_id=f"es-{unique}", job_name=f"es-poison-{unique}")
+    job_cleanup.append(jid)
+    huge = json.dumps({**req("big", "card-P", 1000, 1.0), "payload": {"blob": "x" * MAX_RECORD_BYTES}})
+    quotes = '"' * 600_000
+    kafka_io.produce(stack.bootstrap_servers, t["req"], [None, huge, quotes, req("ok", "card-P", 2000, 2.0)],
+                     key=lambda _: b"card-P")  # a null value needs a key (a tombstone)
+
+    aug = [AugmentedRequest.parse(v) for v in kafka_io.consume(stack.bootstrap_servers, t["aug"], count=1,
+                                                                timeout=90, idle_timeout=2)]
+    quar = [QuarantineRecord.parse(v) for v in kafka_io.consume(stack.bootstrap_servers, t["q"], count=3,
+                                                                 timeout=60, idle_timeout=2)]
+    assert [a.request.request_id for a in aug] == ["ok"]
+    by_code = {q.reasons[0].code: q for q in quar}
+    assert set(by_code) == {"null_value", "too_large", "malformed_json"}
+    assert by_code["null_value"].raw == "" and by_code["null_value"].raw_bytes == 0
+    assert by_code["too_large"].raw_truncated and by_code["too_large"].raw_bytes == len(huge)
+    assert len(by_code["too_large"].raw) == MAX_QUARANTINED_RAW_CHARS
+    assert by_code["malformed_json"].raw_truncated and by_code["malformed_json"].raw_bytes == len(quotes)
+    assert jobs.job_state(jid, stack) == "RUNNING"
+    assert jobs.job_exceptions(jid, stack) == ""  # it never failed

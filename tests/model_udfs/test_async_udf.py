@@ -33,3 +33,12 @@ def test_without_a_bound_every_request_is_scored():
     fn = ModelAsyncFunction(CARD)
     [score] = run(fn, augmented(3_600_000))
     assert Score.parse(score).request_id == "r3600000" and fn.skipped == 0
+
+
+def test_an_output_too_large_to_write_becomes_an_error_score():
+    from schemas.records import MAX_RECORD_BYTES
+
+    card = CARD.model_copy(update={"params": {"output": {"blob": "x" * MAX_RECORD_BYTES}}})
+    [score] = run(ModelAsyncFunction(card), augmented(0))
+    parsed = Score.parse(score)
+    assert parsed.output is None and parsed.error.startswith("model output too large")

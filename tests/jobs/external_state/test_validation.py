@@ -56,3 +56,26 @@ def test_undecodable_bytes_are_kept_and_quarantined():
     assert isinstance(q, QuarantineRecord)
     assert q.raw.endswith("{")
     assert QuarantineRecord.parse(q.to_json()) == q
+
+
+def test_null_and_oversized_records_are_quarantined_in_bounded_form():
+    from schemas.records import (
+        MAX_QUARANTINED_RAW_CHARS,
+        MAX_RECORD_BYTES,
+        QuarantineRecord,
+    )
+
+    null = validate(None)
+    assert isinstance(null, QuarantineRecord) and null.reasons[0].code == "null_value"
+    assert (null.raw, null.raw_bytes, null.raw_truncated) == ("", 0, False)
+
+    big = '{"request_id": "' + "é" * (MAX_RECORD_BYTES // 2) + '"}'  # 2 bytes per é: over the limit
+    q = validate(big)
+    assert isinstance(q, QuarantineRecord) and q.reasons[0].code == "too_large"
+    assert q.raw_bytes == len(big.encode()) > MAX_RECORD_BYTES
+    assert q.raw_truncated and len(q.raw) == MAX_QUARANTINED_RAW_CHARS
+    assert len(q.to_json()) < 2 * MAX_QUARANTINED_RAW_CHARS + 1_000  # far below the producer's 1 MiB
+
+    quotes = validate('"' * 600_000)
+    assert quotes.reasons[0].code == "malformed_json" and quotes.raw_truncated
+    assert len(quotes.to_json().encode()) < 4 * MAX_QUARANTINED_RAW_CHARS

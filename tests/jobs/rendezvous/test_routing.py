@@ -36,3 +36,12 @@ def test_envelope_tells_requests_scores_and_garbage_apart():
                 '{"request": {"request_id": "a", "event_time_ms": "5"}}'):
         e = envelope(bad)
         assert e.kind == "invalid" and e.raw == bad
+
+
+def test_a_null_record_is_quarantined_not_a_crash():
+    from schemas.records import QuarantineRecord
+
+    e = envelope(None)
+    assert e.kind == "invalid" and e.raw is None
+    q = QuarantineRecord.parse(Routes("a", "l", "q").quarantine(e.raw)[1])
+    assert q.reasons[0].code == "null_value" and q.raw == "" and q.stage == "rendezvous"
