@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from control.errors import RuntimeStartError
 from control.kafka_io import ensure_topics
-from control.runtime import mlserver
+from control.runtime import mlserver, supervisor
 from control.runtime.flink import (
     flink_healthy,
     flink_overview,
@@ -77,6 +77,13 @@ def status(s: RuntimeSettings | None = None) -> list[Component]:
     comps.append(Component("flink taskmanager", bool(tpid and pid_alive(tpid) and ov and ov.get("taskmanagers")),
                            tpid, f"{s.host}",
                            f"{ov.get('slots-available', 0)}/{ov.get('slots-total', 0)} slots free" if ov else ""))
+    for c in comps:
+        n = supervisor.restarts_of(s, c.name)
+        if n:
+            c.detail = f"{c.detail}; restarted {n}x by the supervisor".lstrip("; ")
+    spid = supervisor.running(s)
+    comps.append(Component("supervisor", bool(spid), spid, str(s.log_dir / "supervisor.log"),
+                           "restarts what dies" if spid else "not running: nothing restarts what dies"))
     return comps
 
 
@@ -133,12 +140,18 @@ def up(s: RuntimeSettings | None = None, progress: Progress | None = print) -> l
         wait_for(lambda: flink_healthy(s), s.startup_timeout_s, "the Flink cluster")
     except RuntimeStartError as e:
         raise RuntimeStartError(f"{e}. See the flink-*.log files in {s.log_dir}.") from None
+    spid = supervisor.start(s)
+    say(progress, f"supervisor running (pid {spid}): restarts the broker, JobManager or TaskManager if one dies "
+                  f"(log: {s.log_dir / 'supervisor.log'})")
     say(progress, f"runtime up in {time.monotonic() - t0:.1f}s")
     return status(s)
 
 
 def down(s: RuntimeSettings | None = None, progress: Progress | None = print) -> None:
     s = s or RuntimeSettings()
+    if supervisor.running(s):  # first, or it would bring back what is stopped next
+        say(progress, "stopping the supervisor")
+    supervisor.stop(s)
     stop_flink(s, progress)
     stop_kafka(s, progress)
     for port in mlserver.recorded_ports(s):  # model servers started by the demo

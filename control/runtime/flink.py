@@ -133,6 +133,20 @@ def start_flink(s: RuntimeSettings, progress: Progress | None) -> None:
                                 f"See the logs in {s.log_dir}.")
 
 
+def orphaned_python_workers(s: RuntimeSettings) -> list[int]:
+    """Python workers (and their runner scripts) of this checkout left behind by a TaskManager that died
+    without stopping them (e.g. kill -9): reparented to init, they would run on."""
+    import psutil
+
+    venv = str(s.venv_python.parent.parent)
+    out = []
+    for p in psutil.process_iter(["pid", "ppid", "cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if p.info["ppid"] == 1 and venv in cmd and ("pyflink-udf-runner.sh" in cmd or "beam_boot" in cmd):
+            out.append(p.info["pid"])
+    return out
+
+
 def stop_flink(s: RuntimeSettings, progress: Progress | None) -> None:
     pids = flink_pid_files(s)
     for role in ("taskmanager", "jobmanager"):
@@ -146,6 +160,8 @@ def stop_flink(s: RuntimeSettings, progress: Progress | None) -> None:
                 say(progress, f"stopping Flink {role} (pid {pid})")
                 terminate_tree(pid)  # with its Python workers
         path.unlink(missing_ok=True)
+    for pid in orphaned_python_workers(s):
+        terminate_tree(pid, timeout=5)
     # a new TaskManager has imported no thread-mode code yet (see control.ops.jobs.check_thread_mode_code)
     (s.pid_dir / "thread-mode-code.sha256").unlink(missing_ok=True)
 

@@ -80,11 +80,12 @@ def test_a_model_job_that_cannot_load_restarts_with_the_reason_and_writes_no_sco
 
     src, dst = f"ready-in-{unique}", f"ready-out-{unique}"
     ensure_topics(stack.bootstrap_servers, [TopicSpec(src), TopicSpec(dst)])
-    kafka_io.produce(stack.bootstrap_servers, src, ['{"request": {"request_id": "r1", "event_time_ms": 1}, '
-                                                    '"features": {}}'])
     jid = deploy.deploy_model(card(artifact, "2" * 64), stack, preflight=False, job_name=f"ready {unique}",
                               source_topic=src, sink_topic=dst, start="earliest", group_id=f"ready-{unique}")
     try:
+        # the record comes after the job is RUNNING: its first bundle opens the operator, which refuses
+        kafka_io.produce(stack.bootstrap_servers, src, ['{"request": {"request_id": "r1", "event_time_ms": 1}, '
+                                                        '"features": {}}'])
         deadline = time.monotonic() + 120
         while jobs.job_state(jid, stack) == "RUNNING" and time.monotonic() < deadline:
             time.sleep(0.5)
