@@ -109,11 +109,33 @@ def deploy_model(card: ModelCard | str | Path, s: RuntimeSettings | None = None,
     return jid
 
 
+def rendezvous_answering_on(answers_topic: str, s: RuntimeSettings | None = None) -> list[str]:
+    """Ids of the running (or starting) jobs whose rendezvous writes answers to `answers_topic`, found by the
+    name its sink gets in `jobs.rendezvous.pipeline.build` ("<answers> | <late> | <invalid>")."""
+    s = s or RuntimeSettings()
+    found = []
+    for j in jobs_lib.list_jobs(s):
+        if j.state in ("CANCELED", "CANCELLING", "FAILED", "FINISHED"):
+            continue
+        info = jobs_lib.flink_rest(s, f"/jobs/{j.job_id}")
+        if any(v["name"].startswith("rendezvous") and f"-> {answers_topic} | " in v["name"]
+               for v in info.get("vertices", [])):
+            found.append(j.job_id)
+    return found
+
+
 def deploy_rendezvous(s: RuntimeSettings | None = None, savepoint: str | None = None, wait: bool = True,
                       execution_mode: str = "thread", **fields) -> str:
-    """`fields`: RendezvousSettings fields."""
+    """`fields`: RendezvousSettings fields. Refused while another rendezvous answers on the same answers
+    topic: two would give every request two answers (possibly different ones)."""
     s = s or RuntimeSettings()
     settings = job_settings(RendezvousSettings, s, **fields)
+    running = rendezvous_answering_on(settings.answers_topic, s)
+    if running:
+        raise ControlError(f"a rendezvous already answers on topic {settings.answers_topic!r} (job "
+                           f"{', '.join(running)}); a second one would answer every request again. Stop it first "
+                           f"(`rendezvous job stop {running[0]}` takes a savepoint to deploy the new one from), or "
+                           f"give the new one other topics.")
     jid = submit_job(settings, s, savepoint, wait, execution_mode)
     _record(s, LifecycleEvent(kind="job_submitted", job_id=jid, at_ms=now_ms(),
                               detail={"job": "rendezvous", "name": settings.job_name,

@@ -166,3 +166,14 @@ def test_schedule_change_applies_to_new_requests_without_restart(rv):
     assert jobs.job_state(rv["job"]) == "RUNNING"
     events = kafka_io.consume_json(rv["bootstrap"], rv["lifecycle"], count=2, timeout=20)
     assert [e["schedule_version"] for e in events] == [1, 2]
+
+
+def test_a_second_rendezvous_on_the_same_answers_topic_is_refused(rv, stack):
+    from control.errors import ControlError
+
+    assert deploy.rendezvous_answering_on(rv["answers"], stack) == [rv["job"]]
+    with pytest.raises(ControlError, match=f"already answers on topic '{rv['answers']}'.*{rv['job']}"):
+        deploy.deploy_rendezvous(stack, job_name="a second rendezvous", augmented_topic=rv["aug"],
+                                 scores_topic=rv["scores"], schedules_topic=rv["sched"], answers_topic=rv["answers"],
+                                 late_topic=rv["late"], invalid_topic=rv["invalid"], group_id="rv-second")
+    assert deploy.rendezvous_answering_on(f"{rv['answers']}-other", stack) == []
