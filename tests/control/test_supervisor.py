@@ -28,7 +28,11 @@ def test_a_killed_taskmanager_comes_back_and_its_job_delivers_every_record(stack
     from control.kafka_io import ensure_topics
     from control.ops import deploy, jobs
     from control.runtime import status, supervisor
-    from control.runtime.flink import flink_healthy, flink_pid_files, orphaned_python_workers
+    from control.runtime.flink import (
+        flink_healthy,
+        flink_pid_files,
+        orphaned_python_workers,
+    )
     from control.runtime.process import pid_alive, read_pid
     from schemas.topics import TopicSpec
 
