@@ -46,7 +46,6 @@ class ModelAsyncFunction(AsyncFunction):
         self.skip_older_than_ms = skip_older_than_ms
         self._runner: ModelRunner | None = None
         self._lock: asyncio.Lock | None = None
-        self._load_error: str | None = None
         self._prepared: ModelRunner | None = None
         self.skipped = 0
         self._skipped_counter = None
@@ -59,7 +58,6 @@ class ModelAsyncFunction(AsyncFunction):
 
         self._runner = None
         self._lock = None
-        self._load_error = None
         self._prepared = make_runner(self.card)
         self._prepared.prepare()
         self.skipped = 0

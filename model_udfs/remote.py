@@ -66,6 +66,7 @@ class KServeV2Runner(BatchingRunner):
         self._sync = None  # httpx.Client used from a thread pool (params.transport == "thread", the default)
         self._pool = None
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop the client belongs to
+        self._probed = False  # readiness checked by prepare()
 
     # ---- pickling: never ship an open client -----------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
@@ -97,6 +98,7 @@ class KServeV2Runner(BatchingRunner):
         from model_udfs.base import run_isolated
 
         run_isolated(self._probe())
+        self._probed = True
 
     async def _probe(self) -> None:
         import httpx
@@ -117,7 +119,8 @@ class KServeV2Runner(BatchingRunner):
             headers={"Accept": "application/json"},
         )
         try:
-            await self._check_ready(client)
+            if not self._probed:  # prepare() has just checked it (the model job's open())
+                await self._check_ready(client)
         except BaseException:
             await client.aclose()
             raise

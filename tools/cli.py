@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
@@ -105,12 +106,14 @@ def job_stop(job_id) -> None:
 @main.command()
 @click.option("--rate", default=100.0, show_default=True, help="requests/s")
 @click.option("--duration", default=60.0, show_default=True, help="seconds of load")
-def demo(rate, duration) -> None:
+@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="where to write the JSON report  [default: run/demo/latest.json]")
+def demo(rate, duration, report_path) -> None:
     """Run the end-to-end demo on the embedded runtime."""
     from tools import demo as demo_lib
 
     try:
-        report = demo_lib.run(progress=click.echo, rate=rate, duration_s=duration)
+        report = demo_lib.run(progress=click.echo, rate=rate, duration_s=duration, report_path=report_path)
     except ControlError as e:
         _fail(e)
     if report.unanswered:
@@ -176,9 +179,16 @@ def deploy() -> None:
     """Deploy the data plane's jobs."""
 
 
+def _where_to_start(f):
+    """--start and --from-savepoint, shared by the deploy commands."""
+    f = click.option("--from-savepoint", "savepoint", default=None,
+                     help="restore state and offsets from this savepoint")(f)
+    return click.option("--start", type=click.Choice(["committed", "earliest", "latest"]), default="committed",
+                        show_default=True, help="where a new job starts reading")(f)
+
+
 @deploy.command("external-state")
-@click.option("--start", type=click.Choice(["committed", "earliest", "latest"]), default="committed")
-@click.option("--from-savepoint", "savepoint", default=None)
+@_where_to_start
 def deploy_es(start, savepoint) -> None:
     """The external-state job (requests -> requests.augmented)."""
     from control.ops import deploy as d
@@ -191,8 +201,7 @@ def deploy_es(start, savepoint) -> None:
 
 @deploy.command("model")
 @click.argument("card", type=click.Path(exists=True, dir_okay=False))
-@click.option("--start", type=click.Choice(["committed", "earliest", "latest"]), default="committed")
-@click.option("--from-savepoint", "savepoint", default=None)
+@_where_to_start
 @click.option("--skip-older-than-ms", type=int, default=None,
               help="load shedding: do not score requests older than this on arrival (about the last deadline)")
 @click.option("--no-preflight", is_flag=True,
@@ -209,8 +218,7 @@ def deploy_model_cmd(card, start, savepoint, skip_older_than_ms, no_preflight) -
 
 
 @deploy.command("rendezvous")
-@click.option("--start", type=click.Choice(["committed", "earliest", "latest"]), default="committed")
-@click.option("--from-savepoint", "savepoint", default=None)
+@_where_to_start
 def deploy_rv(start, savepoint) -> None:
     """The rendezvous job (requests.augmented + scores + schedules -> answers)."""
     from control.ops import deploy as d

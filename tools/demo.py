@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 from control import runtime
 from control.ops import deploy, jobs, schedules
@@ -54,7 +55,9 @@ def ensure_models(s: RuntimeSettings, progress) -> None:
         train_all(s.home / "artifacts" / "models", progress=progress)
 
 
-def run(progress=print, rate: float = 100.0, duration_s: float = 60.0) -> load.LoadReport:
+def run(progress=print, rate: float = 100.0, duration_s: float = 60.0, report_path: Path | None = None) \
+        -> load.LoadReport:
+    """The demo; its report goes to `report_path` (default run/demo/latest.json)."""
     from control.runtime import mlserver
 
     s = RuntimeSettings()
@@ -106,7 +109,7 @@ def run(progress=print, rate: float = 100.0, duration_s: float = 60.0) -> load.L
             progress(f"  >> published schedule v{v2.version} '{v2.name}' (no job restarted)")
 
     report = load.run_load(s.bootstrap_servers, rate=rate, duration_s=duration_s, progress=progress, on_tick=on_tick)
-    out = s.run_dir / "demo" / "latest.json"
+    out = report_path or s.run_dir / "demo" / "latest.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report.as_dict(), indent=2))
     progress("")
@@ -115,7 +118,7 @@ def run(progress=print, rate: float = 100.0, duration_s: float = 60.0) -> load.L
     progress(f"(after {len(windows)} warm-up windows of 5 s at the same rate"
              f"{'' if ready else ', never on time'}; a fresh runtime needs them)")
     progress("")
-    progress(f"Demo took {time.monotonic() - t_start:.0f} s; report in {out.relative_to(s.home)}.")
+    progress(f"Demo took {time.monotonic() - t_start:.0f} s; report in {out}.")
     progress("The jobs keep running: `.venv/bin/rendezvous job list`; Flink UI: "
              f"http://{s.flink_address}; stop everything with `.venv/bin/rendezvous down`.")
     return report

@@ -14,12 +14,13 @@ from training.synthetic import TransactionGenerator
 
 
 def percentile(values: list[float], q: float) -> float | None:
+    """Linear-interpolated percentile, rounded to 0.1 (ms): the clocks measured are no finer."""
     if not values:
         return None
     v = sorted(values)
     k = (len(v) - 1) * q
     lo, hi = int(k), min(int(k) + 1, len(v) - 1)
-    return v[lo] + (v[hi] - v[lo]) * (k - lo)
+    return round(v[lo] + (v[hi] - v[lo]) * (k - lo), 1)
 
 
 @dataclass
@@ -246,14 +247,14 @@ def build_report(rate: float, duration_s: float, sent: int, labels: dict[str, bo
     return LoadReport(
         rate=rate, duration_s=duration_s, sent=sent, answered=len(answers),
         unanswered=sum(1 for rid in labels if rid not in answers), duplicate_answers=duplicates,
-        answers_per_s=len(answers) / span if span else 0.0,
+        answers_per_s=round(len(answers) / span, 1) if span else 0.0,
         latency_p50_ms=percentile(latencies, 0.5), latency_p99_ms=percentile(latencies, 0.99),
         overshoot_p50_ms=percentile(overshoots, 0.5), overshoot_p99_ms=percentile(overshoots, 0.99),
         overhead_p50_ms=percentile(overheads, 0.5), overhead_p99_ms=percentile(overheads, 0.99),
         by_model=dict(by_model), by_trigger=dict(by_trigger), by_stage=dict(by_stage),
         by_schedule=dict(by_schedule), fraud_sent=sum(labels.values()), fraud_flagged=fraud_flagged,
         legit_flagged=legit_flagged,
-        default_share=(by_model.get("(default)", 0) / len(answers)) if answers else None)
+        default_share=round(by_model.get("(default)", 0) / len(answers), 4) if answers else None)
 
 
 def warm_up(bootstrap: str, rate: float, on_time_ms: float, requests_topic: str = "requests",

@@ -22,7 +22,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from control.runtime.process import pid_alive, read_pid
@@ -119,7 +119,7 @@ def watch(s: RuntimeSettings, interval_s: float = 1.0, policy: RestartPolicy | N
     def log(msg: str) -> None:
         logf.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}\n")
 
-    policies = {c: RestartPolicy(**(policy.__dict__ if policy else {})) for c in COMPONENTS}
+    policies = {c: replace(policy, restarts=[]) if policy else RestartPolicy() for c in COMPONENTS}
     known = {c: _pid_of(s, c) for c in COMPONENTS}
     given_up: set[str] = set()
     state = read_state(s)

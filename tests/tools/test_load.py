@@ -61,3 +61,10 @@ def test_collector_sees_answers_written_after_it_started_and_only_its_own(stack,
         c.stop()
     assert sorted(c.answers) == ["load-x-1", "load-x-3"]
     assert c.duplicates == 1
+
+
+def test_report_figures_are_rounded_to_what_the_clocks_resolve():
+    from tools.load import percentile
+
+    assert percentile([1.0, 2.0, 3.0, 200.0], 0.99) == 194.1  # not 194.11999999999998
+    assert percentile([], 0.5) is None
