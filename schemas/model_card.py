@@ -16,8 +16,9 @@ from schemas.features import FEATURE_VERSION
 class ModelCard(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model_id: str = Field(description="stable name the schedules refer to, e.g. 'fraud-champion'")
-    version: str
+    model_id: str = Field(pattern=r"^[^@\s]+$", description="stable name the schedules refer to, e.g. "
+                          "'fraud-champion' (no '@' or spaces: `id@version` is a deployment's identity)")
+    version: str = Field(pattern=r"^[^@\s]+$")
     runner: str = Field(description="import string of the ModelRunner class, 'package.module:Class'")
     artifact: str | None = Field(default=None, description="path of the model artifact (relative to the card)")
     sha256: str | None = Field(default=None, description="expected sha256 of the artifact; checked at load")

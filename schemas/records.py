@@ -128,6 +128,11 @@ class Score(Record):
         return self.error is None and self.output is not None
 
     @property
+    def key(self) -> str:
+        """`id@version`: the model deployment that produced this score."""
+        return f"{self.model_id}@{self.model_version}"
+
+    @property
     def model_latency_ms(self) -> int:
         return self.finished_at_ms - self.started_at_ms
 
@@ -141,9 +146,53 @@ class Score(Record):
 # --------------------------------------------------------------------------------------------
 # schedules
 # --------------------------------------------------------------------------------------------
+MODEL_KEY_SEP = "@"
+
+
+def model_key(model_id: str, version: str) -> str:
+    """`id@version`: a model deployment's identity in scores, mailboxes, answers and schedules."""
+    return f"{model_id}{MODEL_KEY_SEP}{version}"
+
+
+def split_key(key: str) -> tuple[str, str | None]:
+    """(`id`, `version`) of `id@version`; (`id`, None) of a bare id."""
+    mid, sep, version = key.partition(MODEL_KEY_SEP)
+    return mid, (version if sep else None)
+
+
 class Stage(Record):
     deadline_ms: int = Field(gt=0, le=600_000, description="ms after the schedule's deadline base (see Schedule.deadline_from)")
-    models: list[str] = Field(min_length=1, description="model ids accepted in this stage, most preferred first")
+    models: list[str] = Field(min_length=1, description="models accepted in this stage, most preferred first: "
+                              "`id@version`, or a bare `id` (any version of that model; published schedules "
+                              "name the version the registry has in production)")
+    split: dict[str, int] | None = Field(default=None, description="traffic split of the stage's first choice, in "
+                                         "percent by model (sum 100, each one of `models`): a hash of the request "
+                                         "id picks the arm (the same request always gets the same arm); the "
+                                         "arm is most preferred, the stage's other models follow in order")
+    explore: float = Field(default=0.0, ge=0.0, le=0.5, description="fraction of requests whose first choice is "
+                           "a model of this stage picked at random (by a hash of the request id); the answer "
+                           "says `explored`")
+
+    @model_validator(mode="after")
+    def _split_is_over_the_models(self):
+        if len(set(self.models)) != len(self.models):
+            raise ValueError(f"a stage names a model twice: {self.models}")
+        if self.split is not None:
+            unknown = [m for m in self.split if m not in self.models]
+            if unknown:
+                raise ValueError(f"split names models the stage does not accept: {unknown}")
+            if any(w < 0 for w in self.split.values()) or sum(self.split.values()) != 100:
+                raise ValueError(f"split weights are percentages >= 0 that sum to 100, not {self.split}")
+        return self
+
+
+class RollInfo(Record):
+    """Set on the schedules a roll publishes: which step of which roll this schedule is."""
+
+    model: str = Field(description="`id@version` being rolled in")
+    replaces: str = Field(description="`id@version` it takes traffic from")
+    weight: int = Field(ge=0, le=100, description="percent of the replaced model's traffic this step gives it")
+    base_version: int = Field(ge=0, description="the schedule version the roll started from (what rollback restores)")
 
 
 class Schedule(Record):
@@ -156,6 +205,9 @@ class Schedule(Record):
         "upstream counts against the budget; a request whose budget is spent is answered at once); arrival: "
         "from when the request reached the rendezvous")
     created_at_ms: int = 0
+    roll: RollInfo | None = Field(default=None, description="set when this schedule is a step of a roll")
+    rollback_of: int | None = Field(default=None, description="set when this schedule restores an earlier one "
+                                    "(the version that was rolled back)")
 
     @field_validator("stages")
     @classmethod
@@ -188,6 +240,7 @@ class Answer(Record):
     request_id: str
     model_id: str | None = Field(description="the chosen model; None for the default answer")
     model_version: str | None
+    model: str | None = Field(default=None, description="the chosen model's `id@version`; None for the default")
     output: dict[str, Any]
     stage: int | None = Field(description="index of the schedule stage that answered; None for the default")
     trigger: Literal["preferred", "all_answered", "deadline", "default"] = Field(
@@ -203,7 +256,10 @@ class Answer(Record):
     budget_spent: bool = Field(default=False, description="the request reached the rendezvous after its last "
                                                       "deadline had passed and was answered at once")
     answered_at_ms: int
-    timings: dict[str, ModelTiming] = Field(default_factory=dict, description="every model seen so far, by id")
+    explored: bool = Field(default=False, description="the stage's first choice for this request was picked at "
+                                                      "random (Stage.explore)")
+    timings: dict[str, ModelTiming] = Field(default_factory=dict, description="every model seen so far, by "
+                                                                             "`id@version`")
 
 
 class LateScore(Record):
@@ -218,7 +274,8 @@ class LateScore(Record):
 # --------------------------------------------------------------------------------------------
 class LifecycleEvent(Record):
     kind: Literal["model_registered", "stage_changed", "schedule_published", "job_submitted", "job_stopped",
-                  "upgrade"]
+                  "upgrade", "roll_started", "roll_step", "guard_passed", "guard_breached", "rollback",
+                  "roll_completed"]
     model_id: str | None = None
     model_version: str | None = None
     from_stage: str | None = None
@@ -227,3 +284,28 @@ class LifecycleEvent(Record):
     job_id: str | None = None
     detail: dict[str, Any] = Field(default_factory=dict)
     at_ms: int
+
+
+# --------------------------------------------------------------------------------------------
+# registry
+# --------------------------------------------------------------------------------------------
+ModelStageName = Literal["development", "preproduction", "production", "postproduction", "retired"]
+
+
+class ModelEntry(Record):
+    """The registry's record of one model deployment (`id@version`): the latest one per key is its state
+    (the registry topic is compacted by key)."""
+
+    model_id: str
+    version: str
+    stage: ModelStageName = "development"
+    card: dict[str, Any] = Field(description="the model card (schemas.model_card.ModelCard) as registered")
+    canary: bool = Field(default=False, description="a reference model: never promoted, never retired")
+    job_id: str | None = Field(default=None, description="the Flink job scoring for this deployment")
+    savepoint: str | None = Field(default=None, description="where its job's state went when it was retired")
+    registered_at_ms: int
+    stage_since_ms: int
+
+    @property
+    def key(self) -> str:
+        return model_key(self.model_id, self.version)

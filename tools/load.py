@@ -230,7 +230,7 @@ def build_report(rate: float, duration_s: float, sent: int, labels: dict[str, bo
         latencies.append(a["answered_at_ms"] - a["request_time_ms"])
         if a.get("deadline_at_ms") is not None:
             overshoots.append(a["answered_at_ms"] - a["deadline_at_ms"])
-        winner = a.get("model_id")
+        winner = a.get("model") or a.get("model_id")  # `id@version` (answers before versions: the id)
         if a.get("trigger") == "preferred" and winner and winner in a.get("timings", {}):
             overheads.append(a["answered_at_ms"] - a["timings"][winner]["finished_at_ms"])
         by_model[winner or "(default)"] += 1

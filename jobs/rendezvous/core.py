@@ -8,6 +8,11 @@ from the `ScheduleStore` (schedule.py).
 Rules (docs/architecture.md, "The rendezvous"):
 - A schedule is an ordered list of stages; each has a deadline (ms after the request reached the
   rendezvous) and the models it accepts, most preferred first; after the last stage comes the default.
+- Models are deployments, `id@version`: the mailbox keeps the first score of each, so two versions of
+  one model score side by side. A stage entry `id@version` takes that deployment's score; a bare `id`
+  any version's (the first usable one).
+- A stage may split its first choice between models by weight, or explore (a small random fraction):
+  both by a hash of the request id, so the same request always gets the same arm (`stage_order`).
 - The answer goes out the moment the current stage's most preferred model has answered; or when every
   model of the stage has answered (nothing better can come); or at the stage's deadline with the best
   answer available; else the next stage is considered. Error scores never win.
@@ -19,10 +24,67 @@ Rules (docs/architecture.md, "The rendezvous"):
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 from jobs.rendezvous.mailbox import HeldScore, Mailbox
-from schemas.records import Answer, LateScore, ModelTiming, Schedule, Score, Stage
+from schemas.records import (
+    MODEL_KEY_SEP,
+    Answer,
+    LateScore,
+    ModelTiming,
+    Schedule,
+    Score,
+    Stage,
+    split_key,
+)
+
+
+def bucket(request_id: str, salt: str) -> float:
+    """A uniform number in [0, 1) fixed by the request id (and salt): the same on every run and machine."""
+    digest = hashlib.blake2b(request_id.encode("utf-8", "surrogatepass"), digest_size=8,
+                             person=salt.encode()[:16]).digest()
+    return int.from_bytes(digest, "big") / 2 ** 64
+
+
+def stage_order(stage: Stage, request_id: str) -> tuple[list[str], bool]:
+    """The stage's models for this request, most preferred first, and whether exploration chose the first.
+
+    Split: the arms take consecutive ranges of [0, 100) in the split's order, so an arm listed first keeps
+    every request it had when its weight grows (a roll's 10 % are among its 50 %)."""
+    models = stage.models
+    first: str | None = None
+    explored = False
+    if stage.explore and bucket(request_id, "explore") < stage.explore:
+        first = models[int(bucket(request_id, "explore-pick") * len(models))]
+        explored = True
+    elif stage.split:
+        u = bucket(request_id, "split") * 100
+        acc = 0
+        for m, w in stage.split.items():
+            acc += w
+            if u < acc:
+                first = m
+                break
+    if first is None or first == models[0]:
+        return models, explored
+    return [first] + [m for m in models if m != first], explored
+
+
+def find_score(scores: dict[str, HeldScore], entry: str) -> tuple[str, HeldScore] | None:
+    """The held score a stage entry takes: `id@version` exactly; a bare `id`, a usable score of any version
+    (else an error score of one)."""
+    h = scores.get(entry)
+    if h is not None or MODEL_KEY_SEP in entry:
+        return (entry, h) if h is not None else None
+    prefix = entry + MODEL_KEY_SEP
+    found = None
+    for k, h in scores.items():
+        if k.startswith(prefix):
+            if h.ok:
+                return k, h
+            found = found or (k, h)
+    return found
 
 
 @dataclass
@@ -71,11 +133,12 @@ class Rendezvous:
                                       observed_at_ms=now))
             eff.changed = False
             return eff
-        if score.model_id in mb.scores or len(mb.scores) >= self.config.max_scores_per_request:
+        key = score.key
+        if key in mb.scores or len(mb.scores) >= self.config.max_scores_per_request:
             eff.dropped_scores = 1
             eff.changed = False
             return eff
-        mb.scores[score.model_id] = HeldScore.of(score, now)
+        mb.scores[key] = HeldScore.of(score, now)
         if not mb.has_request:
             if mb.expires_at_ms is None:  # first sign of this request id: start the orphan clock
                 mb.expires_at_ms = now + self.config.orphan_timeout_ms
@@ -89,8 +152,8 @@ class Rendezvous:
         eff = Effects()
         if mb.expires_at_ms is not None and now >= mb.expires_at_ms:
             if not mb.has_request:  # orphaned scores: their request never came
-                eff.late += [LateScore(score=h.to_score(mb.request_id, m), reason="orphan_expired",
-                                       observed_at_ms=now) for m, h in mb.scores.items()]
+                eff.late += [LateScore(score=h.to_score(mb.request_id, split_key(k)[0]), reason="orphan_expired",
+                                       observed_at_ms=now) for k, h in mb.scores.items()]
             eff.clear = True
             return eff
         if mb.has_request and not mb.answered and schedule is not None:
@@ -112,16 +175,17 @@ class Rendezvous:
         while mb.stage < len(stages):
             stage = stages[mb.stage]
             deadline = base + stage.deadline_ms
-            preferred = mb.scores.get(stage.models[0])
-            if preferred is not None and preferred.ok:
-                return self._answer(mb, schedule, stage.models[0], "preferred", passed, now, eff)
-            best = self._best(mb, stage)
-            responded = all(m in mb.scores for m in stage.models)
+            order, explored = stage_order(stage, mb.request_id)
+            preferred = find_score(mb.scores, order[0])
+            if preferred is not None and preferred[1].ok:
+                return self._answer(mb, schedule, preferred[0], "preferred", passed, now, eff, explored)
+            best = self._best(mb, order)
+            responded = all(find_score(mb.scores, m) is not None for m in order)
             if best is not None and responded:
-                return self._answer(mb, schedule, best, "all_answered", passed, now, eff)
+                return self._answer(mb, schedule, best, "all_answered", passed, now, eff, explored)
             if now >= deadline:
                 if best is not None:
-                    return self._answer(mb, schedule, best, "deadline", deadline, now, eff)
+                    return self._answer(mb, schedule, best, "deadline", deadline, now, eff, explored)
                 mb.stage += 1  # nothing usable in this stage: on to the next
                 passed = deadline
                 continue
@@ -135,23 +199,24 @@ class Rendezvous:
         self._answer(mb, schedule, None, "default", last_deadline if now >= last_deadline else passed, now, eff)
 
     @staticmethod
-    def _best(mb: Mailbox, stage: Stage) -> str | None:
-        for m in stage.models:
-            h = mb.scores.get(m)
-            if h is not None and h.ok:
-                return m
+    def _best(mb: Mailbox, order: list[str]) -> str | None:
+        """The key of the most preferred usable score of the stage's models."""
+        for m in order:
+            found = find_score(mb.scores, m)
+            if found is not None and found[1].ok:
+                return found[0]
         return None
 
-    def _answer(self, mb: Mailbox, schedule: Schedule, model_id: str | None, trigger: str,
-                deadline_at: int | None, now: int, eff: Effects) -> None:
+    def _answer(self, mb: Mailbox, schedule: Schedule, key: str | None, trigger: str,
+                deadline_at: int | None, now: int, eff: Effects, explored: bool = False) -> None:
         assert mb.received_at_ms is not None and mb.request_time_ms is not None
         timings = {
-            m: ModelTiming(model_version=h.model_version, latency_ms=h.finished_at_ms - h.started_at_ms,
+            k: ModelTiming(model_version=h.model_version, latency_ms=h.finished_at_ms - h.started_at_ms,
                            finished_at_ms=h.finished_at_ms, arrived_after_ms=h.arrived_at_ms - mb.received_at_ms,
                            error=h.error)
-            for m, h in mb.scores.items()
+            for k, h in mb.scores.items()
         }
-        chosen = mb.scores[model_id] if model_id is not None else None
+        chosen = mb.scores[key] if key is not None else None
         base = self.deadline_base(mb, schedule)
         if trigger in ("preferred", "all_answered") and mb.stage < len(schedule.stages):
             pending = base + schedule.stages[mb.stage].deadline_ms
@@ -159,17 +224,19 @@ class Rendezvous:
                 eff.cancel_timers.append(pending)
         eff.answer = Answer(
             request_id=mb.request_id,
-            model_id=model_id,
+            model_id=split_key(key)[0] if key is not None else None,
             model_version=chosen.model_version if chosen else None,
+            model=key,
             output=dict(chosen.output) if chosen and chosen.output is not None else dict(schedule.default_output),
-            stage=mb.stage if model_id is not None else None,
+            stage=mb.stage if key is not None else None,
             trigger=trigger,  # type: ignore[arg-type]
-            is_default=model_id is None,
+            is_default=key is None,
             schedule_version=schedule.version,
             request_time_ms=mb.request_time_ms,
             received_at_ms=mb.received_at_ms,
             deadline_at_ms=deadline_at,
             answered_at_ms=now,
+            explored=explored,
             budget_spent=mb.received_at_ms >= base + schedule.stages[-1].deadline_ms,
             timings=timings,
         )

@@ -6,11 +6,14 @@ version, the stage reached, the first score of each model, and when it was answe
 
 State encoding (deliberate and versioned, so savepoints survive upgrades): a plain tuple
 `(MAILBOX_STATE_VERSION, first_seen_ms, request_time_ms, received_at_ms, schedule_version, stage,
-answered_at_ms, expires_at_ms, scores)` with `scores` a tuple of `(model_id, model_version,
+answered_at_ms, expires_at_ms, scores)` with `scores` a tuple of `(model_key, model_version,
 output_json, error, started_at_ms, finished_at_ms, arrived_at_ms, request_time_ms, received_at_ms)`,
 stored as `Types.PICKLED_BYTE_ARRAY()`. In thread mode PyFlink pickles typed Row state anyway; a
 tuple of primitives pickles 5-10x faster than Rows and is as stable (docs/architecture.md, "State").
 A reader of a newer version than it knows fails loudly instead of guessing.
+
+Versions: 1 keyed scores by model id (one score per model); 2 keys them by `id@version` (two versions of
+one model side by side). Version 1 state is read (its keys become `id@version`) and written back as 2.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 
 from schemas.records import Score
 
-MAILBOX_STATE_VERSION = 1
+MAILBOX_STATE_VERSION = 2
 """Version of the tuple layout written by `to_state`; bump it (and keep reading the old one) on change."""
 
 
@@ -67,7 +70,7 @@ class Mailbox:
     stage: int = 0
     answered_at_ms: int | None = None
     expires_at_ms: int | None = None  # when this mailbox is cleared (orphan timeout or retention)
-    scores: dict[str, HeldScore] = field(default_factory=dict)  # first score per model id
+    scores: dict[str, HeldScore] = field(default_factory=dict)  # first score per model `id@version`
 
     @property
     def has_request(self) -> bool:
@@ -81,24 +84,26 @@ class Mailbox:
 def to_state(mb: Mailbox) -> tuple:
     """The mailbox as the versioned state tuple (the request id is the state's key, not stored)."""
     scores = tuple(
-        (model_id, h.model_version, json.dumps(h.output, separators=(",", ":")) if h.output is not None else None,
+        (key, h.model_version, json.dumps(h.output, separators=(",", ":")) if h.output is not None else None,
          h.error, h.started_at_ms, h.finished_at_ms, h.arrived_at_ms, h.request_time_ms, h.received_at_ms)
-        for model_id, h in mb.scores.items())
+        for key, h in mb.scores.items())
     return (MAILBOX_STATE_VERSION, mb.first_seen_ms, mb.request_time_ms, mb.received_at_ms, mb.schedule_version,
             mb.stage, mb.answered_at_ms, mb.expires_at_ms, scores)
 
 
 def from_state(request_id: str, value: tuple) -> Mailbox:
     """The mailbox stored by `to_state`."""
-    if not isinstance(value, tuple) or not value or value[0] != MAILBOX_STATE_VERSION:
+    if not isinstance(value, tuple) or not value or value[0] not in (1, MAILBOX_STATE_VERSION):
         found = value[0] if isinstance(value, tuple) and value else type(value).__name__
         raise StateVersionError(f"mailbox state of {request_id!r} has encoding {found!r}; this code reads version "
                                 f"{MAILBOX_STATE_VERSION}. Restore the savepoint with the version that wrote it.")
-    _, first_seen, request_time, received, schedule_version, stage, answered, expires, scores = value
+    encoding, first_seen, request_time, received, schedule_version, stage, answered, expires, scores = value
     mb = Mailbox(request_id=request_id, first_seen_ms=first_seen, request_time_ms=request_time,
                  received_at_ms=received, schedule_version=schedule_version, stage=stage, answered_at_ms=answered,
                  expires_at_ms=expires)
-    for model_id, version, output_json, error, started, finished, arrived, req_time, rcv in scores:
-        mb.scores[model_id] = HeldScore(version, json.loads(output_json) if output_json is not None else None, error,
+    for key, version, output_json, error, started, finished, arrived, req_time, rcv in scores:
+        if encoding == 1:  # keyed by model id then
+            key = f"{key}@{version}"
+        mb.scores[key] = HeldScore(version, json.loads(output_json) if output_json is not None else None, error,
                                         started, finished, arrived, req_time, rcv)
     return mb

@@ -83,7 +83,7 @@ class Answered:
 
     answer: Answer
     schedule: Schedule
-    accepted: dict[str, tuple[int, Score]]  # model id -> (arrival, first score) held by the mailbox at the answer
+    accepted: dict[str, tuple[int, Score]]  # model id@version -> (arrival, first score) held by the mailbox at the answer
     request_arrivals: list[int]
 
 
@@ -197,7 +197,7 @@ class Sim:
                 self.dropped.append((at, score))
             else:
                 assert not eff.late
-                self.accepted[rid][score.model_id] = (at, score)
+                self.accepted[rid][score.key] = (at, score)
         self._apply(kind, rid, mb, eff, before)
 
     def _apply(self, kind: str, rid: str, mb: Mailbox, eff: Effects, before: Mailbox) -> None:
@@ -230,10 +230,10 @@ class Sim:
                 assert not eff.late
             else:  # orphans: every held score goes out as a late score
                 self.orphan_clears.append((now, rid, min(t for t, _ in self.accepted[rid].values())))
-                assert sorted(ls.score.model_id for ls in eff.late) == sorted(self.accepted[rid])
+                assert sorted(ls.score.key for ls in eff.late) == sorted(self.accepted[rid])
                 for ls in eff.late:
                     assert ls.reason == "orphan_expired" and ls.observed_at_ms == now and ls.answered_at_ms is None
-                    assert ls.score == self.accepted[rid][ls.score.model_id][1]
+                    assert ls.score == self.accepted[rid][ls.score.key][1]
             del self.mailboxes[rid]
             self.cleared.append((now, rid, mb))
             self.accepted.pop(rid, None)

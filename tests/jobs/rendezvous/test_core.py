@@ -26,6 +26,16 @@ from jobs.rendezvous.testing import (
 from schemas.records import Answer, LateScore, Schedule, Score, Stage
 
 
+def ids(timings) -> set[str]:
+    """The model ids of an answer's timings (keyed by `id@version`)."""
+    return {k.split("@")[0] for k in timings}
+
+
+def timing(a: Answer, model_id: str):
+    (t,) = [t for k, t in a.timings.items() if k.split("@")[0] == model_id]
+    return t
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # scenarios
 # ---------------------------------------------------------------------------------------------------------------
@@ -56,7 +66,7 @@ def test_preferred_slow_second_model_answers_at_the_deadline():
     a = sim.the_answer("r")
     assert (a.model_id, a.output, a.trigger, a.stage) == ("B", output_of("B"), "deadline", 0)
     assert a.deadline_at_ms == a.answered_at_ms == 1_000 + 100
-    assert set(a.timings) == {"B", "C"}
+    assert ids(a.timings) == {"B", "C"}
     assert sim.late_of("r") == [LateScore(score=late, reason="after_answer", answered_at_ms=1_100,
                                           observed_at_ms=1_200)]
 
@@ -102,7 +112,7 @@ def test_a_stage_accepts_only_its_own_models():
     sim.run()
     a = sim.the_answer("r")
     assert (a.is_default, a.trigger, a.answered_at_ms) == (True, "default", 1_300)
-    assert set(a.timings) == {"A"}  # seen, but not chosen
+    assert ids(a.timings) == {"A"}  # seen, but not chosen
     # ... unless stage 1 lists A as well
     sim = Sim(make_schedule((100, ["A", "B"]), (300, ["D", "A"])))
     sim.request("r", at=1_000)
@@ -135,7 +145,7 @@ def test_error_scores_never_win():
     a = sim.the_answer("r")
     # A errored, B never answered: C waits for the deadline (B could still come and would be preferred)
     assert (a.model_id, a.trigger, a.answered_at_ms) == ("C", "deadline", 1_100)
-    assert a.timings["A"].error == "timeout" and a.timings["C"].error is None
+    assert timing(a, "A").error == "timeout" and timing(a, "C").error is None
 
 
 def test_preferred_errors_other_ok_and_stage_complete_answers_at_once():
@@ -216,7 +226,7 @@ def test_scores_before_the_request_are_held_then_answer_on_arrival():
     sim.run()
     a = sim.the_answer("r")
     assert (a.model_id, a.trigger, a.answered_at_ms) == ("A", "preferred", 1_000)
-    assert a.timings["A"].arrived_after_ms == -100
+    assert timing(a, "A").arrived_after_ms == -100
     assert not sim.late  # the request came in time: no orphans
 
     sim = Sim()
@@ -244,7 +254,7 @@ def test_duplicate_scores_from_one_model_are_dropped():
     sim.run()
     a = sim.the_answer("r")
     assert (a.model_id, a.model_version, a.trigger, a.answered_at_ms) == ("B", "v2", "deadline", 1_100)
-    assert a.timings["A"].error == "boom"
+    assert timing(a, "A").error == "boom"
     assert sim.dropped == [(1_020, second)]
     assert [e.dropped_scores for n, k, _, e in sim.log if n == 1_020] == [1]
 
@@ -312,7 +322,7 @@ def test_request_before_the_orphan_timeout_rescues_held_scores():
     sim.request("r", at=4_000)
     sim.run()
     a = sim.the_answer("r")
-    assert (a.model_id, a.answered_at_ms, a.timings["B"].arrived_after_ms) == ("B", 4_100, -3_900)
+    assert (a.model_id, a.answered_at_ms, timing(a, "B").arrived_after_ms) == ("B", 4_100, -3_900)
     assert sim.late_of("r") == []
     assert sim.cleared_at("r") == [5_100]  # by retention, not by the orphan timer (which fired on a cleared key)
 
@@ -356,7 +366,7 @@ def test_more_distinct_models_than_the_bound_are_dropped():
     sim.request("r", at=1_000)
     sim.run()
     a = sim.the_answer("r")
-    assert set(a.timings) == {"x1", "x2", "x3"}
+    assert ids(a.timings) == {"x1", "x2", "x3"}
     assert [s for _, s in sim.dropped] == scores[3:]
     assert a.is_default  # A and B never got in
 
@@ -368,7 +378,7 @@ def test_more_distinct_models_than_the_bound_are_dropped():
     sim.score("r", "A", at=1_030)
     sim.run()
     a = sim.the_answer("r")
-    assert (a.model_id, set(a.timings), len(sim.dropped)) == ("B", {"B", "C"}, 1)
+    assert (a.model_id, ids(a.timings), len(sim.dropped)) == ("B", {"B", "C"}, 1)
 
 
 def test_answer_fields():
@@ -383,14 +393,14 @@ def test_answer_fields():
     assert (a.model_id, a.model_version, a.trigger, a.stage) == ("B", "b-2", "all_answered", 0)
     assert (a.schedule_version, a.request_time_ms, a.received_at_ms, a.answered_at_ms) == (7, 777, 1_000, 1_045)
     assert a.deadline_at_ms is None and not a.is_default
-    assert set(a.timings) == {"shadow", "C", "A", "B"}
+    assert ids(a.timings) == {"shadow", "C", "A", "B"}
     expect = {"shadow": ("s-3", 30, -40, None), "C": ("c-1", 11, -20, None), "A": ("a-9", 4, 20, "model crashed"),
               "B": ("b-2", 25, 45, None)}
     for m, (version, latency, after, error) in expect.items():
-        t = a.timings[m]
+        t = timing(a, m)
         assert (t.model_version, t.latency_ms, t.arrived_after_ms, t.error) == (version, latency, after, error), m
     # latency is the model's own (finished - started); finished is on the model job's clock
-    assert a.timings["B"].finished_at_ms == 1_044 and not sim.late
+    assert timing(a, "B").finished_at_ms == 1_044 and not sim.late
     # the answer survives the wire
     assert Answer.parse(a.to_json()) == a
 
@@ -451,8 +461,8 @@ def test_on_score_before_request_starts_the_orphan_clock_once():
     assert fx(rv.on_score(mb, make_score("r", "A", at=10), None, 10)) == E(timers=[1_010])
     assert fx(rv.on_score(mb, make_score("r", "B", at=20), None, 20)) == E()
     assert fx(rv.on_score(mb, make_score("r", "B", at=30), None, 30)) == E(dropped_scores=1)
-    assert set(mb.scores) == {"A", "B"} and mb.expires_at_ms == 1_010
-    assert mb.scores["A"].arrived_at_ms == 10 and mb.scores["A"].ok and mb.scores["B"].ok
+    assert set(mb.scores) == {"A@v1", "B@v1"} and mb.expires_at_ms == 1_010
+    assert mb.scores["A@v1"].arrived_at_ms == 10 and mb.scores["A@v1"].ok and mb.scores["B@v1"].ok
     assert fx(rv.on_timer(mb, None, 1_009)) == E()
     eff = rv.on_timer(mb, None, 1_010)
     assert eff.clear and [ls.reason for ls in eff.late] == ["orphan_expired"] * 2
@@ -477,7 +487,7 @@ def test_orphan_timer_after_request_evaluates_like_any_timer():
     eff = rv.on_timer(mb, SCHED, 1_010)  # the orphan timer; stage 0's deadline is 1_050
     assert fx(eff) == E(timers=[1_050])
     eff = rv.on_timer(mb, SCHED, 1_050)
-    assert eff.answer is not None and eff.answer.model_id == "C" and eff.answer.timings["C"].arrived_after_ms == -940
+    assert eff.answer is not None and eff.answer.model_id == "C" and timing(eff.answer, "C").arrived_after_ms == -940
 
 
 def test_changed_is_false_only_when_the_mailbox_is_untouched():
@@ -633,6 +643,7 @@ def check_world(sim: Sim, with_request: set[str], on_time: bool) -> None:
 
     for rid, (x,) in sim.answers.items():
         a, sched, accepted = x.answer, x.schedule, x.accepted
+        by_id = {k.split("@")[0]: v for k, v in accepted.items()}  # one version per model here
         stages = sched.stages
         r = a.received_at_ms
         assert r == x.request_arrivals[0] and a.answered_at_ms >= r
@@ -653,18 +664,18 @@ def check_world(sim: Sim, with_request: set[str], on_time: bool) -> None:
                                                     and a.deadline_at_ms <= a.answered_at_ms)
         else:
             assert not a.is_default and a.trigger != "default"
-            arrived, chosen = accepted[a.model_id]
-            assert chosen.ok and a.timings[a.model_id].error is None, "an error score won"
+            arrived, chosen = by_id[a.model_id]
+            assert chosen.ok and a.timings[a.model].error is None, "an error score won"
             assert a.output == chosen.output and a.model_version == chosen.model_version
             models = stages[a.stage].models
             assert a.model_id in models
             better = models[:models.index(a.model_id)]
-            assert not [m for m in better if m in accepted and accepted[m][1].ok], "a better answer was ignored"
+            assert not [m for m in better if m in by_id and by_id[m][1].ok], "a better answer was ignored"
             if a.trigger in ("preferred", "all_answered"):
                 if a.trigger == "preferred":
                     assert a.model_id == models[0]
                 else:
-                    assert all(m in accepted for m in models)
+                    assert all(m in by_id for m in models)
                 # the deadline, if any, of an earlier stage that passed in the evaluation that answered
                 assert a.deadline_at_ms is None or (
                     a.deadline_at_ms in [r + st.deadline_ms for st in stages[:a.stage]]
@@ -675,19 +686,19 @@ def check_world(sim: Sim, with_request: set[str], on_time: bool) -> None:
             if a.stage > 0:  # the previous stage was over: deadline passed, or every model of it errored
                 prev = stages[a.stage - 1]
                 assert (a.answered_at_ms >= r + prev.deadline_ms
-                        or all(m in accepted and not accepted[m][1].ok for m in prev.models))
+                        or all(m in by_id and not by_id[m][1].ok for m in prev.models))
         if not on_time:
             continue
         last = r + stages[-1].deadline_ms
         assert a.answered_at_ms <= last
-        assert a.answered_at_ms <= latest_allowed(r, stages, accepted), "answered later than the rules allow"
+        assert a.answered_at_ms <= latest_allowed(r, stages, by_id), "answered later than the rules allow"
         if a.deadline_at_ms is not None:
             assert a.answered_at_ms == a.deadline_at_ms
         # nothing usable was ignored: an ok score of stage i's model held before stage i's deadline
         # means an answer from stage i or earlier, by that deadline
         for i, st in enumerate(stages):
             d = r + st.deadline_ms
-            if any(m in accepted and accepted[m][1].ok and accepted[m][0] < d for m in st.models):
+            if any(m in by_id and by_id[m][1].ok and by_id[m][0] < d for m in st.models):
                 assert a.stage is not None and a.stage <= i and a.answered_at_ms <= d, (rid, i)
         # an answered mailbox is cleared exactly at the end of its retention
         assert a.answered_at_ms + sim.config.answered_retention_ms in sim.cleared_at(rid)
