@@ -27,3 +27,11 @@ class ScheduleError(ControlError):
 
 class ModelNotReadyError(ControlError):
     """A model cannot serve (artifact checksum, model file, model server, feature version): not deployed."""
+
+
+class RegistryError(ControlError):
+    """A model registry operation was refused (unknown model, stage change not allowed now)."""
+
+
+class RollError(ControlError):
+    """A roll or rollback could not be started or carried out."""

@@ -78,6 +78,32 @@ def consume(bootstrap: str, topic: str, count: int | None = None, timeout: float
     return out
 
 
+def read_to_end(bootstrap: str, topic: str, timeout: float = 10.0) -> list[tuple[bytes | None, bytes | None]]:
+    """Every (key, value) in `topic` from its beginning to its end as of now, in order (per partition).
+    A topic that does not exist reads as empty."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or [])]
+        if not tps:
+            return []
+        c.assign(tps)
+        c.seek_to_beginning(*tps)
+        end = c.end_offsets(tps)
+        out: list[tuple[bytes | None, bytes | None]] = []
+        deadline = time.monotonic() + timeout
+        while any(c.position(tp) < end[tp] for tp in tps):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not read topic {topic} to its end within {timeout:.0f} s "
+                                   "(is the broker up? `rendezvous status`)")
+            for recs in c.poll(timeout_ms=200).values():
+                out += [(r.key, r.value) for r in recs]
+        return out
+    finally:
+        c.close()
+
+
 def consume_json(*args, **kw) -> list[dict]:
     return [json.loads(v) for v in consume(*args, **kw)]
 

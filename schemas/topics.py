@@ -26,6 +26,7 @@ LATE_SCORES = "scores.late"
 SCHEDULES = "schedules"
 ANSWERS = "answers"
 LIFECYCLE = "lifecycle"
+REGISTRY = "models"
 
 TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(REQUESTS),
@@ -36,4 +37,31 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(SCHEDULES, compacted=True),
     TopicSpec(ANSWERS),
     TopicSpec(LIFECYCLE),
+    TopicSpec(REGISTRY, compacted=True),
 )
+
+
+@dataclass(frozen=True)
+class TopicNames:
+    """The topics one deployment of the system uses (the defaults above; tests and side-by-side installs
+    use their own, e.g. `TopicNames.suffixed(...)`)."""
+
+    requests: str = REQUESTS
+    augmented: str = AUGMENTED
+    scores: str = SCORES
+    late: str = LATE_SCORES
+    schedules: str = SCHEDULES
+    answers: str = ANSWERS
+    lifecycle: str = LIFECYCLE
+    registry: str = REGISTRY
+    quarantine: str = QUARANTINE
+
+    @classmethod
+    def suffixed(cls, suffix: str) -> "TopicNames":
+        return cls(**{f: f"{getattr(cls, f)}-{suffix}" for f in cls.__dataclass_fields__})
+
+    def specs(self) -> list[TopicSpec]:
+        """The topic specs under these names (compaction as for the defaults)."""
+        by_default = {t.name: t for t in TOPICS}
+        return [TopicSpec(getattr(self, f), by_default[getattr(TopicNames, f)].compacted,
+                          dict(by_default[getattr(TopicNames, f)].config)) for f in self.__dataclass_fields__]

@@ -129,11 +129,15 @@ def schedule() -> None:
 @schedule.command("set")
 @click.argument("file", type=click.Path(dir_okay=False))
 def schedule_set(file) -> None:
-    """Validate FILE (YAML or JSON) and publish it as the next schedule version."""
-    from control.ops import schedules
+    """Validate FILE (YAML or JSON) and publish it as the next schedule version.
+
+    A bare model id in FILE becomes the version the registry has in production; a registered model
+    outside production and postproduction is refused."""
+    from control.ops import registry, schedules
 
     try:
-        sched = schedules.publish_file(RuntimeSettings().bootstrap_servers, file)
+        sched = schedules.publish_file(RuntimeSettings().bootstrap_servers, file,
+                                       resolve=registry.resolver(registry.Plane()))
     except ControlError as e:
         _fail(e)
     click.echo(f"published schedule v{sched.version} '{sched.name}'")
@@ -206,13 +210,16 @@ def deploy_es(start, savepoint) -> None:
               help="load shedding: do not score requests older than this on arrival (about the last deadline)")
 @click.option("--no-preflight", is_flag=True,
               help="do not prepare the model here first (this machine cannot see the artifact or model server)")
-def deploy_model_cmd(card, start, savepoint, skip_older_than_ms, no_preflight) -> None:
-    """One model job from its model CARD (json or yaml); refused if the model cannot serve."""
+@click.option("--sink-topic", default=None, help="where its scores go [default: scores]; a replay "
+                                                 "(--start earliest) needs its own, e.g. scores.replay")
+def deploy_model_cmd(card, start, savepoint, skip_older_than_ms, no_preflight, sink_topic) -> None:
+    """One model job from its model CARD (json or yaml); refused if the model cannot serve. A new deployment
+    starts at the end of its input (`--start committed` with no committed offsets)."""
     from control.ops import deploy as d
 
     try:
         click.echo(d.deploy_model(card, start=start, savepoint=savepoint, preflight=not no_preflight,
-                                  skip_older_than_ms=skip_older_than_ms))
+                                  skip_older_than_ms=skip_older_than_ms, sink_topic=sink_topic))
     except ControlError as e:
         _fail(e)
 
@@ -225,6 +232,153 @@ def deploy_rv(start, savepoint) -> None:
 
     try:
         click.echo(d.deploy_rendezvous(start=start, savepoint=savepoint))
+    except ControlError as e:
+        _fail(e)
+
+
+@main.group()
+def model() -> None:
+    """The model registry: register deployments (id@version), move them through their life-cycle stages."""
+
+
+def _ago(ms: int) -> str:
+    import time as _t
+
+    s = max(0, int(_t.time() - ms / 1000))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+@model.command("register")
+@click.argument("card", type=click.Path(exists=True, dir_okay=False))
+@click.option("--canary", is_flag=True, help="a reference model: never promoted, never retired")
+def model_register(card, canary) -> None:
+    """Register the deployment of model CARD (json or yaml) in stage development."""
+    from control.ops import registry
+    from schemas.model_card import ModelCard
+
+    try:
+        e = registry.register(registry.Plane(), ModelCard.load(card), canary=canary)
+    except (ControlError, ValueError) as e:
+        _fail(e)
+    click.echo(f"{e.key} registered ({e.stage}{', canary' if e.canary else ''}); next: "
+               f"`rendezvous model stage {e.key} preproduction` deploys it beside the others")
+
+
+@model.command("stage")
+@click.argument("key")
+@click.argument("stage", type=click.Choice(["preproduction", "production", "postproduction", "retired"]))
+@click.option("--force", is_flag=True, help="even when the active schedule names it, or it is the canary")
+def model_stage(key, stage, force) -> None:
+    """Move KEY (id@version) to STAGE: preproduction deploys its job (scores recorded, never chosen),
+    retired stops it with a savepoint (refused while the active schedule names it)."""
+    from control.ops import registry
+
+    try:
+        e = registry.set_stage(registry.Plane(), key, stage, force=force, progress=lambda m: click.echo(f"  {m}"))
+    except ControlError as e:
+        _fail(e)
+    click.echo(f"{e.key} is in {e.stage}" + (f"; job {e.job_id}" if e.job_id and stage != "retired" else "")
+               + (f"; savepoint {e.savepoint}" if stage == "retired" and e.savepoint else ""))
+
+
+@model.command("list")
+@click.option("--window", default=30.0, show_default=True, help="seconds of live scores for the rates")
+def model_list(window) -> None:
+    """Every registered deployment: stage, job, since when, live score rate and error rate."""
+    from control.ops import registry
+    from control.ops.live import ScoreWindow
+
+    plane = registry.Plane()
+    known = registry.entries(plane)
+    if not known:
+        click.echo("no model registered yet (`rendezvous model register CARD`)")
+        return
+    try:
+        with ScoreWindow(plane.bootstrap, plane.topics.scores, window) as w:
+            w.poll()
+            stats = w.stats()
+    except ValueError:
+        stats = {}
+    click.echo(f"{'model':<28} {'stage':<15} {'job':<34} {'since':>8} {'scores/s':>9} {'errors':>7} {'p99':>8}")
+    for key, e in sorted(known.items(), key=lambda kv: (registry.STAGES.index(kv[1].stage), kv[0])):
+        st = stats.get(key)
+        job = "-"
+        if e.job_id:
+            job = f"{e.job_id[:8]} {'running' if registry.job_alive(plane, e) else 'stopped'}"
+        rate = f"{st.scores / window:.1f}" if st else "0.0"
+        err = f"{st.error_rate:.1%}" if st else "-"
+        p99 = f"{st.p99_ms:.0f} ms" if st and st.p99_ms is not None else "-"
+        name = key + (" (canary)" if e.canary else "")
+        click.echo(f"{name:<28} {e.stage:<15} {job:<34} {_ago(e.stage_since_ms):>8} {rate:>9} {err:>7} {p99:>8}")
+
+
+@model.command("show")
+@click.argument("key")
+def model_show(key) -> None:
+    """KEY's registry record and its life-cycle events."""
+    import json as _json
+
+    from control import kafka_io
+    from control.ops import registry
+
+    plane = registry.Plane()
+    try:
+        e = registry.get(plane, key)
+    except ControlError as err:
+        _fail(err)
+    click.echo(e.model_dump_json(indent=2))
+    click.echo("life cycle:")
+    for _, raw in kafka_io.read_to_end(plane.bootstrap, plane.topics.lifecycle):
+        try:
+            ev = _json.loads(raw)
+        except (TypeError, ValueError):
+            continue
+        if ev.get("model_id") == e.model_id and ev.get("model_version") in (e.version, None):
+            moved = f" {ev.get('from_stage')} -> {ev.get('to_stage')}" if ev.get("to_stage") else ""
+            click.echo(f"  {_ago(ev['at_ms']):>8} ago  {ev['kind']}{moved}  {_json.dumps(ev.get('detail') or {})}")
+
+
+@main.command("roll")
+@click.argument("key")
+@click.option("--steps", default="10,50,100", show_default=True, help="percent of the replaced model's traffic")
+@click.option("--every", "every_s", default=60.0, show_default=True, help="seconds per step")
+@click.option("--replace", default=None, help="id@version to take traffic from [default: the first stage's "
+                                              "first choice]")
+@click.option("--window", "window_s", default=10.0, show_default=True, help="guard window (s)")
+@click.option("--max-error-rate", default=0.05, show_default=True)
+@click.option("--max-p99-ms", type=float, default=None, help="[default: the replaced model's stage deadline]")
+@click.option("--canary", default=None, help="id@version of the canary [default: the registered canary]")
+def roll_cmd(key, steps, every_s, replace, window_s, max_error_rate, max_p99_ms, canary) -> None:
+    """Soft-roll KEY (id@version, in preproduction) into production step by step; guards over live scores
+    roll back automatically when crossed."""
+    from control.ops import registry, rollout
+
+    plane = registry.Plane()
+    try:
+        if canary is None:
+            canaries = [e.key for e in registry.entries(plane).values() if e.canary and e.stage != "retired"]
+            canary = canaries[0] if canaries else None
+        guards = rollout.Guards(window_s=window_s, max_error_rate=max_error_rate, max_p99_ms=max_p99_ms,
+                                canary=canary)
+        result = rollout.roll(plane, key, [int(x) for x in steps.split(",")], every_s, guards, replace,
+                              progress=click.echo)
+    except (ControlError, ValueError) as e:
+        _fail(e)
+    if result.rolled_back:
+        click.secho(f"rolled back to schedule v{result.base_version} (now v{result.rollback_version})", fg="red",
+                    err=True)
+        sys.exit(2)
+
+
+@main.command("rollback")
+@click.option("--to", "to_version", type=int, default=None,
+              help="schedule version to restore [default: the one before the roll, else the previous one]")
+def rollback_cmd(to_version) -> None:
+    """Restore an earlier schedule in one step (published as the next version)."""
+    from control.ops import registry, rollout
+
+    try:
+        rollout.rollback(registry.Plane(), to_version, progress=click.echo)
     except ControlError as e:
         _fail(e)
 

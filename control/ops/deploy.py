@@ -21,6 +21,7 @@ from jobs.rendezvous.settings import RendezvousSettings
 from jobs.smoke.settings import SmokeSettings
 from schemas.model_card import ModelCard
 from schemas.records import LifecycleEvent, now_ms
+from schemas.topics import LIFECYCLE
 
 ENTRY_POINTS: dict[type[JobSettings], str] = {
     ExternalStateSettings: "jobs.external_state.main",
@@ -30,8 +31,8 @@ ENTRY_POINTS: dict[type[JobSettings], str] = {
 }
 
 
-def _record(s: RuntimeSettings, event: LifecycleEvent) -> None:
-    lifecycle.record(s.bootstrap_servers, event)
+def _record(s: RuntimeSettings, event: LifecycleEvent, topic: str = LIFECYCLE) -> None:
+    lifecycle.record(s.bootstrap_servers, event, topic)
 
 
 def job_settings(cls: type[JobSettings], s: RuntimeSettings, **fields: Any) -> JobSettings:
@@ -77,7 +78,7 @@ def check_model_ready(card: ModelCard) -> None:
 
 
 def deploy_model(card: ModelCard | str | Path, s: RuntimeSettings | None = None, savepoint: str | None = None,
-                 wait: bool = True, preflight: bool = True, **fields) -> str:
+                 wait: bool = True, preflight: bool = True, lifecycle_topic: str = LIFECYCLE, **fields) -> str:
     """Start the model job of one deployment (model id + version) from its card. `fields`: ModelJobSettings
     fields. Process mode: PyFlink's Python AsyncFunction runs only there.
 
@@ -105,7 +106,7 @@ def deploy_model(card: ModelCard | str | Path, s: RuntimeSettings | None = None,
             raise JobError(f"model job {card_obj.key} ({jid}) failed to start and was cancelled: {e}") from e
     _record(s, LifecycleEvent(kind="job_submitted", model_id=card_obj.model_id, model_version=card_obj.version,
                               job_id=jid, at_ms=now_ms(), detail={"job": "model", "name": settings.job_name,
-                                                                   "runner": card_obj.runner}))
+                                                                   "runner": card_obj.runner}), lifecycle_topic)
     return jid
 
 

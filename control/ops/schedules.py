@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
+from typing import Callable
 
 from pydantic import ValidationError
 
@@ -13,7 +13,11 @@ from control.ops import lifecycle
 from schemas.records import LifecycleEvent, Schedule, now_ms
 from schemas.topics import SCHEDULES
 
-SCHEDULE_KEY = b"active"  # one key: the compacted topic keeps the latest schedule
+
+def schedule_key(version: int) -> bytes:
+    """One key per version: the compacted topic keeps every version (a few KB each), so rollback can
+    restore any of them."""
+    return f"v{version}".encode()
 
 
 def load_file(path: str | Path) -> dict:
@@ -36,9 +40,9 @@ def load_file(path: str | Path) -> dict:
 
 
 def validate(data: dict, version: int) -> Schedule:
-    body = {k: v for k, v in data.items() if k not in ("version", "created_at_ms")}
+    fields = {k: v for k, v in data.items() if k not in ("version", "created_at_ms")}
     try:
-        return Schedule.model_validate({**body, "version": version, "created_at_ms": now_ms()})
+        return Schedule.model_validate({**fields, "version": version, "created_at_ms": now_ms()})
     except ValidationError as e:
         lines = [f"  {'.'.join(str(p) for p in err['loc']) or '(schedule)'}: {err['msg']}" for err in e.errors()]
         raise ScheduleError("invalid schedule:\n" + "\n".join(lines) +
@@ -48,30 +52,16 @@ def validate(data: dict, version: int) -> Schedule:
 
 
 def history(bootstrap: str, topic: str = SCHEDULES, timeout: float = 10.0) -> list[Schedule]:
-    """Every schedule still in the (compacted) topic, oldest first."""
-    from kafka import KafkaConsumer, TopicPartition
+    """Every schedule still in the (compacted, keyed by version) topic, oldest first."""
+    from control import kafka_io
 
-    c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                      consumer_timeout_ms=int(timeout * 1000))
-    try:
-        parts = [TopicPartition(topic, p) for p in (c.partitions_for_topic(topic) or [])]
-        if not parts:
-            return []
-        c.assign(parts)
-        c.seek_to_beginning(*parts)
-        end = c.end_offsets(parts)
-        out: list[Schedule] = []
-        deadline = time.monotonic() + timeout
-        while any(c.position(p) < end[p] for p in parts) and time.monotonic() < deadline:
-            for recs in c.poll(timeout_ms=200).values():
-                for r in recs:
-                    try:
-                        out.append(Schedule.parse(r.value))
-                    except Exception:  # noqa: BLE001 - not ours; ignore
-                        pass
-        return sorted(out, key=lambda s: s.version)
-    finally:
-        c.close()
+    out: list[Schedule] = []
+    for _, value in kafka_io.read_to_end(bootstrap, topic, timeout):
+        try:
+            out.append(Schedule.parse(value))
+        except Exception:  # noqa: BLE001 - not ours; ignore
+            pass
+    return sorted({s.version: s for s in out}.values(), key=lambda s: s.version)
 
 
 def active(bootstrap: str, topic: str = SCHEDULES) -> Schedule | None:
@@ -79,22 +69,35 @@ def active(bootstrap: str, topic: str = SCHEDULES) -> Schedule | None:
     return h[-1] if h else None
 
 
-def publish(bootstrap: str, data: dict, topic: str = SCHEDULES, lifecycle_topic: str | None = "lifecycle") -> Schedule:
-    """Validate and publish as the next version; records the change in the lifecycle topic."""
+def publish(bootstrap: str, data: dict, topic: str = SCHEDULES, lifecycle_topic: str | None = "lifecycle",
+            resolve: Callable[[dict], dict] | None = None, **fields) -> Schedule:
+    """Validate and publish as the next version; records the change in the lifecycle topic.
+
+    `resolve` (the registry's, `control.ops.registry.resolver`) makes the schedule explicit before it is
+    validated: bare model ids become the `id@version` in production, and models not in production or
+    postproduction are refused. `fields`: Schedule fields set by the caller (roll, rollback_of)."""
     from control import kafka_io
 
     current = active(bootstrap, topic)
-    sched = validate(data, (current.version if current else 0) + 1)
-    kafka_io.produce(bootstrap, topic, [sched.to_json()], key=lambda _: SCHEDULE_KEY)
+    if resolve is not None:
+        data = resolve(data)
+    sched = validate({**data, **fields}, (current.version if current else 0) + 1)
+    kafka_io.produce(bootstrap, topic, [sched.to_json()], key=lambda _: schedule_key(sched.version))
     if lifecycle_topic:
         ev = LifecycleEvent(kind="schedule_published", schedule_version=sched.version, at_ms=now_ms(),
                             detail={"name": sched.name, "models": sched.model_ids(),
-                                    "previous_version": current.version if current else None})
+                                    "previous_version": current.version if current else None,
+                                    **({"roll": sched.roll.model_dump()} if sched.roll else {}),
+                                    **({"rollback_of": sched.rollback_of} if sched.rollback_of is not None else {})})
         lifecycle.record(bootstrap, ev, lifecycle_topic, strict=True)
     return sched
 
 
-def publish_file(bootstrap: str, path: str | Path, topic: str = SCHEDULES) -> Schedule:
-    return publish(bootstrap, load_file(path), topic)
+def publish_file(bootstrap: str, path: str | Path, topic: str = SCHEDULES,
+                 resolve: Callable[[dict], dict] | None = None) -> Schedule:
+    return publish(bootstrap, load_file(path), topic, resolve=resolve)
 
 
+def body(schedule: Schedule) -> dict:
+    """What to publish again to restore `schedule` (without its version and roll marks)."""
+    return schedule.model_dump(exclude={"version", "created_at_ms", "roll", "rollback_of"})

@@ -21,16 +21,19 @@ ROUTED = Types.ROW_NAMED(["topic", "payload"], [Types.STRING(), Types.STRING()])
 
 
 def kafka_source(env: StreamExecutionEnvironment, kafka: KafkaSettings, topics: str | list[str], group_id: str,
-                 uid: str, name: str | None = None, start: str = "earliest") -> DataStream:
+                 uid: str, name: str | None = None, start: str = "earliest",
+                 new_group_starts: str = "earliest") -> DataStream:
     """A stream of the topics' values as str.
 
-    `start`: 'committed' (the group's committed offsets, else the earliest: a redeployed job goes on
-    where the last one stopped), 'earliest' or 'latest'. A job restored from a savepoint resumes from the
-    offsets in the savepoint whatever `start` says."""
+    `start`: 'committed' (the group's committed offsets: a redeployed job goes on where the last one
+    stopped; a group with none starts at `new_group_starts`, 'earliest' or 'latest'), 'earliest' or
+    'latest'. A job restored from a savepoint resumes from the offsets in the savepoint whatever `start`
+    says."""
     if start == "latest":
         offsets = KafkaOffsetsInitializer.latest()
     elif start == "committed":
-        offsets = KafkaOffsetsInitializer.committed_offsets(KafkaOffsetResetStrategy.EARLIEST)
+        offsets = KafkaOffsetsInitializer.committed_offsets(
+            KafkaOffsetResetStrategy.LATEST if new_group_starts == "latest" else KafkaOffsetResetStrategy.EARLIEST)
     elif start == "earliest":
         offsets = KafkaOffsetsInitializer.earliest()
     else:

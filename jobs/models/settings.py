@@ -5,8 +5,12 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from jobs.common.settings import JobSettings
+from jobs.common.settings import JobSettings, Start
 from schemas.model_card import ModelCard
+from schemas.topics import SCORES
+
+PRODUCTION_SCORES = SCORES
+"""The scores topic the rendezvous answers from: a replay must never write into it."""
 
 
 class ModelJobSettings(JobSettings):
@@ -21,6 +25,11 @@ class ModelJobSettings(JobSettings):
     """Default: `model-<id>-<version>`."""
     source_topic: str = "requests.augmented"
     sink_topic: str = "scores"
+    start: Start = "committed"
+    """A new deployment (a consumer group with no committed offsets) starts at the END of its input: it
+    scores what comes from now on, and never re-scores a day of past inputs into the production scores.
+    `earliest` replays the retained input, and is refused into the production scores topic (give the
+    replay its own `sink_topic`, e.g. `scores.replay`)."""
     skip_older_than_ms: int | None = Field(default=None, gt=0)
     """Load shedding: requests older than this (now - request time) when they reach the job are not scored
     and yield no score. Set it to about the schedule's last deadline: such a request can no longer be
@@ -35,6 +44,13 @@ class ModelJobSettings(JobSettings):
             data = {**data, "job_name": data.get("job_name") or f"model {card.key}",
                     "group_id": data.get("group_id") or f"model-{card.model_id}-{card.version}"}
         return data
+
+    @model_validator(mode="after")
+    def _replay_not_into_production(self):
+        if self.start == "earliest" and self.sink_topic == PRODUCTION_SCORES:
+            raise ValueError(f"a replay (start=earliest) would write past inputs' scores into the production "
+                             f"topic {PRODUCTION_SCORES!r}; give it its own sink_topic (e.g. 'scores.replay')")
+        return self
 
     @property
     def uid_prefix(self) -> str:
