@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from typing import Any
 
 from model_udfs.base import ModelRunner
@@ -30,10 +31,18 @@ class RuleRunner(ModelRunner):
 class ConstantRunner(ModelRunner):
     """Answers params.output after params.delay_ms (plus up to params.jitter_ms); fails a fraction
     params.fail_rate of requests with an exception; never answers a fraction params.silent_rate
-    (sleeps past any timeout). Deterministic per request id when params.seed is set."""
+    (sleeps past any timeout); fails every request from params.fail_after_s seconds after its first one
+    on (a model that goes bad in production). Deterministic per request id when params.seed is set."""
+
+    _first_call: float | None = None
 
     async def predict(self, request: dict[str, Any], features: dict[str, Any]) -> dict[str, Any]:
         p = self.card.params
+        if p.get("fail_after_s") is not None:
+            now = time.monotonic()
+            self._first_call = self._first_call or now
+            if now - self._first_call >= float(p["fail_after_s"]):
+                raise RuntimeError(p.get("error_message", "model failed (injected, fail_after_s)"))
         rng = random.Random(f"{p.get('seed', 0)}:{request.get('request_id')}")
         if rng.random() < float(p.get("silent_rate", 0.0)):
             await asyncio.sleep(3600)
