@@ -26,6 +26,7 @@ LATE_SCORES = "scores.late"
 SCHEDULES = "schedules"
 ANSWERS = "answers"
 LIFECYCLE = "lifecycle"
+QUALITY = "quality"
 
 TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(REQUESTS),
@@ -36,4 +37,5 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(SCHEDULES, compacted=True),
     TopicSpec(ANSWERS),
     TopicSpec(LIFECYCLE),
+    TopicSpec(QUALITY),
 )
