@@ -113,27 +113,9 @@ def validate_records(raws: list[str | bytes], model=Request) -> QualityReport:
 
 def last_records(bootstrap: str, topic: str, n: int, timeout: float = 15.0) -> list[bytes]:
     """The last n records of every partition of topic."""
-    import time
+    from control import kafka_io
 
-    from kafka import KafkaConsumer, TopicPartition
-
-    c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
-    try:
-        parts = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or [])]
-        if not parts:
-            raise RuntimeError(f"topic {topic} does not exist")
-        c.assign(parts)
-        end = c.end_offsets(parts)
-        for p in parts:
-            c.seek(p, max(0, end[p] - n))
-        out: list[bytes] = []
-        deadline = time.monotonic() + timeout
-        while any(c.position(p) < end[p] for p in parts) and time.monotonic() < deadline:
-            for recs in c.poll(timeout_ms=200).values():
-                out += [r.value for r in recs]
-        return out
-    finally:
-        c.close()
+    return kafka_io.last(bootstrap, topic, n, timeout)
 
 
 def check_topic(bootstrap: str, topic: str = "requests", last: int = 1000) -> QualityReport:
