@@ -98,7 +98,10 @@ def validate_records(raws: list[str | bytes], model=Request) -> QualityReport:
     for name, f in model.model_fields.items():
         if f.annotation in (int, float):
             df[name] = pd.to_numeric(df[name], errors="coerce")
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
     ctx = gx.get_context(mode="ephemeral")
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
     batch_def = ctx.data_sources.add_pandas("inputs").add_dataframe_asset("batch") \
         .add_batch_definition_whole_dataframe("all")
     suite = ctx.suites.add(gx.ExpectationSuite(name=f"{model.__name__.lower()}-inputs"))

@@ -60,3 +60,17 @@ def test_a_new_render_replaces_the_old_pages_and_refuses_foreign_directories(res
     with pytest.raises(FileExistsError, match="--out"):
         data_docs.render(results, foreign)
     assert (foreign / "notes.txt").read_text() == "keep"
+
+
+def test_cli_prints_the_suite_and_keeps_the_on_demand_check_as_the_default(tmp_path):
+    from click.testing import CliRunner
+
+    from tools.cli import main
+
+    out = tmp_path / "suite.json"
+    res = CliRunner().invoke(main, ["quality", "suite", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert json.loads(out.read_text()) == requests_suite()
+    res = CliRunner().invoke(main, ["quality", "--help"])
+    assert "--topic" in res.output and "--last" in res.output
+    assert all(c in res.output for c in ("show", "watch", "docs", "suite"))
