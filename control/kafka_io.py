@@ -104,6 +104,29 @@ def read_to_end(bootstrap: str, topic: str, timeout: float = 10.0) -> list[tuple
         c.close()
 
 
+def last(bootstrap: str, topic: str, n: int, timeout: float = 15.0) -> list[bytes]:
+    """The last n values of every partition of `topic` (in partition order, then offset order)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    try:
+        parts = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or [])]
+        if not parts:
+            raise RuntimeError(f"topic {topic} does not exist (is the runtime up, and is this the right topic?)")
+        c.assign(parts)
+        end = c.end_offsets(parts)
+        for p in parts:
+            c.seek(p, max(0, end[p] - n))
+        out: dict = {p: [] for p in parts}
+        deadline = time.monotonic() + timeout
+        while any(c.position(p) < end[p] for p in parts) and time.monotonic() < deadline:
+            for tp, recs in c.poll(timeout_ms=200).items():
+                out[tp] += [r.value for r in recs if r.offset < end[tp]]
+        return [v for p in parts for v in out[p]]
+    finally:
+        c.close()
+
+
 def consume_json(*args, **kw) -> list[dict]:
     return [json.loads(v) for v in consume(*args, **kw)]
 

@@ -270,12 +270,60 @@ class LateScore(Record):
 
 
 # --------------------------------------------------------------------------------------------
+# data quality (micro-batches of an input stream against an expectation suite)
+# --------------------------------------------------------------------------------------------
+MAX_QUALITY_EXAMPLES = 20
+"""At most this many example values per expectation in a QualityResult (each at most 200 characters)."""
+
+
+class ExpectationOutcome(Record):
+    """One Great Expectations expectation's result on one batch (JSON-plain values: no numpy, no NaN)."""
+
+    expectation: str = Field(description="the expectation type, e.g. expect_column_mean_to_be_between")
+    column: str | None = None
+    success: bool
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="the expectation's arguments (bounds, sets)")
+    observed_value: Any = None
+    unexpected_count: int | None = None
+    unexpected_percent: float | None = None
+    examples: list[Any] = Field(default_factory=list, description="some unexpected values (at most "
+                                                                   "MAX_QUALITY_EXAMPLES)")
+
+    @property
+    def label(self) -> str:
+        return f"{self.expectation}({self.column})" if self.column else self.expectation
+
+
+class QualityResult(Record):
+    """One micro-batch of an input topic validated against an expectation suite (the `quality` topic).
+
+    After a restore a batch can be reported twice (at-least-once sink): de-duplicate by
+    (source_topic, batch_start_ms)."""
+
+    source_topic: str
+    suite_name: str
+    suite_version: str
+    batch_start_ms: int = Field(description="processing time of the batch's first record")
+    batch_end_ms: int = Field(description="processing time the batch was closed (count or time reached)")
+    records: int = Field(ge=0)
+    unparseable: int = Field(default=0, ge=0, description="records that were not JSON objects: null rows")
+    success: bool
+    failed: list[ExpectationOutcome] = Field(default_factory=list)
+    passed: list[ExpectationOutcome] = Field(default_factory=list)
+    skipped: list[str] = Field(default_factory=list, description="distribution expectations not evaluated: the "
+                                                                 "batch had fewer rows than the suite's min_rows")
+    error: str | None = Field(default=None, description="validation itself failed (then success is False)")
+    validation_ms: float = Field(ge=0.0, description="time Great Expectations took for this batch")
+    validated_at_ms: int
+
+
+# --------------------------------------------------------------------------------------------
 # lifecycle (audit log)
 # --------------------------------------------------------------------------------------------
 class LifecycleEvent(Record):
     kind: Literal["model_registered", "stage_changed", "schedule_published", "job_submitted", "job_stopped",
                   "upgrade", "roll_started", "roll_step", "guard_passed", "guard_breached", "rollback",
-                  "roll_completed"]
+                  "roll_completed", "quality_alert"]
     model_id: str | None = None
     model_version: str | None = None
     from_stage: str | None = None

@@ -27,6 +27,7 @@ SCHEDULES = "schedules"
 ANSWERS = "answers"
 LIFECYCLE = "lifecycle"
 REGISTRY = "models"
+QUALITY = "quality"
 
 TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(REQUESTS),
@@ -38,6 +39,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(ANSWERS),
     TopicSpec(LIFECYCLE),
     TopicSpec(REGISTRY, compacted=True),
+    TopicSpec(QUALITY),
 )
 
 
@@ -55,6 +57,7 @@ class TopicNames:
     lifecycle: str = LIFECYCLE
     registry: str = REGISTRY
     quarantine: str = QUARANTINE
+    quality: str = QUALITY
 
     @classmethod
     def suffixed(cls, suffix: str) -> "TopicNames":

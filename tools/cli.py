@@ -224,6 +224,24 @@ def deploy_model_cmd(card, start, savepoint, skip_older_than_ms, no_preflight, s
         _fail(e)
 
 
+@deploy.command("quality")
+@_where_to_start
+@click.option("--suite", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="expectation suite (GE JSON)  [default: derived from the training data]")
+@click.option("--source-topic", default=None, help="the topic to validate  [default: requests]")
+@click.option("--batch-records", type=int, default=None, help="a batch closes after this many records [1000]")
+@click.option("--batch-interval-ms", type=int, default=None, help="... or this long after its first [10000]")
+def deploy_quality_cmd(start, savepoint, suite, source_topic, batch_records, batch_interval_ms) -> None:
+    """The quality job (requests -> micro-batches -> Great Expectations -> quality, alerts -> lifecycle)."""
+    from control.ops import deploy as d
+
+    try:
+        click.echo(d.deploy_quality(start=start, savepoint=savepoint, suite=suite, source_topic=source_topic,
+                                    batch_records=batch_records, batch_interval_ms=batch_interval_ms))
+    except ControlError as e:
+        _fail(e)
+
+
 @deploy.command("rendezvous")
 @_where_to_start
 def deploy_rv(start, savepoint) -> None:
@@ -383,17 +401,138 @@ def rollback_cmd(to_version) -> None:
         _fail(e)
 
 
-@main.command("quality")
-@click.option("--topic", default="requests", show_default=True)
-@click.option("--last", default=1000, show_default=True, help="records per partition to check")
-def quality_cmd(topic, last) -> None:
-    """Data-quality checks (Great Expectations) on the last records of an input topic."""
+@main.group("quality", invoke_without_command=True)
+@click.option("--topic", default="requests", show_default=True, help="(on-demand check) the input topic")
+@click.option("--last", default=1000, show_default=True, help="(on-demand check) records per partition to check")
+@click.pass_context
+def quality_cmd(ctx, topic, last) -> None:
+    """Data quality (Great Expectations). Without a subcommand: check the last records of an input topic
+    now (exit 1 when a check fails). The quality job's results: show, watch, docs; its suite: suite."""
+    if ctx.invoked_subcommand is not None:
+        return
     from tools import quality
 
     report = quality.check_topic(RuntimeSettings().bootstrap_servers, topic, last)
     click.echo(report.summary())
     if not report.success:
         sys.exit(1)
+
+
+def _print_result(r) -> None:
+    from datetime import datetime, timezone
+
+    at = datetime.fromtimestamp(r.batch_end_ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    mark = click.style("PASS", fg="green") if r.success else click.style("FAIL", fg="red")
+    click.echo(f"{mark} {at}  {r.source_topic}: {r.records} records ({r.unparseable} unparseable), suite "
+               f"{r.suite_name}@{r.suite_version}, validated in {r.validation_ms:.0f} ms")
+    if r.error:
+        click.echo(f"     validation error: {r.error}")
+    for o in r.failed:
+        extra = f", {o.unexpected_count} unexpected, e.g. {o.examples[:3]}" if o.unexpected_count else ""
+        click.echo(f"     failed {o.label}: observed {o.observed_value}{extra}")
+    if r.skipped:
+        click.echo(f"     not evaluated (batch smaller than the suite's min_rows): {', '.join(r.skipped)}")
+
+
+def _docs_dir(out) -> Path:
+    return Path(out) if out else RuntimeSettings().run_dir / "quality" / "data_docs"
+
+
+def _render_docs(results, out) -> None:
+    from tools import data_docs
+
+    docs = data_docs.render(results, _docs_dir(out))
+    click.echo(f"Data Docs: {docs.index}" + (f"  (latest batch: {docs.latest})" if docs.latest else ""))
+
+
+_quality_topic = click.option("--topic", default="quality", show_default=True, help="the quality job's results topic")
+_docs_out = click.option("--out", default=None, type=click.Path(file_okay=False),
+                         help="Data Docs directory  [default: run/quality/data_docs]")
+
+
+@quality_cmd.command("show")
+@_quality_topic
+@click.option("--last", default=5, show_default=True, help="batches to show")
+@click.option("--docs/--no-docs", default=False, show_default=True, help="also render Data Docs of them")
+@_docs_out
+def quality_show(topic, last, docs, out) -> None:
+    """The latest batches' results (exit 1 when the latest batch failed, 3 when there is none yet)."""
+    from control.ops import quality as q
+
+    try:
+        res = q.latest(RuntimeSettings().bootstrap_servers, topic, last)
+    except RuntimeError as e:
+        _fail(e)
+    for r in res.results[-last:]:
+        _print_result(r)
+    if res.unreadable:
+        click.echo(f"({res.unreadable} records in {topic} were not quality results)")
+    if res.latest is None:
+        click.echo(f"no quality results in {topic} yet (deploy the job: `rendezvous deploy quality`)", err=True)
+        sys.exit(3)
+    if docs:
+        _render_docs(res.results[-last:], out)
+    if not res.latest.success:
+        sys.exit(1)
+
+
+@quality_cmd.command("watch")
+@_quality_topic
+@click.option("--duration", default=None, type=float, help="stop after this many seconds  [default: Ctrl-C]")
+@click.option("--docs/--no-docs", default=True, show_default=True, help="re-render Data Docs after each batch")
+@click.option("--keep", default=50, show_default=True, help="batches kept in the Data Docs")
+@_docs_out
+def quality_watch(topic, duration, docs, keep, out) -> None:
+    """Print each batch's result as it arrives (exit 1 when the last one seen failed)."""
+    from control.ops import quality as q
+
+    s = RuntimeSettings()
+    shown = q.latest(s.bootstrap_servers, topic, keep).results if docs else []
+    last = None
+    try:
+        for r in q.follow(s.bootstrap_servers, topic, duration_s=duration):
+            _print_result(r)
+            last = r
+            if docs:
+                shown = (shown + [r])[-keep:]
+                _render_docs(shown, out)
+    except KeyboardInterrupt:
+        pass
+    except RuntimeError as e:
+        _fail(e)
+    if last is not None and not last.success:
+        sys.exit(1)
+
+
+@quality_cmd.command("docs")
+@_quality_topic
+@click.option("--last", default=50, show_default=True, help="batches in the Data Docs")
+@_docs_out
+def quality_docs(topic, last, out) -> None:
+    """Render Great Expectations Data Docs (HTML) of the latest batches; prints where."""
+    from control.ops import quality as q
+
+    try:
+        res = q.latest(RuntimeSettings().bootstrap_servers, topic, last)
+        _render_docs(res.results, out)
+    except (RuntimeError, FileExistsError) as e:
+        _fail(e)
+
+
+@quality_cmd.command("suite")
+@click.option("--out", default=None, type=click.Path(dir_okay=False), help="write it here  [default: print]")
+def quality_suite(out) -> None:
+    """The expectation suite derived from the training data's profile (GE JSON form)."""
+    import json as _json
+
+    from control.ops.deploy import load_suite
+
+    text = _json.dumps(load_suite(), indent=2)
+    if out:
+        Path(out).write_text(text + "\n")
+        click.echo(f"wrote {out}")
+    else:
+        click.echo(text)
 
 
 @main.command("train")

@@ -98,7 +98,10 @@ def validate_records(raws: list[str | bytes], model=Request) -> QualityReport:
     for name, f in model.model_fields.items():
         if f.annotation in (int, float):
             df[name] = pd.to_numeric(df[name], errors="coerce")
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
     ctx = gx.get_context(mode="ephemeral")
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
     batch_def = ctx.data_sources.add_pandas("inputs").add_dataframe_asset("batch") \
         .add_batch_definition_whole_dataframe("all")
     suite = ctx.suites.add(gx.ExpectationSuite(name=f"{model.__name__.lower()}-inputs"))
@@ -113,27 +116,9 @@ def validate_records(raws: list[str | bytes], model=Request) -> QualityReport:
 
 def last_records(bootstrap: str, topic: str, n: int, timeout: float = 15.0) -> list[bytes]:
     """The last n records of every partition of topic."""
-    import time
+    from control import kafka_io
 
-    from kafka import KafkaConsumer, TopicPartition
-
-    c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
-    try:
-        parts = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or [])]
-        if not parts:
-            raise RuntimeError(f"topic {topic} does not exist")
-        c.assign(parts)
-        end = c.end_offsets(parts)
-        for p in parts:
-            c.seek(p, max(0, end[p] - n))
-        out: list[bytes] = []
-        deadline = time.monotonic() + timeout
-        while any(c.position(p) < end[p] for p in parts) and time.monotonic() < deadline:
-            for recs in c.poll(timeout_ms=200).values():
-                out += [r.value for r in recs]
-        return out
-    finally:
-        c.close()
+    return kafka_io.last(bootstrap, topic, n, timeout)
 
 
 def check_topic(bootstrap: str, topic: str = "requests", last: int = 1000) -> QualityReport:

@@ -17,6 +17,7 @@ from control.settings import RuntimeSettings
 from jobs.common.settings import JobSettings, KafkaSettings
 from jobs.external_state.settings import ExternalStateSettings
 from jobs.models.settings import ModelJobSettings
+from jobs.quality.settings import QualitySettings
 from jobs.rendezvous.settings import RendezvousSettings
 from jobs.smoke.settings import SmokeSettings
 from schemas.model_card import ModelCard
@@ -28,6 +29,7 @@ ENTRY_POINTS: dict[type[JobSettings], str] = {
     ModelJobSettings: "jobs.models.main",
     RendezvousSettings: "jobs.rendezvous.main",
     SmokeSettings: "jobs.smoke.main",
+    QualitySettings: "jobs.quality.main",
 }
 
 
@@ -141,6 +143,49 @@ def deploy_rendezvous(s: RuntimeSettings | None = None, savepoint: str | None = 
     _record(s, LifecycleEvent(kind="job_submitted", job_id=jid, at_ms=now_ms(),
                               detail={"job": "rendezvous", "name": settings.job_name,
                                       "execution_mode": execution_mode}))
+    return jid
+
+
+def load_suite(suite: dict | str | Path | None = None) -> dict:
+    """An expectation suite: given (a dict, or a JSON file in Great Expectations' suite form), else the one
+    derived from the training data's profile (`training.quality_profile.requests_suite`, deterministic)."""
+    import json
+
+    if isinstance(suite, dict):
+        return suite
+    if suite is not None:
+        try:
+            return json.loads(Path(suite).read_text())
+        except (OSError, ValueError) as e:
+            raise ControlError(f"cannot read the expectation suite {suite}: {e}. Write one with "
+                               f"`rendezvous quality suite --out FILE`") from e
+    from training.quality_profile import requests_suite
+
+    return requests_suite()
+
+
+def deploy_quality(s: RuntimeSettings | None = None, savepoint: str | None = None, wait: bool = True,
+                   suite: dict | str | Path | None = None, **fields) -> str:
+    """The quality job: micro-batches of `source_topic` validated against an expectation suite (default:
+    derived from the training data), one QualityResult per batch to `sink_topic`, a `quality_alert` to
+    `lifecycle_topic` per failing batch. `fields`: QualitySettings fields. Process mode. Creates the sink
+    topics if missing."""
+    from control.kafka_io import ensure_topics
+    from schemas.topics import TopicSpec
+
+    s = s or RuntimeSettings()
+    suite_obj = load_suite(suite)
+    try:
+        settings = job_settings(QualitySettings, s, suite=suite_obj, **fields)
+    except ValueError as e:
+        raise ControlError(f"invalid quality job settings: {e}") from e
+    ensure_topics(s.bootstrap_servers, [TopicSpec(t) for t in (settings.sink_topic, settings.lifecycle_topic) if t],
+                  partitions=s.topic_partitions)
+    jid = submit_job(settings, s, savepoint, wait, "process")
+    _record(s, LifecycleEvent(kind="job_submitted", job_id=jid, at_ms=now_ms(),
+                              detail={"job": "quality", "name": settings.job_name, "source_topic": settings.source_topic,
+                                      "suite": settings.suite["name"],
+                                      "suite_version": settings.suite.get("meta", {}).get("version")}))
     return jid
 
 

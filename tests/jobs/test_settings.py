@@ -8,6 +8,7 @@ from control.settings import RuntimeSettings
 from jobs.common.settings import KafkaSettings, load_settings
 from jobs.external_state.settings import ExternalStateSettings
 from jobs.models.settings import ModelJobSettings
+from jobs.quality.settings import QualitySettings
 from jobs.rendezvous.settings import RendezvousSettings
 from jobs.smoke.settings import SmokeSettings
 from schemas.model_card import ModelCard
@@ -20,6 +21,7 @@ EXAMPLES = [
     RendezvousSettings(orphan_timeout_ms=3000, builtin_schedule=Schedule(
         version=0, stages=[Stage(deadline_ms=5, models=["m"])], default_output={"x": 1})),
     SmokeSettings(source_topic="a", sink_topic="b"),
+    QualitySettings(suite={"name": "s", "expectations": [], "meta": {"version": "v"}}, batch_records=5),
 ]
 
 
@@ -62,3 +64,10 @@ def test_kafka_properties_reach_every_job_and_never_print(monkeypatch):
     assert "secret" not in repr(s.kafka) and "secret" not in str(s)
     assert load_settings(RendezvousSettings, s.to_argv()).kafka.properties == s.kafka.properties
     assert KafkaSettings().properties == {}
+
+
+def test_quality_settings_need_a_suite_and_say_how_to_get_one():
+    with pytest.raises(ValidationError, match="rendezvous quality suite"):
+        QualitySettings(suite={"expectations": "nope"})
+    with pytest.raises(ValidationError, match="suite"):
+        QualitySettings()

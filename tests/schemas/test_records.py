@@ -16,7 +16,7 @@ from schemas.model_card import ModelCard
 
 RECORDS = [records.Request, records.Features, records.AugmentedRequest, records.Reason, records.QuarantineRecord,
            records.Score, records.Stage, records.Schedule, records.ModelTiming, records.Answer, records.LateScore,
-           records.LifecycleEvent]
+           records.LifecycleEvent, records.ExpectationOutcome, records.QualityResult]
 
 
 @pytest.mark.parametrize("model", RECORDS, ids=lambda m: m.__name__)
