@@ -45,6 +45,7 @@ class LoadReport:
     by_trigger: dict[str, int] = field(default_factory=dict)
     by_stage: dict[str, int] = field(default_factory=dict)
     by_schedule: dict[str, int] = field(default_factory=dict)
+    by_schedule_model: dict[str, dict[str, int]] = field(default_factory=dict)
     fraud_sent: int = 0
     fraud_flagged: int = 0
     legit_flagged: int = 0
@@ -79,6 +80,12 @@ class LoadReport:
             "answers by stage:    " + ", ".join(f"{k} {v}" for k, v in sorted(self.by_stage.items())),
             "answers by schedule: " + ", ".join(f"v{k} {v}" for k, v in sorted(self.by_schedule.items())),
         ]
+        if len(self.by_schedule_model) > 1:  # the signature of a schedule change: who answered under each
+            for v, models in sorted(self.by_schedule_model.items(), key=lambda kv: int(kv[0])
+                                    if kv[0].lstrip("-").isdigit() else -1):
+                n = sum(models.values())
+                lines.append(f"  under v{v}: " + ", ".join(f"{m} {100 * c / n:.1f} %" for m, c in
+                                                           sorted(models.items(), key=lambda kv: -kv[1])))
         if self.fraud_sent:
             lines.append(f"fraud: {self.fraud_sent} sent, {self.fraud_flagged} flagged (p >= 0.5); "
                          f"legit flagged: {self.legit_flagged}")
@@ -225,6 +232,7 @@ def build_report(rate: float, duration_s: float, sent: int, labels: dict[str, bo
                  duplicates: int, first_s: float | None, last_s: float | None) -> LoadReport:
     latencies, overshoots, overheads = [], [], []
     by_model, by_trigger, by_stage, by_schedule = Counter(), Counter(), Counter(), Counter()
+    by_schedule_model: dict[str, Counter] = {}
     fraud_flagged = legit_flagged = 0
     for rid, a in answers.items():
         latencies.append(a["answered_at_ms"] - a["request_time_ms"])
@@ -237,6 +245,7 @@ def build_report(rate: float, duration_s: float, sent: int, labels: dict[str, bo
         by_trigger[a.get("trigger")] += 1
         by_stage["default" if a.get("stage") is None else str(a["stage"])] += 1
         by_schedule[str(a.get("schedule_version"))] += 1
+        by_schedule_model.setdefault(str(a.get("schedule_version")), Counter())[winner or "(default)"] += 1
         p = (a.get("output") or {}).get("fraud_probability")
         if isinstance(p, (int, float)) and p >= 0.5:
             if labels.get(rid):
@@ -252,7 +261,8 @@ def build_report(rate: float, duration_s: float, sent: int, labels: dict[str, bo
         overshoot_p50_ms=percentile(overshoots, 0.5), overshoot_p99_ms=percentile(overshoots, 0.99),
         overhead_p50_ms=percentile(overheads, 0.5), overhead_p99_ms=percentile(overheads, 0.99),
         by_model=dict(by_model), by_trigger=dict(by_trigger), by_stage=dict(by_stage),
-        by_schedule=dict(by_schedule), fraud_sent=sum(labels.values()), fraud_flagged=fraud_flagged,
+        by_schedule=dict(by_schedule), by_schedule_model={k: dict(v) for k, v in by_schedule_model.items()},
+        fraud_sent=sum(labels.values()), fraud_flagged=fraud_flagged,
         legit_flagged=legit_flagged,
         default_share=round(by_model.get("(default)", 0) / len(answers), 4) if answers else None)
 

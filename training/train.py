@@ -18,11 +18,13 @@ from schemas.features import FEATURE_NAMES, FEATURE_VERSION, feature_vector
 from schemas.records import Request
 from training.synthetic import training_stream
 
-MODELS = {
-    # model_id: (version, estimator factory, description)
-    "fraud-champion": ("1.0.0", "logreg", "logistic regression on the v1 features"),
-    "fraud-challenger": ("2.0.0", "forest", "random forest on the v1 features"),
-}
+MODELS = [
+    # (model_id, version, estimator factory, description)
+    ("fraud-champion", "1.0.0", "logreg", "logistic regression on the v1 features"),
+    ("fraud-champion", "1.1.0", "logreg-pairs", "logistic regression on the v1 features and their pairwise "
+                                               "products (the champion's next version)"),
+    ("fraud-challenger", "2.0.0", "forest", "random forest on the v1 features"),
+]
 
 
 def build_dataset(n: int, seed: int = 11):
@@ -48,6 +50,11 @@ def make_estimator(kind: str):
 
     if kind == "logreg":
         return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, class_weight="balanced"))
+    if kind == "logreg-pairs":
+        from sklearn.preprocessing import PolynomialFeatures
+
+        return make_pipeline(StandardScaler(), PolynomialFeatures(degree=2, interaction_only=True),
+                             StandardScaler(), LogisticRegression(max_iter=2000, class_weight="balanced"))
     if kind == "forest":
         return RandomForestClassifier(n_estimators=30, max_depth=8, random_state=0, n_jobs=1,
                                       class_weight="balanced")
@@ -63,7 +70,7 @@ def train_all(out_dir: Path, n: int = 20_000, progress=print) -> dict[str, Path]
     X, y = build_dataset(n)
     X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=0.25, random_state=0, stratify=y)
     cards: dict[str, Path] = {}
-    for model_id, (version, kind, description) in MODELS.items():
+    for model_id, version, kind, description in MODELS:
         est = make_estimator(kind).fit(X_tr, y_tr)
         auc = roc_auc_score(y_te, est.predict_proba(X_te)[:, 1])
         mdir = out_dir / model_id / version
@@ -90,7 +97,7 @@ def train_all(out_dir: Path, n: int = 20_000, progress=print) -> dict[str, Path]
             "parameters": {"uri": "./model.joblib", "version": version,
                            "extra": {"predict_fn": "predict_proba"}},
         }, indent=2) + "\n")
-        cards[model_id] = mdir / "card.json"
+        cards[f"{model_id}@{version}"] = mdir / "card.json"
         progress(f"trained {model_id}@{version}: AUC {auc:.3f}")
     return cards
 

@@ -53,7 +53,10 @@ def entries(plane: Plane) -> dict[str, ModelEntry]:
     from control import kafka_io
 
     out: dict[str, ModelEntry] = {}
-    for _, value in kafka_io.read_to_end(plane.bootstrap, plane.topics.registry):
+    for key, value in kafka_io.read_to_end(plane.bootstrap, plane.topics.registry):
+        if value is None:  # a tombstone: forgotten (see `forget`)
+            out.pop(key.decode() if key else "", None)
+            continue
         try:
             e = ModelEntry.parse(value)
         except Exception:  # noqa: BLE001 - not a registry record: ignored
@@ -105,6 +108,23 @@ def register(plane: Plane, card: ModelCard, canary: bool = False) -> ModelEntry:
     plane.record(LifecycleEvent(kind="model_registered", model_id=e.model_id, model_version=e.version,
                                 to_stage=e.stage, at_ms=t, detail={"runner": card.runner, "canary": canary}))
     return e
+
+
+def forget(plane: Plane, key: str) -> None:
+    """Remove a deployment from the registry (a tombstone: compaction drops its history). For a demo that
+    starts over; its job must be gone (refused while it runs)."""
+    from control import kafka_io
+
+    e = entries(plane).get(key)
+    if e is None:
+        return
+    if job_alive(plane, e):
+        raise RegistryError(f"{key}'s job {e.job_id} is running: retire it (or cancel the job) first")
+    p = kafka_io.producer(plane.bootstrap)
+    try:
+        p.send(plane.topics.registry, None, key=key.encode()).get(timeout=30)
+    finally:
+        p.close()
 
 
 def job_alive(plane: Plane, entry: ModelEntry) -> bool:

@@ -80,7 +80,7 @@ def test_preferred_model_answers_before_the_deadline(rv):
     assert (a.model_id, a.stage, a.trigger, a.schedule_version) == ("fast", 0, "preferred", 1)
     assert a.answered_at_ms - a.request_time_ms < 400  # early, not at the deadline
     assert a.deadline_at_ms is None
-    assert a.timings["fast"].latency_ms == 3
+    assert a.timings["fast@1.0"].latency_ms == 3
 
 
 def test_second_model_at_the_deadline_when_the_preferred_is_slow(rv):
@@ -98,7 +98,7 @@ def test_next_stage_when_the_first_stage_has_nothing(rv):
     a = one(rv, "stage2")
     assert (a.model_id, a.stage) == ("fallback", 1)
     assert a.answered_at_ms - a.request_time_ms >= 400  # stage 0 had to pass first
-    assert a.timings["fast"].error == "boom"
+    assert a.timings["fast@1.0"].error == "boom"
 
 
 def test_default_answer_when_nobody_answers(rv):
@@ -125,7 +125,7 @@ def test_early_scores_duplicates_and_late_scores(rv):
     kafka_io.produce(rv["bootstrap"], rv["aug"], [aug("early"), aug("early")])  # and a duplicate request
     a = one(rv, "early")
     assert a.model_id == "fast" and a.trigger == "preferred"
-    assert a.timings["fast"].arrived_after_ms < 0
+    assert a.timings["fast@1.0"].arrived_after_ms < 0
     # a score after the answer is a late score, never a second answer
     kafka_io.produce(rv["bootstrap"], rv["scores"], [score("early", "slow")])
     late = [LateScore.parse(v) for v in kafka_io.consume(

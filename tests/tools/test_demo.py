@@ -18,12 +18,28 @@ def test_a_short_demo_answers_every_request_mostly_with_models(stack, tmp_path):
                               "--report", str(report_path)],
                              cwd=stack.home, capture_output=True, text=True, timeout=600)
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-        assert "== summary" in out.stdout and "answers by trigger" in out.stdout
+        assert "== 7/7 summary" in out.stdout and "answers by trigger" in out.stdout
         report = json.loads(report_path.read_text())
         assert report["sent"] >= 400 and report["unanswered"] == 0 and report["duplicate_answers"] == 0
         models = report["answered"] - report["by_model"].get("(default)", 0)
         assert models > report["answered"] / 2, report["by_model"]  # models answer, not the default
-        assert len(report["by_schedule"]) == 2  # the challenger was promoted mid-run by a new schedule
+        # the champion's next version was rolled in step by step while the load ran, none rolled back
+        roll = report["roll"]
+        assert roll["model"] == "fraud-champion@1.1.0" and roll["replaces"] == "fraud-champion@1.0.0"
+        assert roll["steps"] == [10, 50, 100] and not roll["rolled_back"], roll
+        assert len(report["by_schedule"]) >= 3, report["by_schedule"]  # answered under several roll steps
+        assert "fraud-champion@1.1.0" in report["by_model"]
+        # the registry, as the CLI shows it
+        listed = subprocess.run([sys.executable, "-m", "tools.cli", "model", "list"], cwd=stack.home,
+                                capture_output=True, text=True, timeout=120)
+        assert listed.returncode == 0, listed.stderr
+        rows = {line.split()[0]: line.replace(" (canary)", "").split()[1]
+                for line in listed.stdout.splitlines()[1:] if line.strip()}
+        assert rows["fraud-champion@1.1.0"] == "production" and rows["fraud-champion@1.0.0"] == "postproduction"
+        assert rows["fraud-canary@1.0.0"] == "preproduction" and "(canary)" in listed.stdout, listed.stdout
+        shown = subprocess.run([sys.executable, "-m", "tools.cli", "model", "show", "fraud-champion@1.1.0"],
+                               cwd=stack.home, capture_output=True, text=True, timeout=120)
+        assert shown.returncode == 0 and "roll_completed" in shown.stdout and "guard_passed" in shown.stdout
     finally:
         deploy.stop_jobs_named("demo: ", stack)
         mlserver.stop_recorded(stack.mlserver_http_port, stack)
