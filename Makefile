@@ -6,7 +6,7 @@ RDV    := $(VENV)/bin/rendezvous
 # MLServer's dependencies clash with PyFlink's: it gets its own virtualenv, as it would get its own container
 MLSV   := .venv-mlserver
 
-.PHONY: setup demo test test-unit bench bench-stages bench-model up down status clean
+.PHONY: setup demo test test-unit chaos bench bench-stages bench-model up down status clean
 
 setup: $(VENV)/.installed $(MLSV)/.installed build/jars/.resolved artifacts/models/.trained
 
@@ -57,6 +57,10 @@ test: setup
 
 test-unit: setup
 	$(PY) -m pytest -q tests -m "not e2e"
+
+# the fault tests, five times longer, a fault every 20 s (TaskManager, Python worker): minutes, not seconds
+chaos: setup
+	RENDEZVOUS_CHAOS_SCALE=5 $(PY) -m pytest -q -s tests/e2e/test_faults.py
 
 bench: setup
 	$(PY) -m bench $(BENCH_ARGS)

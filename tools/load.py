@@ -49,6 +49,12 @@ class LoadReport:
     fraud_sent: int = 0
     fraud_flagged: int = 0
     legit_flagged: int = 0
+    conflicting_answers: int = 0
+    """Later answers of a request id whose model or output differ from its first (the contract: none)."""
+    max_answer_gap_ms: float | None = None
+    """The longest time in which no answer arrived (e.g. while a failed job recovered)."""
+    prefix: str = ""
+    """The request ids of this run start with it."""
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -64,7 +70,8 @@ class LoadReport:
 
         lines = [
             f"sent {self.sent} requests in {self.duration_s:.1f} s (target {self.rate:.0f}/s); "
-            f"answered {self.answered}, unanswered {self.unanswered}, duplicate answers {self.duplicate_answers}",
+            f"answered {self.answered}, unanswered {self.unanswered}, duplicate answers {self.duplicate_answers} "
+            f"({self.conflicting_answers} conflicting)",
             f"answers/s {self.answers_per_s:.1f}",
             f"answers from a model: {100 * (1 - (self.default_share or 0)):.2f} % (default answers "
             f"{100 * (self.default_share or 0):.2f} %)",
@@ -107,6 +114,7 @@ class AnswerCollector(threading.Thread):
         self.answers: dict[str, dict] = {}
         self.received_ms: dict[str, float] = {}  # when this client saw each answer (wall clock)
         self.duplicates = 0
+        self.conflicting = 0
         self.first_answer_s: float | None = None
         self.last_answer_s: float | None = None
         self._halt = threading.Event()
@@ -141,6 +149,9 @@ class AnswerCollector(threading.Thread):
                     with self.lock:
                         if rid in self.answers:
                             self.duplicates += 1
+                            first = self.answers[rid]
+                            if (first.get("model"), first.get("output")) != (a.get("model"), a.get("output")):
+                                self.conflicting += 1
                         else:
                             self.answers[rid] = a
                             self.received_ms[rid] = now_ms
@@ -225,6 +236,11 @@ def run_load(bootstrap: str, rate: float, duration_s: float, requests_topic: str
     client = [collector.received_ms[rid] - sent_ms[rid] for rid in collector.received_ms if rid in sent_ms]
     report.client_latency_p50_ms = percentile(client, 0.5)
     report.client_latency_p99_ms = percentile(client, 0.99)
+    report.conflicting_answers = collector.conflicting
+    report.prefix = prefix
+    arrivals = sorted(collector.received_ms.values())
+    if len(arrivals) > 1:
+        report.max_answer_gap_ms = round(max(b - a for a, b in zip(arrivals, arrivals[1:])), 1)
     return report
 
 

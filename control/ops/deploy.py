@@ -132,6 +132,8 @@ def deploy_rendezvous(s: RuntimeSettings | None = None, savepoint: str | None = 
     """`fields`: RendezvousSettings fields. Refused while another rendezvous answers on the same answers
     topic: two would give every request two answers (possibly different ones)."""
     s = s or RuntimeSettings()
+    if savepoint:
+        fields.setdefault("restored", True)
     settings = job_settings(RendezvousSettings, s, **fields)
     running = rendezvous_answering_on(settings.answers_topic, s)
     if running:

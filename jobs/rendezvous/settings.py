@@ -27,6 +27,15 @@ class RendezvousSettings(JobSettings):
     """How long scores wait for their request before they are given up (emitted as late scores)."""
     answered_retention_ms: int = Field(default=30_000, gt=0)
     """How long an answered mailbox is kept to recognise late scores and duplicate requests."""
+    recover_answers: bool = True
+    """After a restore, read back the answers written since the checkpoint and never answer those requests
+    again (jobs/rendezvous/recovery.py): a request keeps the one answer it was given."""
+    restored: bool = False
+    """Set by the control plane when the job starts from a savepoint or retained checkpoint: its first attempt
+    runs the recovery scan too (a failover's later attempts always do; so does `start=committed`)."""
+    recovery_margin_ms: int = Field(default=5_000, ge=0)
+    """How far before the checkpoint the recovery scan starts (clock skew; answers topics that keep
+    producer timestamps)."""
     max_deadline_ms: int = 600_000
     """The largest stage deadline a schedule may have (schemas.records.Stage); sizes the state TTL."""
 

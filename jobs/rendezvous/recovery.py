@@ -1,0 +1,110 @@
+"""After a restore, which requests were already answered: the answer contract's recovery scan.
+
+The answers sink is at-least-once: after a restore from a checkpoint, the rendezvous replays the
+input since that checkpoint, and a request answered after the checkpoint would be decided again. The
+second decision can differ from the first (overdue processing-time timers fire at once, so a deadline
+passes where the preferred model had answered in time). So before it processes anything, the
+rendezvous reads the answers it wrote after the checkpoint back from the answers topic and does not
+answer those requests again: every request keeps the one answer it was given.
+
+Where the checkpoint was is found without Flink's help: its Kafka source commits its offsets to the
+job's consumer group when a checkpoint completes, so the record just before each committed offset
+was written before the checkpoint was taken. Every answer written after the checkpoint has a Kafka
+timestamp at or after that record's (the answers topic stamps records with the broker's append time,
+`schemas.topics`), minus `margin_ms` for topics that keep producer timestamps. A group with no
+committed offsets is a first start: nothing to recover.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from jobs.common.settings import KafkaSettings
+
+
+def _consumer(kafka: KafkaSettings, group_id: str | None):
+    from kafka import KafkaConsumer
+
+    return KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, group_id=group_id, enable_auto_commit=False,
+                         client_id=f"{group_id or 'rendezvous'}-recovery")
+
+
+def checkpoint_time(kafka: KafkaSettings, group_id: str, topics: list[str], timeout_s: float = 30.0) -> int | None:
+    """A time (epoch ms, Kafka timestamps) at or before the last checkpoint whose offsets `group_id`
+    committed; None when the group committed nothing (a first start)."""
+    from kafka import TopicPartition
+
+    c = _consumer(kafka, group_id)
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in sorted(c.partitions_for_topic(t) or [])]
+        committed = {tp: c.committed(tp) for tp in tps}
+        before = {tp: off - 1 for tp, off in committed.items() if off}
+        if not any(off is not None for off in committed.values()):
+            return None
+        if not before:  # committed at offset 0 everywhere: the checkpoint came before any input
+            return 0
+    finally:
+        c.close()
+    reader = _consumer(kafka, None)
+    try:
+        reader.assign(list(before))
+        for tp, off in before.items():
+            reader.seek(tp, off)
+        stamps: dict = {}
+        deadline = time.monotonic() + timeout_s
+        while len(stamps) < len(before):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not read the last checkpointed records of {sorted(set(topics))}")
+            for tp, recs in reader.poll(timeout_ms=200).items():
+                for r in recs:
+                    if r.offset == before[tp]:
+                        stamps[tp] = r.timestamp
+                        reader.pause(tp)
+        return min(stamps.values())
+    finally:
+        reader.close()
+
+
+def answered_since(kafka: KafkaSettings, answers_topic: str, since_ms: int, timeout_s: float = 60.0) -> dict[str, int]:
+    """request id -> answered_at_ms of every answer in `answers_topic` stamped at or after `since_ms`
+    (up to the topic's end as of now)."""
+    from kafka import TopicPartition
+
+    c = _consumer(kafka, None)
+    try:
+        tps = [TopicPartition(answers_topic, p) for p in sorted(c.partitions_for_topic(answers_topic) or [])]
+        if not tps:
+            return {}
+        c.assign(tps)
+        ends = c.end_offsets(tps)
+        starts = c.offsets_for_times({tp: max(0, since_ms) for tp in tps})
+        for tp in tps:
+            c.seek(tp, starts[tp].offset if starts.get(tp) is not None else ends[tp])
+        out: dict[str, int] = {}
+        deadline = time.monotonic() + timeout_s
+        while any(c.position(tp) < ends[tp] for tp in tps):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not read {answers_topic} back to its end within {timeout_s:.0f} s")
+            for tp, recs in c.poll(timeout_ms=200, max_records=5000).items():
+                for r in recs:
+                    if r.offset >= ends[tp]:
+                        continue
+                    try:
+                        a = json.loads(r.value)
+                        out.setdefault(a["request_id"], int(a["answered_at_ms"]))
+                    except Exception:  # noqa: BLE001 - not an answer: not ours to recover
+                        continue
+        return out
+    finally:
+        c.close()
+
+
+def answered_after_checkpoint(kafka: KafkaSettings, group_id: str, input_topics: list[str], answers_topic: str,
+                              margin_ms: int, max_age_ms: int) -> dict[str, int]:
+    """The requests this rendezvous answered after the checkpoint it restores from (empty on a first start).
+    Reads at most `max_age_ms` back (the rendezvous forgets an answered request after that anyway)."""
+    t = checkpoint_time(kafka, group_id, input_topics)
+    if t is None:
+        return {}
+    return answered_since(kafka, answers_topic, max(t - margin_ms, int(time.time() * 1000) - max_age_ms))
