@@ -32,3 +32,16 @@ def test_tables_show_every_set_rate_and_stage():
     assert "| demo | 500/s | 1.00 | 0.75 | 0.50 | 0.00 | 0.00 | 0.10 | 2.35 |" in cpu_markdown(result)
     st = stages_markdown({"n": 30000, "runs": 3, "requests_per_s": {"external_state": 7191, "rendezvous": None}})
     assert "| external_state | 7191 |" in st and "| rendezvous | - |" in st
+
+
+def test_the_fault_table_is_generated_from_the_fault_tests_results(tmp_path):
+    import json
+
+    from bench.faults_table import load, markdown
+
+    (tmp_path / "a.json").write_text(json.dumps({
+        "fault": "taskmanager killed", "at": "2026-11-29", "scale": 1, "rate": 50, "duration_s": 30, "sent": 1500,
+        "answered": 1500, "lost": 0, "duplicated": 0, "conflicting": 0, "max_answer_gap_ms": 18852.4,
+        "default_share": 0.667, "faults": 1, "recover_answers": True}))
+    table = markdown(load(tmp_path))
+    assert "| taskmanager killed (1x, 50/s for 30 s) | 1,500 | 1,500 | 0 | 0 | 0 | 18.9 s | 66.7 % |" in table

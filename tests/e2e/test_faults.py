@@ -54,6 +54,7 @@ def free_ports(n: int) -> list[int]:
 def pipeline(stack, tmp_path_factory):
     """requests -> external state -> a local and a remote (MLServer) model -> rendezvous -> answers."""
     u = os.urandom(4).hex()
+    t0 = time.time()
     t = TopicNames.suffixed(f"fault-{u}")
     kafka_io.ensure_topics(stack.bootstrap_servers, t.specs())
     tmp = tmp_path_factory.mktemp("faults")
@@ -87,7 +88,8 @@ def pipeline(stack, tmp_path_factory):
                                             **common)
     for jid in ids.values():
         jobs.wait_running(jid, stack, timeout=180)
-    p = {"topics": t, "jobs": ids, "server": server, "stack": stack, "remote": remote.key, "local": local.key}
+    p = {"topics": t, "jobs": ids, "server": server, "stack": stack, "remote": remote.key, "local": local.key,
+         "t0": t0}
     healthy(p)
     yield p
     server.stop()
@@ -120,6 +122,15 @@ def restarts(p) -> dict[str, int]:
     return out
 
 
+def record(s, fault: str, **figures) -> None:
+    """The fault's accounting, for the README's table (`python -m bench.faults_table`)."""
+    out = s.run_dir / "faults"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{fault.replace(' ', '-')}.json").write_text(json.dumps(
+        {"fault": fault, "at": time.strftime("%Y-%m-%d"), "scale": SCALE, "rate": RATE, "duration_s": DURATION_S,
+         **figures}, indent=2))
+
+
 def run(p, fault: str, inject=None, at_s: float = 8.0, every_s: float | None = None) -> load.LoadReport:
     """Steady load with `inject()` called at `at_s` (and every `every_s` after); prints the accounting."""
     fired: list[float] = []
@@ -139,6 +150,10 @@ def run(p, fault: str, inject=None, at_s: float = 8.0, every_s: float | None = N
           f"{report.conflicting_answers}; longest time without an answer {report.max_answer_gap_ms} ms; "
           f"default answers {100 * (report.default_share or 0):.1f} %; client p50 {report.client_latency_p50_ms} "
           f"ms, p99 {report.client_latency_p99_ms} ms")
+    record(p["stack"], fault, sent=report.sent, answered=report.answered, lost=report.unanswered,
+           duplicated=report.duplicate_answers, conflicting=report.conflicting_answers,
+           max_answer_gap_ms=report.max_answer_gap_ms, default_share=report.default_share, faults=len(fired),
+           recover_answers=os.environ.get("RENDEZVOUS_RENDEZVOUS_RECOVER_ANSWERS", "true") != "false")
     assert fired or inject is None
     assert report.unanswered == 0, f"[{fault}] {report.unanswered} requests lost"
     assert report.conflicting_answers == 0, f"[{fault}] {report.conflicting_answers} conflicting answers"
@@ -177,6 +192,9 @@ def test_a_flood_of_malformed_input_restarts_nothing_and_loses_nothing(pipeline)
     reasons = Counter(r.code for q in from_es for r in q.reasons[:1])
     print(f"\n[malformed flood] sent {len(good)} valid + {len(bad)} malformed: answered {len(answered)}, "
           f"quarantined {len(from_es)} ({dict(reasons)}); job restarts {restarts(p)}")
+    record(p["stack"], "malformed flood", valid=len(good), malformed=len(bad), answered=len(answered),
+           quarantined=len(from_es), reasons=dict(reasons), restarts=sum(restarts(p).values()) -
+           sum(before.values()))
     assert answered == ids and len(answered) + len(from_es) == len(good) + len(bad)
     assert all(q.reasons and q.reasons[0].code for q in from_es)
     assert restarts(p) == before, "a malformed record restarted a job"
@@ -205,8 +223,9 @@ def test_a_killed_python_worker_is_replaced_and_loses_nothing(pipeline):
 
     def kill_worker():
         tm = read_pid(flink_pid_files(p["stack"])["taskmanager"])
+        # this test's workers: started after its jobs were (a cancelled job's worker may still be exiting)
         workers = [c for c in psutil.Process(tm).children(recursive=True)
-                   if "beam_boot" in " ".join(c.cmdline())]
+                   if "beam_boot" in " ".join(c.cmdline()) and c.create_time() >= p["t0"]]
         assert workers, "no process-mode Python worker found under the TaskManager"
         os.kill(random.Random(len(workers)).choice(workers).pid, signal.SIGKILL)
 
@@ -272,6 +291,7 @@ def test_a_flood_of_orphan_scores_is_held_bounded_and_expires_as_late_scores(sta
         peak = max(sizes)
         print(f"\n[orphan flood] {n} scores for requests that never come: {dict(reasons)} late scores; "
               f"checkpointed state peak {peak / 1e6:.1f} MB, after expiry {after / 1e6:.2f} MB")
+        record(stack, "orphan flood", scores=n, late=dict(reasons), state_peak_bytes=peak, state_after_bytes=after)
         assert reasons == {"orphan_expired": n}
         assert peak > 0 and after < 0.2 * peak, "held state did not shrink after the orphans expired"
     finally:
