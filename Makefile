@@ -8,7 +8,7 @@ MLSV   := .venv-mlserver
 
 .PHONY: setup demo test test-unit chaos bench bench-stages bench-model up down status clean
 
-setup: $(VENV)/.installed $(MLSV)/.installed build/jars/.resolved artifacts/models/.trained
+setup: $(VENV)/.installed $(MLSV)/.installed build/jars/.resolved build/jars/flink/rendezvous-jvm.jar artifacts/models/.trained
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	@echo "==> creating $(VENV) and installing pinned Python dependencies (requirements.lock)"
@@ -34,6 +34,15 @@ build/jars/.resolved: pom.xml
 	rm -rf build/jars
 	mvn -q -B package
 	@touch $@
+
+# the project's few JVM classes (the routed Kafka record serializer), compiled against the connector and Flink
+build/jars/flink/rendezvous-jvm.jar: $(wildcard jvm/src/io/rendezvous/flink/*.java) build/jars/.resolved $(VENV)/.installed
+	@echo "==> compiling the project's JVM classes (jvm/) into $@"
+	rm -rf build/jvm-classes && mkdir -p build/jvm-classes
+	javac -nowarn --release 17 -d build/jvm-classes \
+	  -cp "$$(ls build/jars/flink/flink-sql-connector-kafka-*.jar):$$($(PY) -c 'import pyflink, pathlib; print(next((pathlib.Path(pyflink.__file__).parent / "lib").glob("flink-dist-*.jar")))')" \
+	  $(wildcard jvm/src/io/rendezvous/flink/*.java)
+	jar cf $@ -C build/jvm-classes .
 
 artifacts/models/.trained: $(VENV)/.installed $(wildcard training/*.py) schemas/features.py jobs/external_state/features.py
 	@echo "==> training the demo fraud models from synthetic data (artifacts/models)"

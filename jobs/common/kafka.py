@@ -16,8 +16,8 @@ from pyflink.datastream.connectors.kafka import (
 
 from jobs.common.settings import KafkaSettings
 
-ROUTED = Types.ROW_NAMED(["topic", "payload"], [Types.STRING(), Types.STRING()])
-"""A record for `routed_kafka_sink`: the topic it goes to, and its JSON."""
+ROUTED = Types.ROW_NAMED(["topic", "key", "payload"], [Types.STRING(), Types.STRING(), Types.STRING()])
+"""A record for `routed_kafka_sink`: the topic it goes to, its Kafka key (None: none), and its JSON."""
 
 
 def kafka_source(env: StreamExecutionEnvironment, kafka: KafkaSettings, topics: str | list[str], group_id: str,
@@ -87,23 +87,15 @@ def kafka_sink(kafka: KafkaSettings, topic: str, linger_ms: int = 0) -> KafkaSin
 
 
 def routed_kafka_sink(kafka: KafkaSettings, linger_ms: int = 0) -> KafkaSink:
-    """At-least-once sink of `ROUTED` rows: each row's payload goes to the row's topic.
+    """At-least-once sink of `ROUTED` rows: each row's payload goes to the row's topic, keyed by the row's key.
 
-    The topic is read from the first column and the payload serialised from the second by the JVM
-    (Flink's own first-column topic selector), so no Python step runs per record. PyFlink's Python
-    `set_topic_selector` would add a Python map before the sink to compute the same row."""
+    Serialised in the JVM by the project's `io.rendezvous.flink.RoutedRecordSerializer` (jvm/, built by
+    `make setup` into the connector jar directory), so no Python step runs per record. Answers are keyed by
+    request id: with more than one partition, all answers of a request land in one partition, in order,
+    which is what the consumer's rule (first answer wins) needs."""
     from pyflink.java_gateway import get_gateway
-    from pyflink.util.java_utils import get_java_class
 
     jvm = get_gateway().jvm
-    utils = jvm.org.apache.flink.python.util.PythonConnectorUtils
-    j_serializer = (
-        jvm.org.apache.flink.connector.kafka.sink.KafkaRecordSerializationSchema.builder()
-        .setTopicSelector(utils.createFirstColumnTopicSelector(
-            get_java_class(jvm.org.apache.flink.connector.kafka.sink.TopicSelector)))
-        .setValueSerializationSchema(utils.SecondColumnSerializationSchema(
-            SimpleStringSchema()._j_serialization_schema))
-        .build())
     builder = _sink_builder(kafka, linger_ms)
-    builder._j_builder.setRecordSerializer(j_serializer)
+    builder._j_builder.setRecordSerializer(jvm.io.rendezvous.flink.RoutedRecordSerializer())
     return builder.build()

@@ -76,14 +76,14 @@ class QualityBatchFunction(KeyedProcessFunction):
         self.records.clear()
         self.batch.clear()
         result = self.validator.validate(raws, before.start_ms if before else now, now)
-        yield Row(self.sink_topic, result.to_json())
+        yield Row(self.sink_topic, None, result.to_json())
         if not result.success and self.lifecycle_topic:
-            yield Row(self.lifecycle_topic, alert_for(result).to_json())
+            yield Row(self.lifecycle_topic, None, alert_for(result).to_json())
 
 
 def build(env: StreamExecutionEnvironment, settings: QualitySettings,
           source: DataStream | None = None, sink=None) -> DataStream:
-    """`sink` receives (topic, payload) rows (`jobs.common.kafka.ROUTED`): quality results and alerts."""
+    """`sink` receives (topic, key, payload) rows (`jobs.common.kafka.ROUTED`): quality results and alerts."""
     from jobs.common.kafka import ROUTED, kafka_source, routed_kafka_sink
 
     p = UID_PREFIX

@@ -84,20 +84,20 @@ class EnvelopeMap(MapFunction):
 
 # ------------------------------------------------------------------------------------------------- outputs
 class Routes:
-    """The rendezvous's one output stream: (topic, payload) rows, typed by record
+    """The rendezvous's one output stream: (topic, key, payload) rows, typed by record
     (`jobs.common.kafka.ROUTED`; side outputs from on_timer break in thread mode, PyFlink 2.3)."""
 
     def __init__(self, answers: str, late: str, invalid: str):
         self.answers, self.late, self.invalid = answers, late, invalid
 
     def answer(self, a: Answer) -> Row:
-        return Row(self.answers, a.to_json())
+        return Row(self.answers, a.request_id, a.to_json())
 
     def late_score(self, ls: LateScore) -> Row:
-        return Row(self.late, ls.to_json())
+        return Row(self.late, ls.score.request_id, ls.to_json())
 
     def quarantine(self, raw: str) -> Row:
-        return Row(self.invalid, invalid_record(raw))
+        return Row(self.invalid, None, invalid_record(raw))
 
 
 def invalid_record(raw: str | None) -> str:
@@ -273,7 +273,8 @@ class RendezvousFunction(KeyedBroadcastProcessFunction):
 
 def build(env: StreamExecutionEnvironment, settings: RendezvousSettings, source: DataStream | None = None,
           schedules: DataStream | None = None, sink=None) -> DataStream:
-    """`sink` receives (topic, payload) rows (`jobs.common.kafka.ROUTED`): answers, late scores, quarantine."""
+    """`sink` receives (topic, key, payload) rows (`jobs.common.kafka.ROUTED`): answers and late scores keyed by
+    request id, quarantine records."""
     from jobs.common.kafka import ROUTED, kafka_source, routed_kafka_sink
 
     data = source if source is not None else kafka_source(

@@ -1,5 +1,6 @@
 """The rendezvous job on the real stack, with scores written by the test (exact control of timing)."""
 
+import json
 import time
 import uuid
 
@@ -177,3 +178,17 @@ def test_a_second_rendezvous_on_the_same_answers_topic_is_refused(rv, stack):
                                  scores_topic=rv["scores"], schedules_topic=rv["sched"], answers_topic=rv["answers"],
                                  late_topic=rv["late"], invalid_topic=rv["invalid"], group_id="rv-second")
     assert deploy.rendezvous_answering_on(f"{rv['answers']}-other", stack) == []
+
+
+def test_answers_and_late_scores_are_keyed_by_request_id(rv):
+    kafka_io.produce(rv["bootstrap"], rv["aug"], [aug("keyed")])
+    kafka_io.produce(rv["bootstrap"], rv["scores"], [score("keyed", "fast")])
+    one(rv, "keyed")
+    kafka_io.produce(rv["bootstrap"], rv["scores"], [score("keyed", "fallback")])  # after the answer: late
+    late = kafka_io.consume(rv["bootstrap"], rv["late"], timeout=30,
+                            until=lambda vs: any(LateScore.parse(v).score.request_id == "keyed" for v in vs))
+    assert late
+    answers = {json.loads(v)["request_id"]: k for k, v in kafka_io.read_to_end(rv["bootstrap"], rv["answers"])}
+    assert answers["keyed"] == b"keyed" and all(k == rid.encode() for rid, k in answers.items())
+    lates = [(k, LateScore.parse(v).score.request_id) for k, v in kafka_io.read_to_end(rv["bootstrap"], rv["late"])]
+    assert all(k == rid.encode() for k, rid in lates) and (b"keyed", "keyed") in lates

@@ -1,4 +1,4 @@
-"""The rendezvous's input envelope (one parse per record) and its typed (topic, payload) output (no JVM)."""
+"""The rendezvous's input envelope (one parse per record) and its typed (topic, key, payload) output (no JVM)."""
 
 from jobs.rendezvous.pipeline import Routes, envelope, score_of
 from schemas.records import Answer, LateScore, QuarantineRecord, Score
@@ -12,10 +12,10 @@ def test_each_record_type_goes_to_its_topic():
     answer = Answer(request_id="r", model_id=None, model_version=None, output={}, stage=None, trigger="default",
                     is_default=True, schedule_version=0, request_time_ms=0, received_at_ms=0, answered_at_ms=1)
     late = LateScore(score=SCORE, reason="after_answer", answered_at_ms=1, observed_at_ms=2)
-    assert tuple(ROUTES.answer(answer)) == ("answers", answer.to_json())
-    assert tuple(ROUTES.late_score(late)) == ("late", late.to_json())
-    topic, payload = ROUTES.quarantine("garbage")
-    assert topic == "quarantine" and QuarantineRecord.parse(payload).raw == "garbage"
+    assert tuple(ROUTES.answer(answer)) == ("answers", "r", answer.to_json())  # keyed by request id
+    assert tuple(ROUTES.late_score(late)) == ("late", "r", late.to_json())
+    topic, key, payload = ROUTES.quarantine("garbage")
+    assert (topic, key) == ("quarantine", None) and QuarantineRecord.parse(payload).raw == "garbage"
 
 
 def test_envelope_carries_a_validated_score_whole():
@@ -43,5 +43,5 @@ def test_a_null_record_is_quarantined_not_a_crash():
 
     e = envelope(None)
     assert e.kind == "invalid" and e.raw is None
-    q = QuarantineRecord.parse(Routes("a", "l", "q").quarantine(e.raw)[1])
+    q = QuarantineRecord.parse(Routes("a", "l", "q").quarantine(e.raw)[2])
     assert q.reasons[0].code == "null_value" and q.raw == "" and q.stage == "rendezvous"
