@@ -132,11 +132,13 @@ def consume_json(*args, **kw) -> list[dict]:
 
 
 def ensure_topics(bootstrap_servers: str, specs: Iterable[TopicSpec] = TOPICS, partitions: int = 1) -> list[str]:
-    """Create the topics that do not exist yet; returns the names created."""
+    """Create the topics that do not exist yet; returns the names created. An existing topic whose settings
+    differ from its spec's (e.g. an answers topic made before it stamped broker time) is brought in line."""
     from kafka import KafkaAdminClient
-    from kafka.admin import NewTopic
+    from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
+    specs = list(specs)
     admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="rendezvous-admin")
     try:
         existing = set(admin.list_topics())
@@ -150,6 +152,13 @@ def ensure_topics(bootstrap_servers: str, specs: Iterable[TopicSpec] = TOPICS, p
                 admin.create_topics(new)
             except TopicAlreadyExistsError:
                 pass
+        for spec in (s for s in specs if s.name in existing and s.topic_config()):
+            want = spec.topic_config()
+            res = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, spec.name)])
+            have = {k: (d or {}).get("value") for k, d in res.get("topic", {}).get(spec.name, {}).items()}
+            changed = {k: v for k, v in want.items() if have.get(k) != v}
+            if changed:  # set just these (incremental where the broker has it; the client keeps the others)
+                admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, spec.name, configs=changed)])
         return [t.name for t in new]
     finally:
         admin.close()

@@ -6,6 +6,7 @@ All take their behaviour from the card's params, so a deployment is fully descri
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
 from typing import Any
@@ -32,12 +33,15 @@ class ConstantRunner(ModelRunner):
     """Answers params.output after params.delay_ms (plus up to params.jitter_ms); fails a fraction
     params.fail_rate of requests with an exception; never answers a fraction params.silent_rate
     (sleeps past any timeout); fails every request from params.fail_after_s seconds after its first one
-    on (a model that goes bad in production). Deterministic per request id when params.seed is set."""
+    on, or while the file params.fail_if_file exists (a model that goes bad in production, on cue).
+    Deterministic per request id when params.seed is set."""
 
     _first_call: float | None = None
 
     async def predict(self, request: dict[str, Any], features: dict[str, Any]) -> dict[str, Any]:
         p = self.card.params
+        if p.get("fail_if_file") and os.path.exists(p["fail_if_file"]):
+            raise RuntimeError(p.get("error_message", "model failed (injected, fail_if_file)"))
         if p.get("fail_after_s") is not None:
             now = time.monotonic()
             self._first_call = self._first_call or now

@@ -3,10 +3,9 @@
 The rule (README, "The answer contract"): **the first answer of a request id in the answers topic is
 its answer; ignore any later one.** The rendezvous gives one answer per request id and, after a
 restore, does not answer again the requests it answered since its checkpoint (jobs/rendezvous/
-recovery.py); a second record for the same id can still appear in two cases, and both are identical or
-not yet visible to anyone: an answer whose write was in flight when the rendezvous died is decided
-again (the first was never acknowledged), and a request repeated after the duplicate window
-(`answered_retention_ms`) is answered again. `AnswerView` applies the rule with bounded memory.
+recovery.py). A second record for the same id still comes when a request is repeated after the
+duplicate window (`answered_retention_ms`): it is answered again, possibly differently, and this rule
+keeps the first. `AnswerView` applies the rule with bounded memory.
 """
 
 from __future__ import annotations

@@ -373,13 +373,17 @@ def roll_cmd(key, steps, every_s, replace, window_s, max_error_rate, max_p99_ms,
 
     plane = registry.Plane()
     try:
-        if canary is None:
-            canaries = [e.key for e in registry.entries(plane).values() if e.canary and e.stage != "retired"]
+        if canary is None:  # the registered canary that is scoring
+            canaries = [e.key for e in registry.entries(plane).values()
+                        if e.canary and e.stage == "preproduction" and registry.job_alive(plane, e)]
             canary = canaries[0] if canaries else None
+        try:
+            step_list = [int(x) for x in steps.split(",")]
+        except ValueError:
+            raise ControlError(f"--steps is a comma-separated list of percentages, e.g. 10,50,100, not {steps!r}")
         guards = rollout.Guards(window_s=window_s, max_error_rate=max_error_rate, max_p99_ms=max_p99_ms,
                                 canary=canary)
-        result = rollout.roll(plane, key, [int(x) for x in steps.split(",")], every_s, guards, replace,
-                              progress=click.echo)
+        result = rollout.roll(plane, key, step_list, every_s, guards, replace, progress=click.echo)
     except (ControlError, ValueError) as e:
         _fail(e)
     if result.rolled_back:

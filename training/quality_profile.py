@@ -104,7 +104,9 @@ def suite_from_profile(p: dict, tolerance: float = 0.25, null_tolerance: float =
     expectations = [e("expect_column_values_to_not_be_null", column=c,
                       mostly=round(max(0.0, 1.0 - p["null_rate"][c] - null_tolerance), 4)) for c in COLUMNS]
     if p["request_id_unique"]:
-        expectations.append(e("expect_column_values_to_be_unique", column="request_id"))
+        # a client's retry repeats a request id now and then (the rendezvous answers it once): only a burst of
+        # repeats (more than 1 % of a batch) is a quality problem
+        expectations.append(e("expect_column_values_to_be_unique", column="request_id", mostly=0.99))
     expectations += [
         e("expect_column_values_to_be_between", column="amount", min_value=0.0,
           max_value=_round_up(a["max"] * (1 + tolerance)), mostly=range_mostly),

@@ -23,13 +23,20 @@ from control.ops import jobs as jobs_lib
 from control.ops import lifecycle
 from control.settings import RuntimeSettings
 from schemas.model_card import ModelCard
-from schemas.records import MODEL_KEY_SEP, LifecycleEvent, ModelEntry, Schedule, now_ms
+from schemas.records import (
+    MODEL_KEY_SEP,
+    LifecycleEvent,
+    ModelEntry,
+    Schedule,
+    now_ms,
+    split_key,
+)
 from schemas.topics import TopicNames
 
 STAGES = ("development", "preproduction", "production", "postproduction", "retired")
 SCHEDULABLE = ("production", "postproduction")
 RUNNING = ("preproduction", "production", "postproduction")
-LIVE_JOB_STATES = ("RUNNING", "CREATED", "INITIALIZING", "RESTARTING")
+LIVE_JOB_STATES = ("RUNNING", "CREATED", "INITIALIZING", "RESTARTING", "FAILING", "RECONCILING")
 
 
 @dataclass(frozen=True)
@@ -99,6 +106,9 @@ def register(plane: Plane, card: ModelCard, canary: bool = False) -> ModelEntry:
         e = known[card.key]
         if e.card == card_data and e.canary == canary:
             return e
+        if e.card == card_data:
+            raise RegistryError(f"{card.key} is already registered {'as' if e.canary else 'not as'} the canary; "
+                                "a deployment's role does not change: register a new version")
         raise RegistryError(f"{card.key} is already registered with another card; a version is immutable: "
                             "register the new one under a new version")
     t = now_ms()
@@ -151,8 +161,8 @@ def set_stage(plane: Plane, key: str, stage: str, force: bool = False, reason: s
         return e
     if stage == "development":
         raise RegistryError(f"{key} cannot go back to development; retire it, or register a new version")
-    if e.canary and stage in ("production", "retired") and not force:
-        raise RegistryError(f"{key} is the canary: a reference model is never promoted or retired "
+    if e.canary and stage != "preproduction" and not force:
+        raise RegistryError(f"{key} is the canary: a reference model is never scheduled or retired "
                             "(use --force if you mean it)")
     active = schedules.active(plane.bootstrap, plane.topics.schedules)
     if stage not in SCHEDULABLE and active is not None and names(active, e) and not force:
@@ -167,6 +177,9 @@ def set_stage(plane: Plane, key: str, stage: str, force: bool = False, reason: s
         if progress:
             progress(f"deploying the model job of {key}")
         card = ModelCard.model_validate(e.card)
+        # from the end of its input: a redeployed version (same consumer group) must not re-score what came
+        # while it was away into the production scores
+        deploy_fields.setdefault("start", "latest")
         jid = deploy.deploy_model(card, plane.s, source_topic=plane.topics.augmented,
                                   sink_topic=plane.topics.scores, lifecycle_topic=plane.topics.lifecycle,
                                   **deploy_fields)
@@ -210,8 +223,12 @@ def resolve(data: dict, known: dict[str, ModelEntry], allow: set[str] | frozense
             raise RegistryError(f"{len(prod)} versions of {m} are in production "
                                 f"({', '.join(e.key for e in prod)}); name one as id@version")
         e = known.get(m)
-        if e is not None and e.stage not in SCHEDULABLE and m not in allow:
-            raise RegistryError(f"{m} is in {e.stage}: only production and postproduction models are "
+        if e is None and split_key(m)[0] in ids:
+            versions = ", ".join(sorted(k for k in known if split_key(k)[0] == split_key(m)[0]))
+            raise RegistryError(f"{m} is not registered (registered versions: {versions})")
+        if e is not None and m not in allow and (e.stage not in SCHEDULABLE or e.canary):
+            what = "the canary, never scheduled" if e.canary else f"in {e.stage}"
+            raise RegistryError(f"{m} is {what}: only production and postproduction models are "
                                 f"scheduled (`rendezvous model stage {m} production`, or `rendezvous roll {m}`)")
         return m
 

@@ -21,7 +21,7 @@ from control.errors import RollError
 from control.ops import registry, schedules
 from control.ops.live import ScoreWindow, disagreement, stats_of
 from control.ops.registry import Plane
-from schemas.records import LifecycleEvent, RollInfo, Schedule, now_ms
+from schemas.records import MODEL_KEY_SEP, LifecycleEvent, RollInfo, Schedule, now_ms
 
 
 # ------------------------------------------------------------------------------------------------ guards
@@ -88,8 +88,11 @@ def split_schedule(base: Schedule, new: str, old: str, weight: int) -> dict:
     stages = []
     for st in base.stages:
         d = st.model_dump()
-        models = [m for m in st.models if m != new]
-        if old in models and weight > 0:
+        models = list(st.models)
+        if old in models and weight > 0 and not (new in models and models.index(new) < models.index(old)):
+            # (a stage that already prefers the new model to the old one stays as it is)
+            if new in models:
+                models.remove(new)
             i = models.index(old)
             if st.split:
                 raise RollError(f"stage with deadline {st.deadline_ms} ms already splits traffic ({st.split}): "
@@ -156,6 +159,10 @@ def roll(plane: Plane, new: str, steps: list[int] = (10, 50, 100), every_s: floa
         raise RollError(f"the active schedule v{base.version} is step {base.roll.weight} % of a roll of "
                         f"{base.roll.model} that did not finish: `rendezvous rollback` first")
     old = replace or replaced_model(base)
+    if MODEL_KEY_SEP not in old or MODEL_KEY_SEP not in new:
+        raise RollError(f"a roll moves traffic between deployments named id@version, not {old!r} -> {new!r}; "
+                        "publish the schedule again with `rendezvous schedule set` (bare ids become the version "
+                        "in production), or name the model to replace with --replace ID@VERSION")
     if old == new:
         raise RollError(f"{new} already is the first choice of the active schedule v{base.version}")
     split_schedule(base, new, old, steps[0])  # refuses what cannot be rolled before anything changes
@@ -170,36 +177,46 @@ def roll(plane: Plane, new: str, steps: list[int] = (10, 50, 100), every_s: floa
         registry.set_stage(plane, new, "production", reason=f"roll replacing {old}")
     window = ScoreWindow(plane.bootstrap, plane.topics.scores, g.window_s, g.output_field)
     try:
-        for w in steps:
-            info = RollInfo(model=new, replaces=old, weight=w, base_version=base.version)
-            sched = schedules.publish(plane.bootstrap, split_schedule(base, new, old, w), plane.topics.schedules,
-                                      plane.topics.lifecycle, roll=info)
-            result.schedule_versions.append(sched.version)
-            _event(plane, "roll_step", result, weight=w, schedule_version=sched.version)
-            say(f"  step {w:>3} %: schedule v{sched.version} published; guards watch for {every_s:g} s")
-            step_started = now_ms()
-            end = time.monotonic() + every_s
-            while True:
-                window.poll()
-                breaches = check_guards(g, window.samples, new, old)
-                if breaches:
-                    result.breaches = breaches
-                    _event(plane, "guard_breached", result, weight=w, schedule_version=sched.version,
-                           breaches=breaches, after_ms=now_ms() - step_started)
-                    say("  guard crossed: " + "; ".join(breaches))
-                    rb = rollback(plane, reason="guard: " + "; ".join(breaches), progress=say)
-                    result.rolled_back, result.rollback_version = True, rb.version
-                    return result
-                if time.monotonic() >= end:
-                    break
-                time.sleep(check_every_s)
-            st = window.stats()
-            result.steps_done.append(w)
-            _event(plane, "guard_passed", result, weight=w, schedule_version=sched.version,
-                   window={k: {"scores": v.scores, "errors": v.errors, "p99_ms": v.p99_ms}
-                           for k, v in st.items() if k in (new, old, g.canary)})
+        return _steps(plane, result, base, new, old, steps, every_s, g, window, check_every_s, say)
+    except BaseException as e:  # interrupted (Ctrl-C) or failed mid-roll: never leave a half-rolled schedule
+        if result.schedule_versions and not result.rolled_back:
+            say(f"  roll stopped ({type(e).__name__}: {e}); rolling back")
+            rollback(plane, reason=f"roll stopped: {type(e).__name__}", progress=say)
+        raise
     finally:
         window.close()
+
+
+def _steps(plane: Plane, result: RollResult, base: Schedule, new: str, old: str, steps: list[int], every_s: float,
+           g: Guards, window: ScoreWindow, check_every_s: float, say) -> RollResult:
+    for w in steps:
+        info = RollInfo(model=new, replaces=old, weight=w, base_version=base.version)
+        sched = schedules.publish(plane.bootstrap, split_schedule(base, new, old, w), plane.topics.schedules,
+                                  plane.topics.lifecycle, roll=info)
+        result.schedule_versions.append(sched.version)
+        _event(plane, "roll_step", result, weight=w, schedule_version=sched.version)
+        say(f"  step {w:>3} %: schedule v{sched.version} published; guards watch for {every_s:g} s")
+        step_started = now_ms()
+        end = time.monotonic() + every_s
+        while True:
+            window.poll()
+            breaches = check_guards(g, window.samples, new, old)
+            if breaches:
+                result.breaches = breaches
+                _event(plane, "guard_breached", result, weight=w, schedule_version=sched.version,
+                       breaches=breaches, after_ms=now_ms() - step_started)
+                say("  guard crossed: " + "; ".join(breaches))
+                rb = rollback(plane, reason="guard: " + "; ".join(breaches), progress=say)
+                result.rolled_back, result.rollback_version = True, rb.version
+                return result
+            if time.monotonic() >= end:
+                break
+            time.sleep(check_every_s)
+        st = window.stats()
+        result.steps_done.append(w)
+        _event(plane, "guard_passed", result, weight=w, schedule_version=sched.version,
+               window={k: {"scores": v.scores, "errors": v.errors, "p99_ms": v.p99_ms}
+                       for k, v in st.items() if k in (new, old, g.canary)})
     old_entry = registry.entries(plane).get(old)
     if old_entry is not None and old_entry.stage == "production":
         registry.set_stage(plane, old, "postproduction", reason=f"replaced by {new}; kept as the fallback")
@@ -221,6 +238,9 @@ def rollback(plane: Plane, to: int | None = None, reason: str = "by hand",
     if to is None:
         if active.roll is not None:
             to = active.roll.base_version
+        elif active.rollback_of is not None:
+            raise RollError(f"the active schedule v{active.version} already restores an earlier one (it rolled back "
+                            f"v{active.rollback_of}); say which version to restore with --to")
         elif len(history) >= 2:
             to = history[-2].version
         else:
@@ -228,8 +248,13 @@ def rollback(plane: Plane, to: int | None = None, reason: str = "by hand",
     if to not in by_version:
         raise RollError(f"schedule v{to} is not in the schedules topic (kept: {sorted(by_version)})")
     target = by_version[to]
-    sched = schedules.publish(plane.bootstrap, schedules.body(target), plane.topics.schedules,
-                              plane.topics.lifecycle, rollback_of=active.version)
+    known = registry.entries(plane)
+    # the models it names must still be able to serve: a rolled-in model goes back to preproduction with this
+    # rollback, so it is allowed; anything else outside production/postproduction is refused
+    allow = {active.roll.model} if active.roll is not None else set()
+    body = registry.resolve(schedules.body(target), known, allow=allow)
+    sched = schedules.publish(plane.bootstrap, body, plane.topics.schedules, plane.topics.lifecycle,
+                              rollback_of=active.version)
     plane.record(LifecycleEvent(kind="rollback", schedule_version=sched.version, at_ms=now_ms(),
                                 model_id=active.roll.model.partition("@")[0] if active.roll else None,
                                 model_version=active.roll.model.partition("@")[2] if active.roll else None,
@@ -241,6 +266,9 @@ def rollback(plane: Plane, to: int | None = None, reason: str = "by hand",
         rolled, replaced = known.get(active.roll.model), known.get(active.roll.replaces)
         if rolled is not None and rolled.stage == "production" and not registry.names(sched, rolled):
             registry.set_stage(plane, rolled.key, "preproduction", reason=f"rolled back ({reason})")
-        if replaced is not None and replaced.stage == "postproduction":
+            if progress:
+                progress(f"  {rolled.key} is back in preproduction (its job keeps scoring)")
+        if replaced is not None and replaced.stage == "postproduction" and registry.names(sched, replaced) \
+                and not (rolled is not None and registry.names(sched, rolled)):
             registry.set_stage(plane, replaced.key, "production", reason="roll rolled back")
     return sched

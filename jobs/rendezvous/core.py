@@ -10,7 +10,8 @@ Rules (docs/architecture.md, "The rendezvous"):
   rendezvous) and the models it accepts, most preferred first; after the last stage comes the default.
 - Models are deployments, `id@version`: the mailbox keeps the first score of each, so two versions of
   one model score side by side. A stage entry `id@version` takes that deployment's score; a bare `id`
-  any version's (the first usable one).
+  the first usable score of any version (published schedules name versions; a bare id remains only in
+  the built-in schedule and for models the registry does not know).
 - A stage may split its first choice between models by weight, or explore (a small random fraction):
   both by a hash of the request id, so the same request always gets the same arm (`stage_order`).
 - The answer goes out the moment the current stage's most preferred model has answered; or when every
@@ -72,8 +73,9 @@ def stage_order(stage: Stage, request_id: str) -> tuple[list[str], bool]:
 
 
 def find_score(scores: dict[str, HeldScore], entry: str) -> tuple[str, HeldScore] | None:
-    """The held score a stage entry takes: `id@version` exactly; a bare `id`, a usable score of any version
-    (else an error score of one)."""
+    """The held score a stage entry takes: `id@version` exactly; a bare `id`, a usable score of any version,
+    else an error score of one (a bare id stands for one deployment of the model: with several versions
+    running, schedules name them, as published schedules do)."""
     h = scores.get(entry)
     if h is not None or MODEL_KEY_SEP in entry:
         return (entry, h) if h is not None else None

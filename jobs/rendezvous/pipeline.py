@@ -133,8 +133,7 @@ class RendezvousFunction(KeyedBroadcastProcessFunction):
         self.state_ttl_ms = settings.state_ttl_ms
         self.routes = Routes(settings.answers_topic, settings.late_topic, settings.invalid_topic)
         self.recovery = (settings.kafka, settings.group_id, [settings.augmented_topic, settings.scores_topic],
-                         settings.answers_topic, settings.recovery_margin_ms, settings.state_ttl_ms) \
-            if settings.recover_answers else None
+                         settings.answers_topic, settings.recovery_margin_ms) if settings.recover_answers else None
         # a first attempt replays nothing already answered unless it resumes the group's offsets or a snapshot
         self.recover_first_attempt = settings.start == "committed" or settings.restored
 
@@ -151,16 +150,18 @@ class RendezvousFunction(KeyedBroadcastProcessFunction):
         self.store = ScheduleStore(Schedule.parse(self.builtin_json))
         self._restored = False
         self.counters = {}
+        self._recovery_failed = False
         attempt = attempt_number(runtime_context)
         self.recovered = self._recover() if attempt > 0 or self.recover_first_attempt else {}
         self.recovered_until = int(time.time() * 1000) + self.state_ttl_ms  # then forgotten, like the mailboxes
         try:
             group = runtime_context.get_metrics_group().add_group("rendezvous")
             for name in ("answers", "answers_default", "late_scores", "duplicate_requests", "dropped_scores",
-                         "invalid", "recovered_answers"):
+                         "invalid", "recovered_answers", "recovery_failed"):
                 self.counters[name] = group.counter(name)
         except Exception:  # noqa: BLE001 - metrics are optional (not every execution mode has them)
             self.counters = {}
+        self._count("recovery_failed", int(self._recovery_failed))
 
     def _recover(self) -> dict[str, int]:
         """The requests answered after the checkpoint this run restores (jobs/rendezvous/recovery.py)."""
@@ -176,6 +177,7 @@ class RendezvousFunction(KeyedBroadcastProcessFunction):
         except Exception as e:  # noqa: BLE001 - availability first: answer on, and say loudly what may follow
             print(f"rendezvous: recovery scan of {self.recovery[3]} failed ({e!r}); requests answered after the "
                   "last checkpoint may be answered again", file=sys.stderr, flush=True)
+            self._recovery_failed = True
             return {}
         if found:
             print(f"rendezvous: {len(found)} requests answered since the restored checkpoint will not be answered "

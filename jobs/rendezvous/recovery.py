@@ -8,11 +8,15 @@ rendezvous reads the answers it wrote after the checkpoint back from the answers
 answer those requests again: every request keeps the one answer it was given.
 
 Where the checkpoint was is found without Flink's help: its Kafka source commits its offsets to the
-job's consumer group when a checkpoint completes, so the record just before each committed offset
-was written before the checkpoint was taken. Every answer written after the checkpoint has a Kafka
+job's consumer group when a checkpoint completes, so the records just before the committed offsets
+were written before the checkpoint was taken (the latest of them bounds it). Every answer written after the checkpoint has a Kafka
 timestamp at or after that record's (the answers topic stamps records with the broker's append time,
 `schemas.topics`), minus `margin_ms` for topics that keep producer timestamps. A group with no
 committed offsets is a first start: nothing to recover.
+
+Limits (README, "The answer contract"): restoring a savepoint older than the group's last commit starts
+the scan too late; the client maps only the security settings `client_config` knows; a failed scan is
+logged and counted (`recovery_failed`), and the job answers on.
 """
 
 from __future__ import annotations
@@ -23,11 +27,33 @@ import time
 from jobs.common.settings import KafkaSettings
 
 
+def client_config(properties: dict[str, str]) -> dict:
+    """The job's Kafka client properties (Java names, as its Flink sources use them) as kafka-python settings:
+    security protocol, SASL PLAIN/SCRAM credentials from the JAAS line, PEM files. Others are not mapped."""
+    import re
+
+    out: dict = {}
+    if "security.protocol" in properties:
+        out["security_protocol"] = properties["security.protocol"]
+    if "sasl.mechanism" in properties:
+        out["sasl_mechanism"] = properties["sasl.mechanism"]
+    jaas = properties.get("sasl.jaas.config", "")
+    for java, py in (("username", "sasl_plain_username"), ("password", "sasl_plain_password")):
+        m = re.search(rf'{java}\s*=\s*"([^"]*)"', jaas)
+        if m:
+            out[py] = m.group(1)
+    for java, py in (("ssl.ca.location", "ssl_cafile"), ("ssl.certificate.location", "ssl_certfile"),
+                     ("ssl.key.location", "ssl_keyfile")):
+        if java in properties:
+            out[py] = properties[java]
+    return out
+
+
 def _consumer(kafka: KafkaSettings, group_id: str | None):
     from kafka import KafkaConsumer
 
     return KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, group_id=group_id, enable_auto_commit=False,
-                         client_id=f"{group_id or 'rendezvous'}-recovery")
+                         client_id=f"{group_id or 'rendezvous'}-recovery", **client_config(kafka.properties))
 
 
 def checkpoint_time(kafka: KafkaSettings, group_id: str, topics: list[str], timeout_s: float = 30.0) -> int | None:
@@ -57,11 +83,12 @@ def checkpoint_time(kafka: KafkaSettings, group_id: str, topics: list[str], time
             if time.monotonic() > deadline:
                 raise TimeoutError(f"could not read the last checkpointed records of {sorted(set(topics))}")
             for tp, recs in reader.poll(timeout_ms=200).items():
-                for r in recs:
-                    if r.offset == before[tp]:
+                for r in recs:  # the record there, or the next one if it is gone (retention, control records)
+                    if r.offset >= before[tp] and tp not in stamps:
                         stamps[tp] = r.timestamp
                         reader.pause(tp)
-        return min(stamps.values())
+        # every record consumed before the checkpoint was written before it: the latest of them bounds it
+        return max(stamps.values())
     finally:
         reader.close()
 
@@ -101,10 +128,11 @@ def answered_since(kafka: KafkaSettings, answers_topic: str, since_ms: int, time
 
 
 def answered_after_checkpoint(kafka: KafkaSettings, group_id: str, input_topics: list[str], answers_topic: str,
-                              margin_ms: int, max_age_ms: int) -> dict[str, int]:
+                              margin_ms: int) -> dict[str, int]:
     """The requests this rendezvous answered after the checkpoint it restores from (empty on a first start).
-    Reads at most `max_age_ms` back (the rendezvous forgets an answered request after that anyway)."""
+    After a failure that is what the job wrote between its last checkpoint and the failure (a checkpoint
+    interval's worth of answers), however long the outage lasted."""
     t = checkpoint_time(kafka, group_id, input_topics)
     if t is None:
         return {}
-    return answered_since(kafka, answers_topic, max(t - margin_ms, int(time.time() * 1000) - max_age_ms))
+    return answered_since(kafka, answers_topic, t - margin_ms)

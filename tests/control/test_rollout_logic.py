@@ -61,6 +61,18 @@ def test_a_model_outside_production_is_never_scheduled(stage):
     assert resolve({"stages": [{"deadline_ms": 10, "models": ["champ@1"]}]}, reg, allow={"champ@1"})
 
 
+def test_an_unregistered_version_of_a_registered_model_is_refused():
+    reg = known(entry("champ@1", "production"))
+    with pytest.raises(RegistryError, match="champ@1.1 is not registered"):
+        resolve({"stages": [{"deadline_ms": 10, "models": ["champ@1.1"]}]}, reg)
+
+
+def test_the_canary_is_never_scheduled():
+    reg = known(entry("canary@1", "postproduction", canary=True))
+    with pytest.raises(RegistryError, match="the canary"):
+        resolve({"stages": [{"deadline_ms": 10, "models": ["canary@1"]}]}, reg)
+
+
 def test_split_keys_are_resolved_too():
     reg = known(entry("a@1", "production"), entry("b@3", "production"))
     out = resolve({"stages": [{"deadline_ms": 10, "models": ["a", "b"], "split": {"a": 70, "b": 30}}]}, reg)
@@ -87,6 +99,16 @@ def test_rolling_a_model_that_is_already_in_the_schedule_moves_it():
     body = split_schedule(BASE, "chall@2", "champ@1", 50)
     assert body["stages"][1]["models"] == ["champ@1", "chall@2", "slow@1"]
     assert body["stages"][0]["split"] == {"chall@2": 50, "champ@1": 50}
+
+
+def test_stages_without_the_old_model_or_already_preferring_the_new_one_are_left_alone():
+    base = Schedule(version=4, stages=[Stage(deadline_ms=250, models=["old@1"]),
+                                       Stage(deadline_ms=600, models=["new@2", "other@1"]),
+                                       Stage(deadline_ms=900, models=["new@2", "old@1"])], default_output=DEFAULT)
+    for weight in (10, 100):
+        body = split_schedule(base, "new@2", "old@1", weight)
+        assert body["stages"][1]["models"] == ["new@2", "other@1"] and body["stages"][1]["split"] is None
+        assert body["stages"][2]["models"] == ["new@2", "old@1"] and body["stages"][2]["split"] is None
 
 
 def test_a_roll_needs_the_replaced_model_in_the_schedule():

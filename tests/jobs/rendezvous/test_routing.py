@@ -45,3 +45,14 @@ def test_a_null_record_is_quarantined_not_a_crash():
     assert e.kind == "invalid" and e.raw is None
     q = QuarantineRecord.parse(Routes("a", "l", "q").quarantine(e.raw)[2])
     assert q.reasons[0].code == "null_value" and q.raw == "" and q.stage == "rendezvous"
+
+
+def test_the_recovery_scan_maps_the_jobs_kafka_security_settings():
+    from jobs.rendezvous.recovery import client_config
+
+    cfg = client_config({"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512",
+                         "sasl.jaas.config": 'org.apache.kafka.common.security.scram.ScramLoginModule required '
+                                             'username="svc" password="s3cret";',
+                         "ssl.ca.location": "/etc/ca.pem", "linger.ms": "5"})
+    assert cfg == {"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512", "sasl_plain_username": "svc",
+                   "sasl_plain_password": "s3cret", "ssl_cafile": "/etc/ca.pem"}
