@@ -126,6 +126,19 @@ def scoring(w, key: str) -> float:
     return time.time()
 
 
+def keeping_up(w, key: str, ref: str) -> None:
+    """Wait until `key` scores at least 80 % as many requests as `ref` over 5 s: a fresh job warms up for
+    seconds on this machine, and a roll's volume guard would (rightly) stop a model that lags."""
+    from control.ops.live import ScoreWindow
+
+    with ScoreWindow(w["plane"].bootstrap, w["plane"].topics.scores, 5) as win:
+        def up() -> bool:
+            win.poll()
+            st = win.stats()
+            return key in st and ref in st and st[key].scores >= 0.8 * st[ref].scores >= 0.8 * 5 * RATE * 0.5
+        wait_for(up, 120, f"{key} to keep up with {ref}")
+
+
 def share(answers: list[dict], key: str) -> float:
     return sum(1 for a in answers if a.get("model") == key) / len(answers)
 
@@ -173,6 +186,7 @@ def test_two_versions_score_every_request_side_by_side(world):
 def test_a_roll_gives_each_step_its_weight(world):
     w, plane = world, world["plane"]
     v1, v2 = w["v1"], w["v2"]
+    keeping_up(w, v2, v1)
     result = rollout.roll(plane, v2, [10, 50, 100], STEP_S, rollout.Guards(window_s=10, min_scores=20), progress=print)
     assert result.completed and result.steps_done == [10, 50, 100]
     time.sleep(1)
@@ -227,7 +241,7 @@ def test_a_failing_challenger_is_rolled_back_by_the_guards_within_one_window(wor
     bad = registry.register(plane, card(mid, "3", fail_if_file=str(flag)))
     registry.set_stage(plane, bad.key, "preproduction")
     w["jobs"].append(registry.get(plane, bad.key).job_id)
-    scoring(w, bad.key)
+    keeping_up(w, bad.key, v1)
     guards = rollout.Guards(window_s=10, min_scores=20, max_error_rate=0.05)
     active_before = schedules.active(plane.bootstrap, plane.topics.schedules).version
 
