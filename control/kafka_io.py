@@ -131,19 +131,27 @@ def consume_json(*args, **kw) -> list[dict]:
     return [json.loads(v) for v in consume(*args, **kw)]
 
 
-def ensure_topics(bootstrap_servers: str, specs: Iterable[TopicSpec] = TOPICS, partitions: int = 1) -> list[str]:
-    """Create the topics that do not exist yet; returns the names created. An existing topic whose settings
-    differ from its spec's (e.g. an answers topic made before it stamped broker time) is brought in line."""
+def ensure_topics(bootstrap_servers: str, specs: Iterable[TopicSpec] = TOPICS, partitions: int = 1,
+                  progress: Callable[[str], None] | None = None) -> list[str]:
+    """Create the topics that do not exist yet; returns the names created. Data topics get `partitions`
+    partitions, control topics (`TopicSpec.single_partition`) one. An existing data topic with fewer
+    partitions is grown to `partitions` (Kafka cannot shrink one; keyed records of one key land in a new
+    partition from then on, which the rendezvous does not mind: it keys by request id itself). An existing
+    topic whose settings differ from its spec's (e.g. an answers topic made before it stamped broker time)
+    is brought in line."""
     from kafka import KafkaAdminClient
-    from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
+    from kafka.admin import ConfigResource, ConfigResourceType, NewPartitions, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
+    if partitions < 1:
+        raise ValueError(f"a topic needs at least one partition, not {partitions}")
     specs = list(specs)
+    want_parts = {s.name: 1 if s.single_partition else partitions for s in specs}
     admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="rendezvous-admin")
     try:
         existing = set(admin.list_topics())
         new = [
-            NewTopic(s.name, num_partitions=partitions, replication_factor=1, topic_configs=s.topic_config())
+            NewTopic(s.name, num_partitions=want_parts[s.name], replication_factor=1, topic_configs=s.topic_config())
             for s in specs
             if s.name not in existing
         ]
@@ -152,6 +160,14 @@ def ensure_topics(bootstrap_servers: str, specs: Iterable[TopicSpec] = TOPICS, p
                 admin.create_topics(new)
             except TopicAlreadyExistsError:
                 pass
+        grow = [s.name for s in specs if s.name in existing and want_parts[s.name] > 1]
+        if grow:
+            have_parts = {d["name"]: len(d["partitions"]) for d in admin.describe_topics(grow)}
+            more = {n: NewPartitions(total_count=want_parts[n]) for n in grow if have_parts.get(n, 0) < want_parts[n]}
+            if more:
+                admin.create_partitions(more)
+                if progress:
+                    progress(f"grew {', '.join(f'{n} ({have_parts[n]} -> {want_parts[n]})' for n in more)} partitions")
         for spec in (s for s in specs if s.name in existing and s.topic_config()):
             want = spec.topic_config()
             res = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, spec.name)])
@@ -162,3 +178,14 @@ def ensure_topics(bootstrap_servers: str, specs: Iterable[TopicSpec] = TOPICS, p
         return [t.name for t in new]
     finally:
         admin.close()
+
+
+def partition_count(bootstrap_servers: str, topic: str) -> int:
+    """How many partitions `topic` has (0: it does not exist)."""
+    from kafka import KafkaConsumer
+
+    c = KafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False, group_id=None)
+    try:
+        return len(c.partitions_for_topic(topic) or ())
+    finally:
+        c.close()

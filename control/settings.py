@@ -41,8 +41,13 @@ class RuntimeSettings(BaseSettings):
     blob_port: int = 6124
     """Flink blob server."""
 
-    topic_partitions: int = 1
-    """Partitions of each data topic created by `up`."""
+    topic_partitions: int = Field(default=1, ge=1)
+    """Partitions of each data topic created by `up` (`up --partitions N`): a job reads a topic with at most
+    this many parallel source subtasks. Control topics (schedules, lifecycle, models) keep one."""
+
+    taskmanagers: int | None = Field(default=None, ge=1)
+    """Flink TaskManagers `up` runs on this machine (`up --taskmanagers N`), each with its own JVM and, for
+    thread-mode jobs, its own Python interpreter. Unset: as many as run now (1 on a fresh start)."""
 
     startup_timeout_s: float = 90.0
     """How long `up` waits for each component to become healthy."""

@@ -323,7 +323,7 @@ class QualityResult(Record):
 class LifecycleEvent(Record):
     kind: Literal["model_registered", "stage_changed", "schedule_published", "job_submitted", "job_stopped",
                   "upgrade", "roll_started", "roll_step", "guard_passed", "guard_breached", "rollback",
-                  "roll_completed", "quality_alert"]
+                  "roll_completed", "quality_alert", "job_rescaled"]
     model_id: str | None = None
     model_version: str | None = None
     from_stage: str | None = None

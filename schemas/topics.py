@@ -10,6 +10,10 @@ class TopicSpec:
     name: str
     compacted: bool = False
     config: dict[str, str] = field(default_factory=dict)
+    single_partition: bool = False
+    """A control topic (schedules, lifecycle, the registry): one partition whatever the data topics have, so
+    its readers see one total order (a schedule's versions, the audit log) and no partition count change
+    can reorder it."""
 
     def topic_config(self) -> dict[str, str]:
         cfg = dict(self.config)
@@ -35,11 +39,11 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(AUGMENTED),
     TopicSpec(SCORES),
     TopicSpec(LATE_SCORES),
-    TopicSpec(SCHEDULES, compacted=True),
+    TopicSpec(SCHEDULES, compacted=True, single_partition=True),
     # broker append time: the rendezvous's recovery scan finds the answers written after a checkpoint by time
     TopicSpec(ANSWERS, config={"message.timestamp.type": "LogAppendTime"}),
-    TopicSpec(LIFECYCLE),
-    TopicSpec(REGISTRY, compacted=True),
+    TopicSpec(LIFECYCLE, single_partition=True),
+    TopicSpec(REGISTRY, compacted=True, single_partition=True),
     TopicSpec(QUALITY),
 )
 
@@ -65,7 +69,9 @@ class TopicNames:
         return cls(**{f: f"{getattr(cls, f)}-{suffix}" for f in cls.__dataclass_fields__})
 
     def specs(self) -> list[TopicSpec]:
-        """The topic specs under these names (compaction as for the defaults)."""
+        """The topic specs under these names (compaction, configs and partitioning as for the defaults)."""
+        from dataclasses import replace
+
         by_default = {t.name: t for t in TOPICS}
-        return [TopicSpec(getattr(self, f), by_default[getattr(TopicNames, f)].compacted,
-                          dict(by_default[getattr(TopicNames, f)].config)) for f in self.__dataclass_fields__]
+        return [replace(by_default[getattr(TopicNames, f)], name=getattr(self, f), config=dict(
+            by_default[getattr(TopicNames, f)].config)) for f in self.__dataclass_fields__]

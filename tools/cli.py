@@ -24,10 +24,16 @@ def main() -> None:
 
 
 @main.command()
-def up() -> None:
-    """Start the embedded Kafka broker and Flink session cluster (a no-op if running)."""
+@click.option("--taskmanagers", type=click.IntRange(1, 16), default=None,
+              help="Flink TaskManagers to run on this machine  [default: as many as run, 1 on a fresh start]")
+@click.option("--partitions", type=click.IntRange(1, 1024), default=None,
+              help="partitions of each data topic (existing ones with fewer are grown)  [default: 1]")
+def up(taskmanagers, partitions) -> None:
+    """Start the embedded Kafka broker and Flink session cluster (what runs is left running; a changed
+    --taskmanagers starts or stops TaskManagers)."""
+    overrides = {k: v for k, v in (("taskmanagers", taskmanagers), ("topic_partitions", partitions)) if v}
     try:
-        comps = runtime.up(progress=lambda m: click.echo(f"  {m}"))
+        comps = runtime.up(RuntimeSettings(**overrides), progress=lambda m: click.echo(f"  {m}"))
     except ControlError as e:
         _fail(e)
     _print_status(comps)
@@ -101,6 +107,19 @@ def job_stop(job_id) -> None:
     except ControlError as e:
         _fail(e)
     click.echo(path)
+
+
+@job.command("rescale")
+@click.argument("job_id")
+@click.argument("parallelism", type=click.IntRange(1, jobs_lib.MAX_PARALLELISM))
+def job_rescale(job_id, parallelism) -> None:
+    """Run JOB_ID at PARALLELISM: stop it with a savepoint and start it again from there; prints the new id."""
+    from control.ops import deploy as d
+
+    try:
+        click.echo(d.rescale(job_id, parallelism, progress=lambda m: click.echo(f"  {m}", err=True)))
+    except ControlError as e:
+        _fail(e)
 
 
 @main.command()
@@ -184,7 +203,10 @@ def deploy() -> None:
 
 
 def _where_to_start(f):
-    """--start and --from-savepoint, shared by the deploy commands."""
+    """--start, --from-savepoint and --parallelism, shared by the deploy commands."""
+    f = click.option("--parallelism", "-p", type=click.IntRange(1, jobs_lib.MAX_PARALLELISM), default=None,
+                     help="parallel subtasks of every operator  [default: 1]; give the topics as many partitions "
+                          "(`rendezvous up --partitions N`)")(f)
     f = click.option("--from-savepoint", "savepoint", default=None,
                      help="restore state and offsets from this savepoint")(f)
     return click.option("--start", type=click.Choice(["committed", "earliest", "latest"]), default="committed",
@@ -193,12 +215,12 @@ def _where_to_start(f):
 
 @deploy.command("external-state")
 @_where_to_start
-def deploy_es(start, savepoint) -> None:
+def deploy_es(start, savepoint, parallelism) -> None:
     """The external-state job (requests -> requests.augmented)."""
     from control.ops import deploy as d
 
     try:
-        click.echo(d.deploy_external_state(start=start, savepoint=savepoint))
+        click.echo(d.deploy_external_state(start=start, savepoint=savepoint, parallelism=parallelism))
     except ControlError as e:
         _fail(e)
 
@@ -212,13 +234,13 @@ def deploy_es(start, savepoint) -> None:
               help="do not prepare the model here first (this machine cannot see the artifact or model server)")
 @click.option("--sink-topic", default=None, help="where its scores go [default: scores]; a replay "
                                                  "(--start earliest) needs its own, e.g. scores.replay")
-def deploy_model_cmd(card, start, savepoint, skip_older_than_ms, no_preflight, sink_topic) -> None:
+def deploy_model_cmd(card, start, savepoint, parallelism, skip_older_than_ms, no_preflight, sink_topic) -> None:
     """One model job from its model CARD (json or yaml); refused if the model cannot serve. A new deployment
     starts at the end of its input (`--start committed` with no committed offsets)."""
     from control.ops import deploy as d
 
     try:
-        click.echo(d.deploy_model(card, start=start, savepoint=savepoint, preflight=not no_preflight,
+        click.echo(d.deploy_model(card, start=start, savepoint=savepoint, preflight=not no_preflight, parallelism=parallelism,
                                   skip_older_than_ms=skip_older_than_ms, sink_topic=sink_topic))
     except ControlError as e:
         _fail(e)
@@ -231,12 +253,12 @@ def deploy_model_cmd(card, start, savepoint, skip_older_than_ms, no_preflight, s
 @click.option("--source-topic", default=None, help="the topic to validate  [default: requests]")
 @click.option("--batch-records", type=int, default=None, help="a batch closes after this many records [1000]")
 @click.option("--batch-interval-ms", type=int, default=None, help="... or this long after its first [10000]")
-def deploy_quality_cmd(start, savepoint, suite, source_topic, batch_records, batch_interval_ms) -> None:
+def deploy_quality_cmd(start, savepoint, parallelism, suite, source_topic, batch_records, batch_interval_ms) -> None:
     """The quality job (requests -> micro-batches -> Great Expectations -> quality, alerts -> lifecycle)."""
     from control.ops import deploy as d
 
     try:
-        click.echo(d.deploy_quality(start=start, savepoint=savepoint, suite=suite, source_topic=source_topic,
+        click.echo(d.deploy_quality(start=start, savepoint=savepoint, parallelism=parallelism, suite=suite, source_topic=source_topic,
                                     batch_records=batch_records, batch_interval_ms=batch_interval_ms))
     except ControlError as e:
         _fail(e)
@@ -244,12 +266,12 @@ def deploy_quality_cmd(start, savepoint, suite, source_topic, batch_records, bat
 
 @deploy.command("rendezvous")
 @_where_to_start
-def deploy_rv(start, savepoint) -> None:
+def deploy_rv(start, savepoint, parallelism) -> None:
     """The rendezvous job (requests.augmented + scores + schedules -> answers)."""
     from control.ops import deploy as d
 
     try:
-        click.echo(d.deploy_rendezvous(start=start, savepoint=savepoint))
+        click.echo(d.deploy_rendezvous(start=start, savepoint=savepoint, parallelism=parallelism))
     except ControlError as e:
         _fail(e)
 

@@ -46,10 +46,13 @@ def job_settings(cls: type[JobSettings], s: RuntimeSettings, **fields: Any) -> J
 
 
 def submit_job(settings: JobSettings, s: RuntimeSettings, savepoint: str | None = None, wait: bool = True,
-               execution_mode: str = "process", allow_non_restored: bool = False) -> str:
-    """Submit the job that `settings` configures; returns its Flink job id."""
+               execution_mode: str = "process", allow_non_restored: bool = False,
+               parallelism: int | None = None) -> str:
+    """Submit the job that `settings` configures; returns its Flink job id. `parallelism`: of every operator
+    (default 1); a source reads at most as many partitions as its topic has, so give the topics at least as
+    many (`rendezvous up --partitions N`)."""
     jid = jobs_lib.submit(ENTRY_POINTS[type(settings)], settings.to_argv(), savepoint=savepoint, s=s,
-                          allow_non_restored=allow_non_restored,
+                          allow_non_restored=allow_non_restored, parallelism=parallelism,
                           extra_conf={"python.execution-mode": execution_mode})
     if wait:
         jobs_lib.wait_running(jid, s)
@@ -57,12 +60,12 @@ def submit_job(settings: JobSettings, s: RuntimeSettings, savepoint: str | None 
 
 
 def deploy_external_state(s: RuntimeSettings | None = None, savepoint: str | None = None, wait: bool = True,
-                          execution_mode: str = "thread", **fields) -> str:
+                          execution_mode: str = "thread", parallelism: int | None = None, **fields) -> str:
     """Thread mode by default: keyed state access is in-process (measured ~4x the records/s of process mode
     here); see docs/architecture.md, "Execution modes". `fields`: ExternalStateSettings fields."""
     s = s or RuntimeSettings()
     settings = job_settings(ExternalStateSettings, s, **fields)
-    jid = submit_job(settings, s, savepoint, wait, execution_mode)
+    jid = submit_job(settings, s, savepoint, wait, execution_mode, parallelism=parallelism)
     _record(s, LifecycleEvent(kind="job_submitted", job_id=jid, at_ms=now_ms(),
                               detail={"job": "external_state", "name": settings.job_name, "savepoint": savepoint}))
     return jid
@@ -80,7 +83,8 @@ def check_model_ready(card: ModelCard) -> None:
 
 
 def deploy_model(card: ModelCard | str | Path, s: RuntimeSettings | None = None, savepoint: str | None = None,
-                 wait: bool = True, preflight: bool = True, lifecycle_topic: str = LIFECYCLE, **fields) -> str:
+                 wait: bool = True, preflight: bool = True, lifecycle_topic: str = LIFECYCLE,
+                 parallelism: int | None = None, **fields) -> str:
     """Start the model job of one deployment (model id + version) from its card. `fields`: ModelJobSettings
     fields. Process mode: PyFlink's Python AsyncFunction runs only there.
 
@@ -96,7 +100,7 @@ def deploy_model(card: ModelCard | str | Path, s: RuntimeSettings | None = None,
     settings = job_settings(ModelJobSettings, s, card=card_obj, **fields)
     if preflight:
         check_model_ready(card_obj)
-    jid = submit_job(settings, s, savepoint, False, "process")
+    jid = submit_job(settings, s, savepoint, False, "process", parallelism=parallelism)
     if wait:
         try:
             jobs_lib.wait_running(jid, s)
@@ -128,7 +132,7 @@ def rendezvous_answering_on(answers_topic: str, s: RuntimeSettings | None = None
 
 
 def deploy_rendezvous(s: RuntimeSettings | None = None, savepoint: str | None = None, wait: bool = True,
-                      execution_mode: str = "thread", **fields) -> str:
+                      execution_mode: str = "thread", parallelism: int | None = None, **fields) -> str:
     """`fields`: RendezvousSettings fields. Refused while another rendezvous answers on the same answers
     topic: two would give every request two answers (possibly different ones)."""
     s = s or RuntimeSettings()
@@ -141,7 +145,7 @@ def deploy_rendezvous(s: RuntimeSettings | None = None, savepoint: str | None = 
                            f"{', '.join(running)}); a second one would answer every request again. Stop it first "
                            f"(`rendezvous job stop {running[0]}` takes a savepoint to deploy the new one from), or "
                            f"give the new one other topics.")
-    jid = submit_job(settings, s, savepoint, wait, execution_mode)
+    jid = submit_job(settings, s, savepoint, wait, execution_mode, parallelism=parallelism)
     _record(s, LifecycleEvent(kind="job_submitted", job_id=jid, at_ms=now_ms(),
                               detail={"job": "rendezvous", "name": settings.job_name,
                                       "execution_mode": execution_mode}))
@@ -167,7 +171,7 @@ def load_suite(suite: dict | str | Path | None = None) -> dict:
 
 
 def deploy_quality(s: RuntimeSettings | None = None, savepoint: str | None = None, wait: bool = True,
-                   suite: dict | str | Path | None = None, **fields) -> str:
+                   suite: dict | str | Path | None = None, parallelism: int | None = None, **fields) -> str:
     """The quality job: micro-batches of `source_topic` validated against an expectation suite (default:
     derived from the training data), one QualityResult per batch to `sink_topic`, a `quality_alert` to
     `lifecycle_topic` per failing batch. `fields`: QualitySettings fields. Process mode. Creates the sink
@@ -183,7 +187,7 @@ def deploy_quality(s: RuntimeSettings | None = None, savepoint: str | None = Non
         raise ControlError(f"invalid quality job settings: {e}") from e
     ensure_topics(s.bootstrap_servers, [TopicSpec(t) for t in (settings.sink_topic, settings.lifecycle_topic) if t],
                   partitions=s.topic_partitions)
-    jid = submit_job(settings, s, savepoint, wait, "process")
+    jid = submit_job(settings, s, savepoint, wait, "process", parallelism=parallelism)
     _record(s, LifecycleEvent(kind="job_submitted", job_id=jid, at_ms=now_ms(),
                               detail={"job": "quality", "name": settings.job_name, "source_topic": settings.source_topic,
                                       "suite": settings.suite["name"],
@@ -192,11 +196,12 @@ def deploy_quality(s: RuntimeSettings | None = None, savepoint: str | None = Non
 
 
 def deploy_passthrough(s: RuntimeSettings | None = None, savepoint: str | None = None, wait: bool = True,
-                       **fields) -> str:
+                       parallelism: int | None = None, **fields) -> str:
     """The bare pass-through job (jobs.smoke): the smoke test's job and the benchmark's baseline.
     `fields`: SmokeSettings fields (source_topic and sink_topic are required)."""
     s = s or RuntimeSettings()
-    return submit_job(job_settings(SmokeSettings, s, **fields), s, savepoint, wait, "process")
+    return submit_job(job_settings(SmokeSettings, s, **fields), s, savepoint, wait, "process",
+                      parallelism=parallelism)
 
 
 def stop_jobs_named(prefix: str, s: RuntimeSettings | None = None, progress=None) -> list[str]:
@@ -210,3 +215,50 @@ def stop_jobs_named(prefix: str, s: RuntimeSettings | None = None, progress=None
             jobs_lib.cancel(j.job_id, s)
             stopped.append(j.job_id)
     return stopped
+
+
+def rescale(job_id: str, parallelism: int, s: RuntimeSettings | None = None, progress=None) -> str:
+    """Run a job at another parallelism: stop it with a savepoint, submit it again from that savepoint at
+    `parallelism` with the settings and execution mode it recorded (`jobs.common.entry.job_parameters`) and
+    the runtime's current Kafka connection. Keyed state is redistributed by key group (up to
+    `jobs.MAX_PARALLELISM`). Returns the new job id. Between the stop and the restart no record is processed:
+    the rendezvous's in-flight requests wait, and answer after the restart (deadlines passed meanwhile
+    give default answers at once)."""
+    import json
+
+    from jobs.common.entry import EXECUTION_MODE, SETTINGS, SETTINGS_CLASS
+    from jobs.rendezvous.settings import RendezvousSettings
+
+    s = s or RuntimeSettings()
+    params = jobs_lib.job_parameters(job_id, s)
+    classes = {f"{c.__module__}:{c.__qualname__}": c for c in ENTRY_POINTS}
+    cls = classes.get(params.get(SETTINGS_CLASS, ""))
+    if cls is None or SETTINGS not in params:
+        raise ControlError(f"job {job_id} does not say how it was deployed (no {SETTINGS_CLASS} in its job "
+                           "parameters): it was not deployed by `rendezvous deploy`, or by an older version. Stop it "
+                           "with `rendezvous job stop` and deploy it again with --from-savepoint and --parallelism.")
+    if not 1 <= parallelism <= jobs_lib.MAX_PARALLELISM:
+        raise ControlError(f"parallelism must be between 1 and {jobs_lib.MAX_PARALLELISM}, not {parallelism}")
+    state = jobs_lib.job_state(job_id, s)
+    if state != "RUNNING":
+        raise ControlError(f"job {job_id} is {state}; only a running job can be rescaled (a savepoint needs it)")
+    fields = json.loads(params[SETTINGS])
+    if cls is RendezvousSettings:
+        fields["restored"] = True
+    settings = job_settings(cls, s, **fields)
+    before = max(jobs_lib.job_parallelism(job_id, s).values(), default=1)
+    if progress:
+        progress(f"stopping {settings.job_name} ({job_id}, parallelism {before}) with a savepoint")
+    savepoint = jobs_lib.stop_with_savepoint(job_id, s, progress=progress)
+    if progress:
+        progress(f"savepoint {savepoint}; submitting it again at parallelism {parallelism}")
+    try:
+        new = submit_job(settings, s, savepoint, True, params.get(EXECUTION_MODE, "process"), parallelism=parallelism)
+    except ControlError as e:
+        raise ControlError(f"{settings.job_name} was stopped with savepoint {savepoint}, but starting it at "
+                           f"parallelism {parallelism} failed: {e}\nDeploy it again from that savepoint "
+                           f"(`rendezvous deploy ... --from-savepoint {savepoint}`).") from e
+    _record(s, LifecycleEvent(kind="job_rescaled", job_id=new, at_ms=now_ms(),
+                              detail={"name": settings.job_name, "from_job_id": job_id, "savepoint": savepoint,
+                                      "from_parallelism": before, "to_parallelism": parallelism}))
+    return new

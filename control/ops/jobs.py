@@ -15,6 +15,9 @@ from control.runtime.flink import flink_env, flink_rest, render_flink_conf
 from control.settings import RuntimeSettings
 
 JOB_ID_RE = re.compile(r"JobID\s+([0-9a-f]{32})")
+MAX_PARALLELISM = 128
+"""flink-conf/config.yaml `pipeline.max-parallelism`: the key groups of keyed state, the highest parallelism a
+job (and its savepoints) can run at."""
 
 
 @dataclass
@@ -125,13 +128,18 @@ def flink_run_command(s: RuntimeSettings, module: str, job_args: Sequence[str] =
 
 def submit(module: str, job_args: Sequence[str] = (), savepoint: str | None = None,
            allow_non_restored: bool = False, s: RuntimeSettings | None = None,
-           extra_conf: dict[str, str] | None = None, timeout: float = 180.0) -> str:
-    """Submit a job module (e.g. `jobs.smoke.main`) detached; returns its Flink job id."""
+           extra_conf: dict[str, str] | None = None, timeout: float = 180.0, parallelism: int | None = None) -> str:
+    """Submit a job module (e.g. `jobs.smoke.main`) detached; returns its Flink job id. `parallelism`: of every
+    operator (`flink run -p`; default: the cluster's, 1)."""
+    if parallelism is not None and not 1 <= parallelism <= MAX_PARALLELISM:
+        raise SubmissionError(f"parallelism must be between 1 and {MAX_PARALLELISM} (pipeline.max-parallelism in "
+                              f"flink-conf/config.yaml), not {parallelism}")
     s = s or RuntimeSettings()
     render_flink_conf(s)
     if (extra_conf or {}).get("python.execution-mode") == "thread":
         check_thread_mode_code(s)
-    cmd = flink_run_command(s, module, job_args, savepoint, allow_non_restored, extra_conf=extra_conf)
+    cmd = flink_run_command(s, module, job_args, savepoint, allow_non_restored, parallelism=parallelism,
+                            extra_conf=extra_conf)
     out = subprocess.run(cmd, env=flink_env(s), capture_output=True, text=True, timeout=timeout,
                          cwd=s.home, stdin=subprocess.DEVNULL)
     text = out.stdout + out.stderr
@@ -145,6 +153,18 @@ def list_jobs(s: RuntimeSettings | None = None) -> list[JobInfo]:
     s = s or RuntimeSettings()
     data = flink_rest(s, "/jobs/overview")
     return [JobInfo(j["jid"], j["name"], j["state"], j.get("start-time", 0)) for j in data.get("jobs", [])]
+
+
+def job_parallelism(job_id: str, s: RuntimeSettings | None = None) -> dict[str, int]:
+    """Each vertex's parallelism, by vertex name."""
+    s = s or RuntimeSettings()
+    return {v["name"]: v["parallelism"] for v in flink_rest(s, f"/jobs/{job_id}").get("vertices", [])}
+
+
+def job_parameters(job_id: str, s: RuntimeSettings | None = None) -> dict[str, str]:
+    """The job's global job parameters (what `jobs.common.entry.job_parameters` recorded)."""
+    s = s or RuntimeSettings()
+    return flink_rest(s, f"/jobs/{job_id}/config").get("execution-config", {}).get("user-config", {}) or {}
 
 
 def job_state(job_id: str, s: RuntimeSettings | None = None) -> str:

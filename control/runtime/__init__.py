@@ -6,8 +6,9 @@ from control.runtime.embedded import (
     check_prerequisites,
     down,
     processes_alive,
+    set_taskmanagers,
     status,
     up,
 )
 
-__all__ = ["Component", "check_prerequisites", "down", "processes_alive", "status", "up"]
+__all__ = ["Component", "check_prerequisites", "down", "processes_alive", "set_taskmanagers", "status", "up"]

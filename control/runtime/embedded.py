@@ -14,11 +14,15 @@ from control.errors import RuntimeStartError
 from control.kafka_io import ensure_topics
 from control.runtime import mlserver, supervisor
 from control.runtime.flink import (
+    ensure_taskmanagers,
     flink_healthy,
     flink_overview,
     flink_pid_files,
+    live_taskmanagers,
     start_flink,
     stop_flink,
+    taskmanager_pids,
+    wanted_taskmanagers,
 )
 from control.runtime.kafka import (
     KAFKA_PID,
@@ -70,13 +74,14 @@ def status(s: RuntimeSettings | None = None) -> list[Component]:
     ov = flink_overview(s)
     pids = flink_pid_files(s)
     jpid = read_pid(pids["jobmanager"])
-    tpid = read_pid(pids["taskmanager"])
+    tms, wanted = live_taskmanagers(s), wanted_taskmanagers(s)
     comps.append(Component("flink jobmanager", bool(jpid and pid_alive(jpid) and ov), jpid,
                            f"http://{s.flink_address}",
                            f"{ov.get('jobs-running', 0)} jobs running" if ov else "REST not answering"))
-    comps.append(Component("flink taskmanager", bool(tpid and pid_alive(tpid) and ov and ov.get("taskmanagers")),
-                           tpid, f"{s.host}",
-                           f"{ov.get('slots-available', 0)}/{ov.get('slots-total', 0)} slots free" if ov else ""))
+    comps.append(Component("flink taskmanager", bool(len(tms) >= wanted and ov and ov.get("taskmanagers", 0) >= wanted),
+                           tms[0] if tms else None, f"{s.host}",
+                           (f"{len(tms)}/{wanted} running, " if wanted > 1 or len(tms) != wanted else "")
+                           + (f"{ov.get('slots-available', 0)}/{ov.get('slots-total', 0)} slots free" if ov else "")))
     for c in comps:
         n = supervisor.restarts_of(s, c.name)
         if n:
@@ -91,8 +96,8 @@ def processes_alive(s: RuntimeSettings | None = None) -> bool:
     """Whether every process `up` starts is alive (by pid file; says nothing of health)."""
     s = s or RuntimeSettings()
     pids = flink_pid_files(s)
-    return all(p and pid_alive(p) for p in (read_pid(s.pid_dir / KAFKA_PID), read_pid(pids["jobmanager"]),
-                                             read_pid(pids["taskmanager"])))
+    return all(p and pid_alive(p) for p in (read_pid(s.pid_dir / KAFKA_PID), read_pid(pids["jobmanager"]))) \
+        and len(live_taskmanagers(s)) >= wanted_taskmanagers(s)
 
 
 def up(s: RuntimeSettings | None = None, progress: Progress | None = print) -> list[Component]:
@@ -114,30 +119,34 @@ def up(s: RuntimeSettings | None = None, progress: Progress | None = print) -> l
         start_kafka(s, java, progress)
 
     pids = flink_pid_files(s)
-    jpid, tpid = read_pid(pids["jobmanager"]), read_pid(pids["taskmanager"])
-    if jpid and pid_alive(jpid) and tpid and pid_alive(tpid):
-        say(progress, f"Flink cluster already running (pids {jpid}, {tpid})")
+    jpid, tpids = read_pid(pids["jobmanager"]), live_taskmanagers(s)
+    if jpid and pid_alive(jpid) and tpids:
+        tms = s.taskmanagers or wanted_taskmanagers(s)
+        if len(tpids) != tms:
+            ensure_taskmanagers(s, tms, progress)
+        say(progress, f"Flink cluster running (JobManager pid {jpid}, {tms} TaskManager(s))")
     else:
-        if jpid or tpid:  # half a cluster: stop it and start cleanly
+        tms = s.taskmanagers or 1
+        if jpid or taskmanager_pids(s):  # half a cluster: stop it and start cleanly
             stop_flink(s, progress)
         for port in (s.flink_rest_port, s.jobmanager_rpc_port, s.blob_port):
             if port_in_use(s.host, port):
                 raise RuntimeStartError(f"port {s.host}:{port} is taken by a process this project did not start. "
                                     f"Stop it, or choose other ports with RENDEZVOUS_FLINK_REST_PORT / "
                                     f"RENDEZVOUS_JOBMANAGER_RPC_PORT / RENDEZVOUS_BLOB_PORT.")
-        start_flink(s, progress)
+        start_flink(s, progress, tms)
 
     say(progress, "waiting for the Kafka broker to answer metadata requests")
     try:
         wait_for(lambda: kafka_alive_and_healthy(s), s.startup_timeout_s, "the Kafka broker")
     except RuntimeStartError as e:
         raise RuntimeStartError(f"{e}. See {s.log_dir / 'kafka.out'} and {s.log_dir / 'kafka.log'}.") from None
-    created = ensure_topics(s.bootstrap_servers, partitions=s.topic_partitions)
+    created = ensure_topics(s.bootstrap_servers, partitions=s.topic_partitions, progress=progress)
     if created:
         say(progress, f"created topics: {', '.join(created)}")
-    say(progress, "waiting for a Flink TaskManager with free slots")
+    say(progress, f"waiting for {tms} Flink TaskManager(s) with free slots")
     try:
-        wait_for(lambda: flink_healthy(s), s.startup_timeout_s, "the Flink cluster")
+        wait_for(lambda: flink_healthy(s, tms), s.startup_timeout_s, "the Flink cluster")
     except RuntimeStartError as e:
         raise RuntimeStartError(f"{e}. See the flink-*.log files in {s.log_dir}.") from None
     spid = supervisor.start(s)
@@ -145,6 +154,15 @@ def up(s: RuntimeSettings | None = None, progress: Progress | None = print) -> l
                   f"(log: {s.log_dir / 'supervisor.log'})")
     say(progress, f"runtime up in {time.monotonic() - t0:.1f}s")
     return status(s)
+
+
+def set_taskmanagers(n: int, s: RuntimeSettings | None = None, progress: Progress | None = print) -> None:
+    """Run `n` TaskManagers on the running cluster (start or stop some) and wait until the JobManager counts
+    exactly `n`. A stopped TaskManager's tasks fail over to the others."""
+    s = s or RuntimeSettings()
+    ensure_taskmanagers(s, n, progress)
+    wait_for(lambda: (flink_overview(s) or {}).get("taskmanagers") == n, s.startup_timeout_s,
+             f"{n} registered TaskManagers")
 
 
 def down(s: RuntimeSettings | None = None, progress: Progress | None = print) -> None:

@@ -115,22 +115,85 @@ def flink_overview(s: RuntimeSettings) -> dict | None:
         return None
 
 
-def flink_healthy(s: RuntimeSettings) -> bool:
+def flink_healthy(s: RuntimeSettings, taskmanagers: int = 1) -> bool:
+    """The JobManager answers, `taskmanagers` TaskManagers have registered, and slots are free."""
     ov = flink_overview(s)
-    return bool(ov and ov.get("taskmanagers", 0) >= 1 and ov.get("slots-available", 0) >= 1)
+    return bool(ov and ov.get("taskmanagers", 0) >= taskmanagers and ov.get("slots-available", 0) >= 1)
 
 
-def start_flink(s: RuntimeSettings, progress: Progress | None) -> None:
-    render_flink_conf(s)
+def taskmanager_pids(s: RuntimeSettings) -> list[int]:
+    """The pids in the TaskManagers' pid file (Flink's script appends one per TaskManager it starts), dead or alive."""
+    path = flink_pid_files(s)["taskmanager"]
+    try:
+        return [int(x) for x in path.read_text().split() if x.strip().isdigit()]
+    except OSError:
+        return []
+
+
+def live_taskmanagers(s: RuntimeSettings) -> list[int]:
+    return [p for p in taskmanager_pids(s) if pid_alive(p)]
+
+
+def wanted_taskmanagers(s: RuntimeSettings) -> int:
+    """How many TaskManagers the last `up` asked for (run/pids/taskmanagers; `down` forgets it), else 1."""
+    try:
+        return max(1, int((s.pid_dir / TASKMANAGERS_FILE).read_text()))
+    except (OSError, ValueError):
+        return 1
+
+
+TASKMANAGERS_FILE = "taskmanagers"
+
+
+def ensure_taskmanagers(s: RuntimeSettings, n: int, progress: Progress | None) -> list[int]:
+    """Run exactly `n` TaskManagers on this machine: start the missing ones, stop the surplus (the newest
+    first; their tasks fail over to the others, which need free slots). Records `n` for the supervisor.
+    Returns the pids."""
+    import fcntl
+
+    if n < 1:
+        raise RuntimeStartError(f"at least one TaskManager is needed, not {n}")
+    with open(s.pid_dir / "taskmanagers.lock", "w") as lock:  # `up` and the supervisor may both get here
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        (s.pid_dir / TASKMANAGERS_FILE).write_text(str(n))
+        return _ensure_taskmanagers(s, n, progress)
+
+
+def _ensure_taskmanagers(s: RuntimeSettings, n: int, progress: Progress | None) -> list[int]:
+    path = flink_pid_files(s)["taskmanager"]
+    alive = live_taskmanagers(s)
+    if len(alive) > n:
+        for pid in alive[n:]:
+            say(progress, f"stopping Flink TaskManager (pid {pid}): {n} wanted")
+            terminate_tree(pid)
+        alive = alive[:n]
+    # Flink's script names each new TaskManager's log after the line count of the pid file: keep dead lines
+    # until the new ones are in, so a new TaskManager does not take (and rotate) a live one's log file
     env = flink_env(s)
-    bin_dir = s.flink_home / "bin"
-    for script, what in (("jobmanager.sh", "JobManager"), ("taskmanager.sh", "TaskManager")):
-        say(progress, f"starting Flink {what}")
-        out = subprocess.run(["bash", str(bin_dir / script), "start"], env=env, capture_output=True, text=True,
-                             stdin=subprocess.DEVNULL)
+    for i in range(n - len(alive)):
+        say(progress, f"starting Flink TaskManager {len(alive) + i + 1}/{n}")
+        out = subprocess.run(["bash", str(s.flink_home / "bin" / "taskmanager.sh"), "start"], env=env,
+                             capture_output=True, text=True, stdin=subprocess.DEVNULL)
         if out.returncode != 0:
-            raise RuntimeStartError(f"starting the Flink {what} failed:\n{out.stdout}{out.stderr}\n"
+            raise RuntimeStartError(f"starting a Flink TaskManager failed:\n{out.stdout}{out.stderr}\n"
+                                    f"See the logs in {s.log_dir}.")
+    live = live_taskmanagers(s)
+    if live:
+        path.write_text("".join(f"{p}\n" for p in live))
+    else:
+        path.unlink(missing_ok=True)
+    return live
+
+
+def start_flink(s: RuntimeSettings, progress: Progress | None, taskmanagers: int = 1) -> None:
+    render_flink_conf(s)
+    say(progress, "starting Flink JobManager")
+    out = subprocess.run(["bash", str(s.flink_home / "bin" / "jobmanager.sh"), "start"], env=flink_env(s),
+                         capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if out.returncode != 0:
+        raise RuntimeStartError(f"starting the Flink JobManager failed:\n{out.stdout}{out.stderr}\n"
                                 f"See the logs in {s.log_dir}.")
+    ensure_taskmanagers(s, taskmanagers, progress)
 
 
 def orphaned_python_workers(s: RuntimeSettings) -> list[int]:
@@ -160,6 +223,7 @@ def stop_flink(s: RuntimeSettings, progress: Progress | None) -> None:
                 say(progress, f"stopping Flink {role} (pid {pid})")
                 terminate_tree(pid)  # with its Python workers
         path.unlink(missing_ok=True)
+    (s.pid_dir / TASKMANAGERS_FILE).unlink(missing_ok=True)
     for pid in orphaned_python_workers(s):
         terminate_tree(pid, timeout=5)
     # a new TaskManager has imported no thread-mode code yet (see control.ops.jobs.check_thread_mode_code)

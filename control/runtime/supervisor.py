@@ -73,13 +73,20 @@ def restarts_of(s: RuntimeSettings, component: str) -> int:
 
 
 def _pid_of(s: RuntimeSettings, component: str) -> int | None:
-    from control.runtime.flink import flink_pid_files
+    """The component's pid; for the TaskManagers, the first live one, or None when fewer run than wanted."""
+    from control.runtime.flink import (
+        flink_pid_files,
+        live_taskmanagers,
+        wanted_taskmanagers,
+    )
     from control.runtime.kafka import KAFKA_PID
 
     if component == "kafka broker":
         return read_pid(s.pid_dir / KAFKA_PID)
-    pids = flink_pid_files(s)
-    return read_pid(pids["jobmanager" if component == "flink jobmanager" else "taskmanager"])
+    if component == "flink taskmanager":
+        live = live_taskmanagers(s)
+        return live[0] if live and len(live) >= wanted_taskmanagers(s) else None
+    return read_pid(flink_pid_files(s)["jobmanager"])
 
 
 def _restart(s: RuntimeSettings, component: str, log) -> int | None:
@@ -90,19 +97,28 @@ def _restart(s: RuntimeSettings, component: str, log) -> int | None:
     if component == "kafka broker":
         start_kafka(s, java_executable() or "java", log)
         return _pid_of(s, component)
-    role, script = (("jobmanager", "jobmanager.sh") if component == "flink jobmanager"
-                    else ("taskmanager", "taskmanager.sh"))
-    pid_file = flink_pid_files(s)[role]
-    pid_file.unlink(missing_ok=True)  # it names the dead process; Flink's script appends the new one
-    if role == "taskmanager":
-        from control.runtime.flink import orphaned_python_workers
+    if component == "flink taskmanager":
+        from control.runtime.flink import (
+            ensure_taskmanagers,
+            live_taskmanagers,
+            orphaned_python_workers,
+            wanted_taskmanagers,
+        )
         from control.runtime.process import terminate_tree
 
         for pid in orphaned_python_workers(s):  # the dead TaskManager's Python workers
             terminate_tree(pid, timeout=5)
-        # a new TaskManager has imported no thread-mode code yet
-        (s.pid_dir / "thread-mode-code.sha256").unlink(missing_ok=True)
-    out = subprocess.run(["bash", str(s.flink_home / "bin" / script), "start"], env=flink_env(s),
+        if not live_taskmanagers(s):  # no TaskManager has imported thread-mode code any more
+            (s.pid_dir / "thread-mode-code.sha256").unlink(missing_ok=True)
+        try:
+            ensure_taskmanagers(s, wanted_taskmanagers(s), log)
+        except Exception as e:  # noqa: BLE001 - logged; the policy bounds the retries
+            log(f"starting {component} failed: {e}")
+            return None
+        return _pid_of(s, component)
+    pid_file = flink_pid_files(s)["jobmanager"]
+    pid_file.unlink(missing_ok=True)  # it names the dead process; Flink's script appends the new one
+    out = subprocess.run(["bash", str(s.flink_home / "bin" / "jobmanager.sh"), "start"], env=flink_env(s),
                          capture_output=True, text=True, stdin=subprocess.DEVNULL)
     if out.returncode != 0:
         log(f"starting {component} failed: {out.stdout}{out.stderr}")
@@ -143,6 +159,8 @@ def watch(s: RuntimeSettings, interval_s: float = 1.0, policy: RestartPolicy | N
             time.sleep(delay)
             if stop["now"]:
                 break
+            if _pid_of(s, c):  # `up` brought it back meanwhile (e.g. while changing the TaskManager count)
+                continue
             new = _restart(s, c, log)
             policies[c].record(time.monotonic())
             entry = state.setdefault(c, {"restarts": []})

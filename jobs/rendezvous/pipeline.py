@@ -22,6 +22,11 @@ from pyflink.datastream.state import (
 
 from jobs.rendezvous.core import Effects, Rendezvous, RendezvousConfig
 from jobs.rendezvous.mailbox import Mailbox, from_state, to_state
+
+# Imported here, not where it is used: in thread mode a TaskManager's one CPython keeps the `jobs` package
+# of the first job that imported it, whose files Flink deletes when that job ends; a submodule imported
+# later (the first restored run calls the recovery scan) is then "No module named jobs.rendezvous.recovery".
+from jobs.rendezvous.recovery import answered_after_checkpoint
 from jobs.rendezvous.schedule import ScheduleStore
 from jobs.rendezvous.settings import RendezvousSettings
 from schemas.records import Answer, LateScore, QuarantineRecord, Reason, Schedule, Score
@@ -168,8 +173,6 @@ class RendezvousFunction(KeyedBroadcastProcessFunction):
         if self.recovery is None:
             return {}
         import sys
-
-        from jobs.rendezvous.recovery import answered_after_checkpoint
 
         t0 = time.monotonic()
         try:

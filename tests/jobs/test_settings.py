@@ -71,3 +71,30 @@ def test_quality_settings_need_a_suite_and_say_how_to_get_one():
         QualitySettings(suite={"expectations": "nope"})
     with pytest.raises(ValidationError, match="suite"):
         QualitySettings()
+
+
+@pytest.mark.parametrize("settings", EXAMPLES, ids=lambda s: type(s).__name__)
+def test_job_parameters_resubmit_the_same_job_without_its_kafka_credentials(settings):
+    """What a job records of itself for `rendezvous job rescale`: enough to submit it again, and no secret."""
+    import json
+
+    from jobs.common.entry import EXECUTION_MODE, SETTINGS_CLASS, job_parameters
+    from jobs.common.entry import SETTINGS as SETTINGS_KEY
+
+    secret = settings.model_copy(update={"kafka": KafkaSettings(properties={"sasl.jaas.config": "password=\"s3\""})})
+    params = job_parameters(secret, "thread")
+    assert "s3" not in json.dumps(params)
+    cls = {f"{c.__module__}:{c.__qualname__}": c for c in ENTRY_POINTS}[params[SETTINGS_CLASS]]
+    again = job_settings(cls, RuntimeSettings(), **json.loads(params[SETTINGS_KEY]))
+    assert again.model_dump(exclude={"kafka"}) == settings.model_dump(exclude={"kafka"})
+    assert params[EXECUTION_MODE] == "thread"
+
+
+def test_control_topics_keep_one_partition_under_any_names():
+    from schemas.topics import TOPICS, TopicNames
+
+    single = {t.name for t in TOPICS if t.single_partition}
+    assert single == {"schedules", "lifecycle", "models"}
+    specs = TopicNames.suffixed("x").specs()
+    assert {s.name for s in specs if s.single_partition} == {f"{n}-x" for n in single}
+    assert next(s for s in specs if s.name == "answers-x").config == {"message.timestamp.type": "LogAppendTime"}
