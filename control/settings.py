@@ -24,7 +24,13 @@ class RuntimeSettings(BaseSettings):
     """The repository root: holds flink-conf/, savepoints/, build/jars/ and run/."""
 
     host: str = "127.0.0.1"
-    """Address every embedded component binds to and advertises."""
+    """Address every embedded component advertises and clients connect to; also the one they bind to unless
+    `bind_host` says otherwise. Loopback by default: nothing listens beyond this machine. For multi-host use
+    set it to an address of this machine the others reach (README, "Listeners")."""
+
+    bind_host: str | None = None
+    """Address the embedded components listen on, if not `host` (e.g. 0.0.0.0 with `host` = this machine's
+    name in the network). Python workers' gRPC servers stay on loopback whatever it says."""
 
     kafka_port: int = 9092
     """Kafka broker listener."""
@@ -71,6 +77,10 @@ class RuntimeSettings(BaseSettings):
 
     # ---- derived paths -------------------------------------------------------------------
     @property
+    def listen_host(self) -> str:
+        return self.bind_host or self.host
+
+    @property
     def bootstrap_servers(self) -> str:
         return self.bootstrap_servers_override or f"{self.host}:{self.kafka_port}"
 
@@ -113,6 +123,11 @@ class RuntimeSettings(BaseSettings):
     @property
     def flink_jar_dir(self) -> Path:
         return self.home / "build" / "jars" / "flink"
+
+    @property
+    def beam_loopback_jar(self) -> Path:
+        """The project's gRPC server factory for PyFlink's Python workers (jvm/beam/), built by `make setup`."""
+        return self.home / "build" / "jars" / "beam" / "rendezvous-beam-loopback.jar"
 
     @property
     def venv_python(self) -> Path:
