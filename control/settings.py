@@ -72,6 +72,10 @@ class RuntimeSettings(BaseSettings):
     """Kafka client properties passed to every job's sources and sinks (e.g. security.protocol, sasl.*,
     ssl.*), as JSON: RENDEZVOUS_KAFKA_PROPERTIES='{"security.protocol": "SASL_SSL", ...}'."""
 
+    jobs_bootstrap_servers_override: str | None = Field(default=None, alias="RENDEZVOUS_JOBS_BOOTSTRAP_SERVERS")
+    """The Kafka address the deployed jobs use, when the cluster reaches the brokers by another name than this
+    machine does (docker-compose.yml: kafka:19092 inside, localhost:9092 from the host). Default: bootstrap_servers."""
+
     flink_address_override: str | None = Field(default=None, alias="RENDEZVOUS_FLINK_ADDRESS")
     """Point submissions at another Flink cluster (HOST:PORT of its REST endpoint)."""
 
@@ -83,6 +87,10 @@ class RuntimeSettings(BaseSettings):
     @property
     def bootstrap_servers(self) -> str:
         return self.bootstrap_servers_override or f"{self.host}:{self.kafka_port}"
+
+    @property
+    def jobs_bootstrap_servers(self) -> str:
+        return self.jobs_bootstrap_servers_override or self.bootstrap_servers
 
     @property
     def flink_address(self) -> str:
