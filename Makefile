@@ -8,7 +8,7 @@ MLSV   := .venv-mlserver
 
 .PHONY: setup demo test test-unit chaos bench bench-stages bench-model up down status clean
 
-setup: $(VENV)/.installed $(MLSV)/.installed build/jars/.resolved build/jars/flink/rendezvous-jvm.jar artifacts/models/.trained
+setup: $(VENV)/.installed $(MLSV)/.installed build/jars/.resolved build/jars/flink/rendezvous-jvm.jar build/jars/beam/rendezvous-beam-loopback.jar artifacts/models/.trained
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	@echo "==> creating $(VENV) and installing pinned Python dependencies (requirements.lock)"
@@ -43,6 +43,16 @@ build/jars/flink/rendezvous-jvm.jar: $(wildcard jvm/src/io/rendezvous/flink/*.ja
 	  -cp "$$(ls build/jars/flink/flink-sql-connector-kafka-*.jar):$$($(PY) -c 'import pyflink, pathlib; print(next((pathlib.Path(pyflink.__file__).parent / "lib").glob("flink-dist-*.jar")))')" \
 	  $(wildcard jvm/src/io/rendezvous/flink/*.java)
 	jar cf $@ -C build/jvm-classes .
+
+# Beam's gRPC server factory as flink-python 2.3 ships it binds the Python workers' servers to every
+# interface; this replacement binds them to loopback (jvm/beam/, see its comment and README "Listeners")
+build/jars/beam/rendezvous-beam-loopback.jar: jvm/beam/org/apache/beam/sdk/fn/server/ServerFactory.java build/jars/.resolved $(VENV)/.installed
+	@echo "==> compiling the loopback gRPC server factory for PyFlink's Python workers (jvm/beam/) into $@"
+	rm -rf build/jvm-beam-classes && mkdir -p build/jvm-beam-classes $(@D)
+	javac -nowarn --release 17 -d build/jvm-beam-classes \
+	  -cp "$$($(PY) -c 'import pyflink, pathlib; print(next((pathlib.Path(pyflink.__file__).parent / "opt").glob("flink-python-*.jar")))')" \
+	  jvm/beam/org/apache/beam/sdk/fn/server/ServerFactory.java
+	jar cf $@ -C build/jvm-beam-classes .
 
 artifacts/models/.trained: $(VENV)/.installed $(wildcard training/*.py) schemas/features.py jobs/external_state/features.py
 	@echo "==> training the demo fraud models from synthetic data (artifacts/models)"

@@ -24,7 +24,13 @@ class RuntimeSettings(BaseSettings):
     """The repository root: holds flink-conf/, savepoints/, build/jars/ and run/."""
 
     host: str = "127.0.0.1"
-    """Address every embedded component binds to and advertises."""
+    """Address every embedded component advertises and clients connect to; also the one they bind to unless
+    `bind_host` says otherwise. Loopback by default: nothing listens beyond this machine. For multi-host use
+    set it to an address of this machine the others reach (README, "Listeners")."""
+
+    bind_host: str | None = None
+    """Address the embedded components listen on, if not `host` (e.g. 0.0.0.0 with `host` = this machine's
+    name in the network). Python workers' gRPC servers stay on loopback whatever it says."""
 
     kafka_port: int = 9092
     """Kafka broker listener."""
@@ -71,13 +77,25 @@ class RuntimeSettings(BaseSettings):
     """Kafka client properties passed to every job's sources and sinks (e.g. security.protocol, sasl.*,
     ssl.*), as JSON: RENDEZVOUS_KAFKA_PROPERTIES='{"security.protocol": "SASL_SSL", ...}'."""
 
+    jobs_bootstrap_servers_override: str | None = Field(default=None, alias="RENDEZVOUS_JOBS_BOOTSTRAP_SERVERS")
+    """The Kafka address the deployed jobs use, when the cluster reaches the brokers by another name than this
+    machine does (docker-compose.yml: kafka:19092 inside, localhost:9092 from the host). Default: bootstrap_servers."""
+
     flink_address_override: str | None = Field(default=None, alias="RENDEZVOUS_FLINK_ADDRESS")
     """Point submissions at another Flink cluster (HOST:PORT of its REST endpoint)."""
 
     # ---- derived paths -------------------------------------------------------------------
     @property
+    def listen_host(self) -> str:
+        return self.bind_host or self.host
+
+    @property
     def bootstrap_servers(self) -> str:
         return self.bootstrap_servers_override or f"{self.host}:{self.kafka_port}"
+
+    @property
+    def jobs_bootstrap_servers(self) -> str:
+        return self.jobs_bootstrap_servers_override or self.bootstrap_servers
 
     @property
     def flink_address(self) -> str:
@@ -118,6 +136,11 @@ class RuntimeSettings(BaseSettings):
     @property
     def flink_jar_dir(self) -> Path:
         return self.home / "build" / "jars" / "flink"
+
+    @property
+    def beam_loopback_jar(self) -> Path:
+        """The project's gRPC server factory for PyFlink's Python workers (jvm/beam/), built by `make setup`."""
+        return self.home / "build" / "jars" / "beam" / "rendezvous-beam-loopback.jar"
 
     @property
     def venv_python(self) -> Path:

@@ -38,10 +38,11 @@ def _record(s: RuntimeSettings, event: LifecycleEvent, topic: str = LIFECYCLE) -
 
 
 def job_settings(cls: type[JobSettings], s: RuntimeSettings, **fields: Any) -> JobSettings:
-    """The job's settings: the runtime's Kafka address and properties, the environment (the job's prefix),
+    """The job's settings: the Kafka address the cluster reaches (`RENDEZVOUS_JOBS_BOOTSTRAP_SERVERS`, else the
+    runtime's) and the Kafka properties, the environment (the job's prefix),
     then `fields`. An unknown field is an error that names it."""
     fields = {k: v for k, v in fields.items() if v is not None}
-    fields.setdefault("kafka", KafkaSettings(bootstrap_servers=s.bootstrap_servers, properties=s.kafka_properties))
+    fields.setdefault("kafka", KafkaSettings(bootstrap_servers=s.jobs_bootstrap_servers, properties=s.kafka_properties))
     return cls(**fields)
 
 

@@ -50,6 +50,9 @@ def check_prerequisites(s: RuntimeSettings) -> str:
     if not list(s.kafka_jar_dir.glob("kafka_2.13-*.jar")) or not s.connector_jars:
         raise RuntimeStartError(f"The Kafka and Flink connector jars are missing under {s.home / 'build/jars'}. "
                                 "Run `make setup` first.")
+    if not s.beam_loopback_jar.exists():
+        raise RuntimeStartError(f"{s.beam_loopback_jar} is missing (without it the Python workers' gRPC servers "
+                                "listen on every interface). Run `make setup` first.")
     return java
 
 

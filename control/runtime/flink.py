@@ -30,6 +30,7 @@ def render_flink_conf(s: RuntimeSettings) -> Path:
         "JOBMANAGER_RPC_PORT": str(s.jobmanager_rpc_port),
         "BLOB_PORT": str(s.blob_port),
         "HOST": s.host,
+        "BIND_HOST": s.listen_host,
     }
     for src in s.flink_conf_template_dir.iterdir():
         if src.is_file():
@@ -38,6 +39,10 @@ def render_flink_conf(s: RuntimeSettings) -> Path:
         (s.run_dir / d).mkdir(parents=True, exist_ok=True)
     s.savepoint_dir.mkdir(parents=True, exist_ok=True)
     return out
+
+
+BEAM_LOOPBACK_LINK = "0-rendezvous-beam-loopback.jar"
+"""Its name in the cluster's lib/: sorts before flink-python-*.jar (and every other jar there)."""
 
 
 def flink_lib_dir(s: RuntimeSettings) -> Path:
@@ -49,12 +54,18 @@ def flink_lib_dir(s: RuntimeSettings) -> Path:
     The Kafka connector there too (loaded parent-first, see flink-conf/config.yaml): every job's Kafka
     clients share one copy of the classes, so the JIT compiles them once per TaskManager instead of
     once per deployed job (measured: the compiler used 15-18 % of a core for 30 s and more after each
-    deployment), and Metaspace does not grow with each submission."""
+    deployment), and Metaspace does not grow with each submission.
+    And the project's loopback gRPC server factory for process-mode Python workers (`jvm/beam/`), linked
+    under a name that sorts before flink-python's jar: Flink's scripts put lib/ jars on the classpath in
+    name order, so its ServerFactory replaces the one shipped in flink-python (which binds every
+    interface); see README, "Listeners"."""
     out = s.run_dir / "flink-lib"
     out.mkdir(parents=True, exist_ok=True)
     wanted = {j.name: j for j in (s.flink_home / "lib").glob("*.jar")}
     wanted.update({j.name: j for j in (s.flink_home / "opt").glob("flink-python-*.jar")})
     wanted.update({j.name: j for j in s.connector_jars})
+    if s.beam_loopback_jar.exists():
+        wanted[BEAM_LOOPBACK_LINK] = s.beam_loopback_jar
     for existing in out.iterdir():
         if existing.name not in wanted or existing.resolve() != wanted[existing.name].resolve():
             existing.unlink()

@@ -20,7 +20,7 @@ def render_kafka_config(s: RuntimeSettings) -> Path:
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.voters": f"1@{s.host}:{s.kafka_controller_port}",
-        "listeners": f"PLAINTEXT://{s.host}:{s.kafka_port},CONTROLLER://{s.host}:{s.kafka_controller_port}",
+        "listeners": f"PLAINTEXT://{s.listen_host}:{s.kafka_port},CONTROLLER://{s.listen_host}:{s.kafka_controller_port}",
         "advertised.listeners": f"PLAINTEXT://{s.host}:{s.kafka_port}",
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",

@@ -4,8 +4,8 @@ MLServer's dependencies clash with PyFlink's, so it runs from its own virtualenv
 (made by `make setup` from `requirements-mlserver.lock`), as it would run in its own container.
 
 `start` writes the server's `settings.json` into a work directory (`run/mlserver/<http port>/` by
-default) that links to the models directory, so the server binds only to `settings.host`
-(127.0.0.1) on the ports asked for, whatever the models directory holds. Every model is found by its
+default) that links to the models directory, so the server binds only to `settings.listen_host`
+(`RENDEZVOUS_BIND_HOST`, else `RENDEZVOUS_HOST`: 127.0.0.1 by default) on the ports asked for, whatever the models directory holds. Every model is found by its
 `model-settings.json` (anywhere below the directory). `start` returns once `/v2/health/ready` and
 each model's `/v2/models/{name}/versions/{version}/ready` answer 200; `stop` ends the server's whole
 process group, inference workers included.
@@ -251,7 +251,7 @@ def start(models_dir: str | Path, s: RuntimeSettings | None = None, *, http_port
     # named like the directory so MLServer's "name differs from folder" check sees the real folder name
     (repo_root / models_dir.name).symlink_to(models_dir, target_is_directory=True)
     server_settings = {
-        "host": host,
+        "host": s.listen_host,  # HTTP and metrics; MLServer binds gRPC to the same host (README, "Listeners")
         "http_port": http_port,
         "grpc_port": grpc_port,
         "metrics_endpoint": "/metrics" if metrics_port is not None else None,  # None: no metrics server
