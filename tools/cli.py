@@ -24,8 +24,14 @@ def main() -> None:
 
 
 @main.command()
-def up() -> None:
+@click.option("--secure", is_flag=True, help="Run the broker with SASL/SCRAM authentication and ACLs, one "
+              "principal per job role (also RENDEZVOUS_SECURE=1); credentials under run/credentials.")
+def up(secure: bool) -> None:
     """Start the embedded Kafka broker and Flink session cluster (a no-op if running)."""
+    import os
+
+    if secure:  # the supervisor started by `up` inherits the environment
+        os.environ["RENDEZVOUS_SECURE"] = "1"
     try:
         comps = runtime.up(progress=lambda m: click.echo(f"  {m}"))
     except ControlError as e:
