@@ -26,7 +26,7 @@ import uuid
 
 from bench import cpu
 from control import runtime
-from control.kafka_io import ensure_topics
+from control.kafka_io import ensure_topics, librdkafka_config
 from control.ops import deploy, jobs, schedules
 from control.runtime import mlserver
 from control.settings import RuntimeSettings
@@ -77,8 +77,8 @@ def drain_records(s: RuntimeSettings, src: str, records: list[str], dst: str, n:
     dst; rate = n / (last output appended - first input appended), both by the broker's clock."""
     from confluent_kafka import Consumer, Producer, TopicPartition
 
-    c = Consumer({"bootstrap.servers": s.bootstrap_servers, "group.id": f"bench-drain-{uuid.uuid4().hex[:8]}",
-                  "enable.auto.commit": False})
+    c = Consumer(librdkafka_config(s.bootstrap_servers, **{"group.id": f"bench-drain-{uuid.uuid4().hex[:8]}",
+                                                           "enable.auto.commit": False}))
     meta = c.list_topics(dst, timeout=30).topics[dst]
     c.assign([TopicPartition(dst, p, c.get_watermark_offsets(TopicPartition(dst, p), timeout=30)[1])
               for p in sorted(meta.partitions)])
@@ -91,7 +91,7 @@ def drain_records(s: RuntimeSettings, src: str, records: list[str], dst: str, n:
         else:
             written.append(msg.timestamp()[1])
 
-    prod = Producer({"bootstrap.servers": s.bootstrap_servers, "linger.ms": 5, "acks": 1})
+    prod = Producer(librdkafka_config(s.bootstrap_servers, **{"linger.ms": 5, "acks": 1}))
     for r in records:
         while True:
             try:

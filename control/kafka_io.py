@@ -1,25 +1,80 @@
 """Kafka client helpers of the control plane (kafka-python): topics, produce, consume.
 
-Shared by the runtime, operations, tools, the benchmark and the tests; the jobs use Flink's connector."""
+Shared by the runtime, operations, tools, the benchmark and the tests; the jobs use Flink's connector.
+
+Every kafka-python client of the project is made here (`consumer`, `producer`, `admin`), authenticated as
+the principal `security_for` finds for its bootstrap address: the credentials registered for that address
+(`use_credentials`), else the runtime's settings (README, "Security"). By default, a client acts as the
+operators' principal; `role` names another (e.g. the load generator's `client`)."""
 
 from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from schemas.topics import TOPICS, TopicSpec
 
+_CREDENTIALS: dict[str, Path] = {}
 
-def producer(bootstrap: str, **kw):
+
+def use_credentials(bootstrap: str, credentials_dir: Path | None) -> None:
+    """Clients of `bootstrap` authenticate with the principals' files in `credentials_dir` (None: forget)."""
+    if credentials_dir is None:
+        _CREDENTIALS.pop(bootstrap, None)
+    else:
+        _CREDENTIALS[bootstrap] = Path(credentials_dir)
+
+
+def security_for(bootstrap: str, role: str = "operator") -> dict[str, str]:
+    """The Java client properties of `role`'s principal on `bootstrap` (empty: no security)."""
+    from jobs.common.security import read_properties
+
+    if bootstrap in _CREDENTIALS:
+        return read_properties(_CREDENTIALS[bootstrap] / f"{role}.properties")
+    from control.settings import RuntimeSettings
+
+    return RuntimeSettings().kafka_client_properties(role)
+
+
+def client_kwargs(bootstrap: str, role: str = "operator") -> dict:
+    """kafka-python settings for a client of `bootstrap` acting as `role`."""
+    from jobs.common.security import client_config
+
+    return {"bootstrap_servers": bootstrap, **client_config(security_for(bootstrap, role))}
+
+
+def librdkafka_config(bootstrap: str, role: str = "operator", **conf) -> dict:
+    """confluent-kafka settings for a client of `bootstrap` acting as `role`, plus `conf`."""
+    from jobs.common.security import librdkafka_config as convert
+
+    return {"bootstrap.servers": bootstrap, **convert(security_for(bootstrap, role)), **conf}
+
+
+def consumer(bootstrap: str, role: str = "operator", **kw):
+    from kafka import KafkaConsumer
+
+    return KafkaConsumer(**client_kwargs(bootstrap, role), **kw)
+
+
+def admin(bootstrap: str, role: str = "operator", **kw):
+    from kafka import KafkaAdminClient
+
+    return KafkaAdminClient(**client_kwargs(bootstrap, role), **kw)
+
+
+def producer(bootstrap: str, role: str = "operator", **kw):
     from kafka import KafkaProducer
 
-    return KafkaProducer(bootstrap_servers=bootstrap, linger_ms=kw.pop("linger_ms", 2), acks=kw.pop("acks", 1), **kw)
+    return KafkaProducer(**client_kwargs(bootstrap, role), linger_ms=kw.pop("linger_ms", 2),
+                         acks=kw.pop("acks", 1), **kw)
 
 
-def produce(bootstrap: str, topic: str, values: Iterable[bytes | str | dict], key: Callable[[Any], bytes] | None = None) -> int:
+def produce(bootstrap: str, topic: str, values: Iterable[bytes | str | dict], key: Callable[[Any], bytes] | None = None,
+            role: str = "operator") -> int:
     """Send values (dicts are JSON-encoded) and flush; returns how many were sent."""
-    p = producer(bootstrap)
+    p = producer(bootstrap, role)
     futures = []
     try:
         for v in values:
@@ -35,16 +90,16 @@ def produce(bootstrap: str, topic: str, values: Iterable[bytes | str | dict], ke
 
 def consume(bootstrap: str, topic: str, count: int | None = None, timeout: float = 60.0,
             until: Callable[[list], bool] | None = None, group_id: str | None = None,
-            idle_timeout: float | None = None) -> list[bytes]:
+            idle_timeout: float | None = None, role: str = "operator") -> list[bytes]:
     """Read `topic` from the beginning until `count` values (or `until(values)`) or `timeout`.
 
     With `idle_timeout`, also stop once nothing new arrived for that long (after `count` is reached or
     when no count is given) — used to prove that nothing *more* arrives."""
-    from kafka import KafkaConsumer, TopicPartition
+    from kafka import TopicPartition
 
     # manual assignment, not a consumer group: a group that joins right after the topic was created can
     # get no partitions and not look again for minutes (metadata max age)
-    c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=group_id)
+    c = consumer(bootstrap, role, enable_auto_commit=False, group_id=group_id)
     parts_deadline = time.monotonic() + min(timeout, 30.0)
     while True:
         parts = c.partitions_for_topic(topic)
@@ -81,9 +136,9 @@ def consume(bootstrap: str, topic: str, count: int | None = None, timeout: float
 def read_to_end(bootstrap: str, topic: str, timeout: float = 10.0) -> list[tuple[bytes | None, bytes | None]]:
     """Every (key, value) in `topic` from its beginning to its end as of now, in order (per partition).
     A topic that does not exist reads as empty."""
-    from kafka import KafkaConsumer, TopicPartition
+    from kafka import TopicPartition
 
-    c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    c = consumer(bootstrap, enable_auto_commit=False, group_id=None)
     try:
         tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or [])]
         if not tps:
@@ -106,9 +161,9 @@ def read_to_end(bootstrap: str, topic: str, timeout: float = 10.0) -> list[tuple
 
 def last(bootstrap: str, topic: str, n: int, timeout: float = 15.0) -> list[bytes]:
     """The last n values of every partition of `topic` (in partition order, then offset order)."""
-    from kafka import KafkaConsumer, TopicPartition
+    from kafka import TopicPartition
 
-    c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    c = consumer(bootstrap, enable_auto_commit=False, group_id=None)
     try:
         parts = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or [])]
         if not parts:
@@ -139,7 +194,6 @@ def ensure_topics(bootstrap_servers: str, specs: Iterable[TopicSpec] = TOPICS, p
     partition from then on, which the rendezvous does not mind: it keys by request id itself). An existing
     topic whose settings differ from its spec's (e.g. an answers topic made before it stamped broker time)
     is brought in line."""
-    from kafka import KafkaAdminClient
     from kafka.admin import ConfigResource, ConfigResourceType, NewPartitions, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
@@ -147,9 +201,9 @@ def ensure_topics(bootstrap_servers: str, specs: Iterable[TopicSpec] = TOPICS, p
         raise ValueError(f"a topic needs at least one partition, not {partitions}")
     specs = list(specs)
     want_parts = {s.name: 1 if s.single_partition else partitions for s in specs}
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="rendezvous-admin")
+    adm = admin(bootstrap_servers, client_id="rendezvous-admin")
     try:
-        existing = set(admin.list_topics())
+        existing = set(adm.list_topics())
         new = [
             NewTopic(s.name, num_partitions=want_parts[s.name], replication_factor=1, topic_configs=s.topic_config())
             for s in specs
@@ -157,34 +211,32 @@ def ensure_topics(bootstrap_servers: str, specs: Iterable[TopicSpec] = TOPICS, p
         ]
         if new:
             try:
-                admin.create_topics(new)
+                adm.create_topics(new)
             except TopicAlreadyExistsError:
                 pass
         grow = [s.name for s in specs if s.name in existing and want_parts[s.name] > 1]
         if grow:
-            have_parts = {d["name"]: len(d["partitions"]) for d in admin.describe_topics(grow)}
+            have_parts = {d["name"]: len(d["partitions"]) for d in adm.describe_topics(grow)}
             more = {n: NewPartitions(total_count=want_parts[n]) for n in grow if have_parts.get(n, 0) < want_parts[n]}
             if more:
-                admin.create_partitions(more)
+                adm.create_partitions(more)
                 if progress:
                     progress(f"grew {', '.join(f'{n} ({have_parts[n]} -> {want_parts[n]})' for n in more)} partitions")
         for spec in (s for s in specs if s.name in existing and s.topic_config()):
             want = spec.topic_config()
-            res = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, spec.name)])
+            res = adm.describe_configs([ConfigResource(ConfigResourceType.TOPIC, spec.name)])
             have = {k: (d or {}).get("value") for k, d in res.get("topic", {}).get(spec.name, {}).items()}
             changed = {k: v for k, v in want.items() if have.get(k) != v}
             if changed:  # set just these (incremental where the broker has it; the client keeps the others)
-                admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, spec.name, configs=changed)])
+                adm.alter_configs([ConfigResource(ConfigResourceType.TOPIC, spec.name, configs=changed)])
         return [t.name for t in new]
     finally:
-        admin.close()
+        adm.close()
 
 
 def partition_count(bootstrap_servers: str, topic: str) -> int:
     """How many partitions `topic` has (0: it does not exist)."""
-    from kafka import KafkaConsumer
-
-    c = KafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False, group_id=None)
+    c = consumer(bootstrap_servers, enable_auto_commit=False, group_id=None)
     try:
         return len(c.partitions_for_topic(topic) or ())
     finally:

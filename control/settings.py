@@ -81,6 +81,20 @@ class RuntimeSettings(BaseSettings):
     """The Kafka address the deployed jobs use, when the cluster reaches the brokers by another name than this
     machine does (docker-compose.yml: kafka:19092 inside, localhost:9092 from the host). Default: bootstrap_servers."""
 
+    secure: bool = False
+    """Run the embedded broker with SASL/SCRAM authentication and ACLs (one principal per job role); the same
+    as `rendezvous up --secure`. Credentials are generated into `credentials_dir` on the first secure `up`."""
+
+    kafka_credentials_dir_override: Path | None = Field(default=None, alias="RENDEZVOUS_KAFKA_CREDENTIALS_DIR")
+    """A directory of one Kafka client properties file per principal (operator.properties,
+    external_state.properties, model.properties, rendezvous.properties, quality.properties,
+    client.properties): how every client of the project authenticates to a secured broker (README,
+    "Security"). Default: run/credentials when the embedded broker runs secure, else none."""
+
+    run_dir_override: Path | None = Field(default=None, alias="RENDEZVOUS_RUN_DIR")
+    """Where the runtime's pid files, logs, configs and Kafka data go (default: <home>/run); a second
+    embedded broker (e.g. the secure one of tests/e2e/test_security.py) needs its own."""
+
     flink_address_override: str | None = Field(default=None, alias="RENDEZVOUS_FLINK_ADDRESS")
     """Point submissions at another Flink cluster (HOST:PORT of its REST endpoint)."""
 
@@ -103,7 +117,42 @@ class RuntimeSettings(BaseSettings):
 
     @property
     def run_dir(self) -> Path:
-        return self.home / "run"
+        return self.run_dir_override or self.home / "run"
+
+    @property
+    def credentials_dir(self) -> Path:
+        """Where `up --secure` keeps the principals' files (or the directory the user named)."""
+        return self.kafka_credentials_dir_override or self.run_dir / "credentials"
+
+    @property
+    def kafka_mode_file(self) -> Path:
+        """`secure` or `plaintext`: how the embedded broker was last started (written by `up`)."""
+        return self.run_dir / "kafka-mode"
+
+    @property
+    def kafka_secured(self) -> bool:
+        """Whether clients must authenticate: credentials were named, `secure` is set, or the embedded broker
+        was last started secure (so every command after `up --secure` authenticates without the flag)."""
+        if self.kafka_credentials_dir_override is not None or self.secure:
+            return True
+        if self.bootstrap_servers_override:
+            return False
+        try:
+            return self.kafka_mode_file.read_text().strip() == "secure"
+        except OSError:
+            return False
+
+    def kafka_client_properties(self, role: str) -> dict[str, str]:
+        """The Java client properties file of `role`'s principal (empty when the broker is not secured)."""
+        from jobs.common.security import read_properties
+
+        if not self.kafka_secured:
+            return {}
+        path = self.credentials_dir / f"{role}.properties"
+        if not path.exists():
+            raise FileNotFoundError(f"no Kafka credentials for the {role} principal: {path} is missing "
+                                    f"(`rendezvous up --secure` writes them; see README, \"Security\")")
+        return read_properties(path)
 
     @property
     def log_dir(self) -> Path:

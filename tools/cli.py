@@ -24,13 +24,19 @@ def main() -> None:
 
 
 @main.command()
+@click.option("--secure", is_flag=True, help="Run the broker with SASL/SCRAM authentication and ACLs, one "
+              "principal per job role (also RENDEZVOUS_SECURE=1); credentials under run/credentials.")
 @click.option("--taskmanagers", type=click.IntRange(1, 16), default=None,
               help="Flink TaskManagers to run on this machine  [default: as many as run, 1 on a fresh start]")
 @click.option("--partitions", type=click.IntRange(1, 1024), default=None,
               help="partitions of each data topic (existing ones with fewer are grown)  [default: 1]")
-def up(taskmanagers, partitions) -> None:
+def up(secure: bool, taskmanagers, partitions) -> None:
     """Start the embedded Kafka broker and Flink session cluster (what runs is left running; a changed
     --taskmanagers starts or stops TaskManagers)."""
+    import os
+
+    if secure:  # the supervisor started by `up` inherits the environment
+        os.environ["RENDEZVOUS_SECURE"] = "1"
     overrides = {k: v for k, v in (("taskmanagers", taskmanagers), ("topic_partitions", partitions)) if v}
     try:
         comps = runtime.up(RuntimeSettings(**overrides), progress=lambda m: click.echo(f"  {m}"))

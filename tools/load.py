@@ -10,6 +10,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
+from control import kafka_io
 from training.synthetic import TransactionGenerator
 
 
@@ -118,8 +119,8 @@ class AnswerCollector(threading.Thread):
         self.first_answer_s: float | None = None
         self.last_answer_s: float | None = None
         self._halt = threading.Event()
-        self._c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{prefix}-collector",
-                            "enable.auto.commit": False, "fetch.wait.max.ms": 10})
+        self._c = Consumer(kafka_io.librdkafka_config(bootstrap, "client", **{
+            "group.id": f"{prefix}-collector", "enable.auto.commit": False, "fetch.wait.max.ms": 10}))
         meta = self._c.list_topics(topic, timeout=30).topics.get(topic)
         parts = sorted(meta.partitions) if meta is not None and meta.partitions else [0]
         # resolve the end offsets now, before any request is sent
@@ -190,7 +191,7 @@ def run_load(bootstrap: str, rate: float, duration_s: float, requests_topic: str
         if err is not None:
             errors.append(str(err))
 
-    prod = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1, "acks": 1})
+    prod = Producer(kafka_io.librdkafka_config(bootstrap, "client", **{"linger.ms": 1, "acks": 1}))
     labels: dict[str, bool] = {}
     sent_ms: dict[str, float] = {}
     t0 = time.monotonic()

@@ -37,12 +37,38 @@ def _record(s: RuntimeSettings, event: LifecycleEvent, topic: str = LIFECYCLE) -
     lifecycle.record(s.bootstrap_servers, event, topic)
 
 
+ROLES: dict[type[JobSettings], str] = {
+    ExternalStateSettings: "external_state",
+    ModelJobSettings: "model",
+    RendezvousSettings: "rendezvous",
+    QualitySettings: "quality",
+    SmokeSettings: "operator",  # a test job between any two topics
+}
+"""The Kafka principal each job authenticates as on a secured broker (control.security)."""
+
+
+def kafka_settings(cls: type[JobSettings], s: RuntimeSettings) -> KafkaSettings:
+    """How a job of `cls` reaches Kafka: the runtime's address and client properties and, on a secured broker,
+    its role's principal: the properties from its credentials file, with the password left in the file
+    (`jobs.common.security.flink_properties`: read by the job's Kafka clients, never on argv)."""
+    from jobs.common.security import flink_properties
+
+    props = dict(s.kafka_properties)
+    if s.kafka_secured:
+        path = s.credentials_dir / f"{ROLES[cls]}.properties"
+        if not path.exists():
+            raise ControlError(f"no Kafka credentials for the {ROLES[cls]} principal: {path} is missing "
+                               f"(`rendezvous up --secure` writes them; README, \"Security\")")
+        props.update(flink_properties(path))
+    return KafkaSettings(bootstrap_servers=s.jobs_bootstrap_servers, properties=props)
+
+
 def job_settings(cls: type[JobSettings], s: RuntimeSettings, **fields: Any) -> JobSettings:
     """The job's settings: the Kafka address the cluster reaches (`RENDEZVOUS_JOBS_BOOTSTRAP_SERVERS`, else the
-    runtime's) and the Kafka properties, the environment (the job's prefix),
-    then `fields`. An unknown field is an error that names it."""
+    runtime's) and its Kafka properties (its role's principal on a secured broker), the environment (the
+    job's prefix), then `fields`. An unknown field is an error that names it."""
     fields = {k: v for k, v in fields.items() if v is not None}
-    fields.setdefault("kafka", KafkaSettings(bootstrap_servers=s.jobs_bootstrap_servers, properties=s.kafka_properties))
+    fields.setdefault("kafka", kafka_settings(cls, s))
     return cls(**fields)
 
 
@@ -175,13 +201,16 @@ def deploy_quality(s: RuntimeSettings | None = None, savepoint: str | None = Non
                    suite: dict | str | Path | None = None, parallelism: int | None = None, **fields) -> str:
     """The quality job: micro-batches of `source_topic` validated against an expectation suite (default:
     derived from the training data), one QualityResult per batch to `sink_topic`, a `quality_alert` to
-    `lifecycle_topic` per failing batch. `fields`: QualitySettings fields. Process mode. Creates the sink
+    `lifecycle_topic` per failing batch (none on a secured broker, where only the operators write lifecycle).
+    `fields`: QualitySettings fields. Process mode. Creates the sink
     topics if missing."""
     from control.kafka_io import ensure_topics
     from schemas.topics import TopicSpec
 
     s = s or RuntimeSettings()
     suite_obj = load_suite(suite)
+    if s.kafka_secured:  # its principal writes `quality` only: alerts stay there (README, "Security")
+        fields.setdefault("lifecycle_topic", "")
     try:
         settings = job_settings(QualitySettings, s, suite=suite_obj, **fields)
     except ValueError as e:

@@ -13,6 +13,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from control import kafka_io
 from schemas.records import model_key
 
 
@@ -96,12 +97,12 @@ class ScoreWindow:
 
     def __init__(self, bootstrap: str, topic: str, window_s: float = 30.0, output_field: str = "fraud_probability",
                  start_ms: int | None = None):
-        from kafka import KafkaConsumer, TopicPartition
+        from kafka import TopicPartition
 
         self.window_ms = int(window_s * 1000)
         self.output_field = output_field
         self.samples: deque[ScoreSample] = deque()
-        self._c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+        self._c = kafka_io.consumer(bootstrap, enable_auto_commit=False, group_id=None)
         parts = self._c.partitions_for_topic(topic) or set()
         self._tps = [TopicPartition(topic, p) for p in sorted(parts)]
         if not self._tps:

@@ -50,9 +50,9 @@ def latest(bootstrap: str, topic: str = QUALITY, last: int = 20, timeout: float 
 def follow(bootstrap: str, topic: str = QUALITY, duration_s: float | None = None,
            stop: Callable[[], bool] | None = None, from_beginning: bool = False) -> Iterator[QualityResult]:
     """Results as they arrive (from now on, or from the beginning), until `duration_s` or `stop()`."""
-    from kafka import KafkaConsumer, TopicPartition
+    from kafka import TopicPartition
 
-    c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    c = kafka_io.consumer(bootstrap, enable_auto_commit=False, group_id=None)
     try:
         parts = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or [])]
         if not parts:

@@ -28,6 +28,8 @@ from control.runtime.kafka import (
     KAFKA_PID,
     kafka_alive_and_healthy,
     kafka_healthy,
+    last_mode,
+    secure_broker,
     start_kafka,
     stop_kafka,
 )
@@ -68,12 +70,23 @@ class Component:
     detail: str = ""
 
 
+def _use_credentials(s: RuntimeSettings) -> None:
+    """Clients of this runtime's broker authenticate as its settings say (a secure embedded broker: with the
+    credentials `up --secure` made)."""
+    from control.kafka_io import use_credentials
+
+    if s.kafka_secured:
+        use_credentials(s.bootstrap_servers, s.credentials_dir)
+
+
 def status(s: RuntimeSettings | None = None) -> list[Component]:
     s = s or RuntimeSettings()
+    _use_credentials(s)
     kpid = read_pid(s.pid_dir / KAFKA_PID)
     k_alive = bool(kpid and pid_alive(kpid))
+    secure = last_mode(s) == "secure"
     comps = [Component("kafka broker", k_alive and kafka_healthy(s.bootstrap_servers), kpid if k_alive else None,
-                       s.bootstrap_servers, "KRaft, single node")]
+                       s.bootstrap_servers, "KRaft, single node" + (", SASL/SCRAM + ACLs" if secure else ""))]
     ov = flink_overview(s)
     pids = flink_pid_files(s)
     jpid = read_pid(pids["jobmanager"])
@@ -112,14 +125,19 @@ def up(s: RuntimeSettings | None = None, progress: Progress | None = print) -> l
 
     kpid = read_pid(s.pid_dir / KAFKA_PID)
     if kpid and pid_alive(kpid):
-        say(progress, f"Kafka broker already running (pid {kpid})")
+        if s.secure and last_mode(s) != "secure":
+            raise RuntimeStartError(f"the Kafka broker (pid {kpid}) runs without security; to secure it, stop "
+                                    f"the runtime (`rendezvous down`) and run `rendezvous up --secure` (the topics "
+                                    f"and their data are kept)")
+        say(progress, f"Kafka broker already running (pid {kpid})"
+                      + (", secured" if last_mode(s) == "secure" else ""))
     else:
         for port in (s.kafka_port, s.kafka_controller_port):
             if port_in_use(s.host, port):
                 raise RuntimeStartError(f"port {s.host}:{port} is taken by a process this project did not start. "
                                     f"Stop it, or choose other ports with RENDEZVOUS_KAFKA_PORT / "
                                     f"RENDEZVOUS_KAFKA_CONTROLLER_PORT.")
-        start_kafka(s, java, progress)
+        start_kafka(s, java, progress, secure=s.secure)
 
     pids = flink_pid_files(s)
     jpid, tpids = read_pid(pids["jobmanager"]), live_taskmanagers(s)
@@ -144,6 +162,10 @@ def up(s: RuntimeSettings | None = None, progress: Progress | None = print) -> l
         wait_for(lambda: kafka_alive_and_healthy(s), s.startup_timeout_s, "the Kafka broker")
     except RuntimeStartError as e:
         raise RuntimeStartError(f"{e}. See {s.log_dir / 'kafka.out'} and {s.log_dir / 'kafka.log'}.") from None
+    if last_mode(s) == "secure":
+        say(progress, f"creating the principals' SCRAM users and ACLs (credentials: {s.credentials_dir})")
+        secure_broker(s)
+    _use_credentials(s)
     created = ensure_topics(s.bootstrap_servers, partitions=s.topic_partitions, progress=progress)
     if created:
         say(progress, f"created topics: {', '.join(created)}")

@@ -31,8 +31,9 @@ class KafkaSettings(BaseModel):
     sasl.mechanism, sasl.jaas.config, ssl.truststore.location."""
 
     def __repr__(self) -> str:  # never print credentials
-        shown = {k: ("***" if any(w in k for w in ("password", "jaas", "secret", "key")) else v)
-                 for k, v in self.properties.items()}
+        from jobs.common.security import masked
+
+        shown = masked(self.properties)
         return f"KafkaSettings(bootstrap_servers={self.bootstrap_servers!r}, properties={shown!r})"
 
     __str__ = __repr__

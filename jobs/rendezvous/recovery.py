@@ -15,7 +15,8 @@ timestamp at or after that record's (the answers topic stamps records with the b
 committed offsets is a first start: nothing to recover.
 
 Limits (README, "The answer contract"): restoring a savepoint older than the group's last commit starts
-the scan too late; the client maps only the security settings `client_config` knows; a failed scan is
+the scan too late; the client maps only the security settings `jobs.common.security.client_config` knows
+(`${file:...}` references resolved as the job's Java clients resolve them); a failed scan is
 logged and counted (`recovery_failed`), and the job answers on.
 """
 
@@ -24,29 +25,10 @@ from __future__ import annotations
 import json
 import time
 
+from jobs.common.security import client_config
 from jobs.common.settings import KafkaSettings
 
-
-def client_config(properties: dict[str, str]) -> dict:
-    """The job's Kafka client properties (Java names, as its Flink sources use them) as kafka-python settings:
-    security protocol, SASL PLAIN/SCRAM credentials from the JAAS line, PEM files. Others are not mapped."""
-    import re
-
-    out: dict = {}
-    if "security.protocol" in properties:
-        out["security_protocol"] = properties["security.protocol"]
-    if "sasl.mechanism" in properties:
-        out["sasl_mechanism"] = properties["sasl.mechanism"]
-    jaas = properties.get("sasl.jaas.config", "")
-    for java, py in (("username", "sasl_plain_username"), ("password", "sasl_plain_password")):
-        m = re.search(rf'{java}\s*=\s*"([^"]*)"', jaas)
-        if m:
-            out[py] = m.group(1)
-    for java, py in (("ssl.ca.location", "ssl_cafile"), ("ssl.certificate.location", "ssl_certfile"),
-                     ("ssl.key.location", "ssl_keyfile")):
-        if java in properties:
-            out[py] = properties[java]
-    return out
+__all__ = ["client_config", "answered_after_checkpoint", "answered_since", "checkpoint_time"]
 
 
 def _consumer(kafka: KafkaSettings, group_id: str | None):
