@@ -30,7 +30,8 @@ class RuleRunner(ModelRunner):
 
 
 class ConstantRunner(ModelRunner):
-    """Answers params.output after params.delay_ms (plus up to params.jitter_ms); fails a fraction
+    """Answers params.output after params.delay_ms (plus up to params.jitter_ms) and params.cpu_ms of CPU time
+    burnt in this thread (a CPU-bound model: it holds the interpreter, as an in-process model does); fails a fraction
     params.fail_rate of requests with an exception; never answers a fraction params.silent_rate
     (sleeps past any timeout); fails every request from params.fail_after_s seconds after its first one
     on, or while the file params.fail_if_file exists (a model that goes bad in production, on cue).
@@ -50,6 +51,11 @@ class ConstantRunner(ModelRunner):
         rng = random.Random(f"{p.get('seed', 0)}:{request.get('request_id')}")
         if rng.random() < float(p.get("silent_rate", 0.0)):
             await asyncio.sleep(3600)
+        cpu_s = float(p.get("cpu_ms", 0)) / 1000.0
+        if cpu_s > 0:
+            until = time.thread_time() + cpu_s
+            while time.thread_time() < until:
+                pass
         delay = float(p.get("delay_ms", 0)) + rng.random() * float(p.get("jitter_ms", 0))
         if delay > 0:
             await asyncio.sleep(delay / 1000.0)

@@ -1,0 +1,3 @@
+from schemas._paths import LivePath
+
+__path__ = LivePath(__name__, __path__)  # survives its directory (thread mode: schemas/_paths.py)

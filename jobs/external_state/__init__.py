@@ -1,1 +1,5 @@
 """The external-state job: validates requests and augments them with per-entity features."""
+
+from schemas._paths import LivePath
+
+__path__ = LivePath(__name__, __path__)  # survives its directory (thread mode: schemas/_paths.py)
