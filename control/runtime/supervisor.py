@@ -159,7 +159,9 @@ def watch(s: RuntimeSettings, interval_s: float = 1.0, policy: RestartPolicy | N
             time.sleep(delay)
             if stop["now"]:
                 break
-            if _pid_of(s, c):  # `up` brought it back meanwhile (e.g. while changing the TaskManager count)
+            back = _pid_of(s, c)
+            if back and pid_alive(back):  # `up` brought it back meanwhile (e.g. changing the TaskManager count)
+                known[c] = back
                 continue
             new = _restart(s, c, log)
             policies[c].record(time.monotonic())

@@ -119,12 +119,14 @@ def test_the_whole_pipeline_answers_every_request_with_per_role_principals(secur
     s = secure
     schedules.publish(s.bootstrap_servers, SCHEDULE, topic=T.schedules, lifecycle_topic=T.lifecycle)
     started: list[str] = []
+    # from the earliest offsets (the topics are this module's own): a source at "latest" can resolve its
+    # offsets after the first records were written, and the warm-up would wait for answers that never come
     try:
-        started.append(deploy.deploy_external_state(s, job_name=f"sec-es-{unique}", start="latest",
+        started.append(deploy.deploy_external_state(s, job_name=f"sec-es-{unique}", start="earliest",
                                                     group_id=f"external-state-{unique}", wait=False))
-        started.append(deploy.deploy_model(CARD, s, job_name=f"sec-model-{unique}", start="latest",
+        started.append(deploy.deploy_model(CARD, s, job_name=f"sec-model-{unique}", start="earliest",
                                            group_id=f"model-const-{unique}", wait=False))
-        started.append(deploy.deploy_rendezvous(s, job_name=f"sec-rv-{unique}", start="latest",
+        started.append(deploy.deploy_rendezvous(s, job_name=f"sec-rv-{unique}", start="earliest",
                                                 group_id=f"rendezvous-{unique}", wait=False))
         for jid in started:
             jobs.wait_running(jid, s, timeout=180)
