@@ -96,8 +96,10 @@ def status(s: RuntimeSettings | None = None) -> list[Component]:
                            f"{ov.get('jobs-running', 0)} jobs running" if ov else "REST not answering"))
     comps.append(Component("flink taskmanager", bool(len(tms) >= wanted and ov and ov.get("taskmanagers", 0) >= wanted),
                            tms[0] if tms else None, f"{s.host}",
-                           (f"{len(tms)}/{wanted} running, " if wanted > 1 or len(tms) != wanted else "")
-                           + (f"{ov.get('slots-available', 0)}/{ov.get('slots-total', 0)} slots free" if ov else "")))
+                           ", ".join(x for x in (
+                               f"{len(tms)}/{wanted} running" if wanted > 1 or len(tms) != wanted else "",
+                               f"{ov.get('slots-available', 0)}/{ov.get('slots-total', 0)} slots free" if ov else "")
+                               if x)))
     for c in comps:
         n = supervisor.restarts_of(s, c.name)
         if n:

@@ -119,12 +119,14 @@ def test_the_whole_pipeline_answers_every_request_with_per_role_principals(secur
     s = secure
     schedules.publish(s.bootstrap_servers, SCHEDULE, topic=T.schedules, lifecycle_topic=T.lifecycle)
     started: list[str] = []
-    # from the earliest offsets (the topics are this module's own): a source at "latest" can resolve its
-    # offsets after the first records were written, and the warm-up would wait for answers that never come
+    # external state and rendezvous from the earliest offsets (the topics are this module's own): a source at
+    # "latest" can resolve its offsets after the first records were written
     try:
         started.append(deploy.deploy_external_state(s, job_name=f"sec-es-{unique}", start="earliest",
                                                     group_id=f"external-state-{unique}", wait=False))
-        started.append(deploy.deploy_model(CARD, s, job_name=f"sec-model-{unique}", start="earliest",
+        # a new model deployment starts at the end of its input (a replay into `scores` is refused); the
+        # warm-up's answers may then be defaults, the load's below are the model's
+        started.append(deploy.deploy_model(CARD, s, job_name=f"sec-model-{unique}",
                                            group_id=f"model-const-{unique}", wait=False))
         started.append(deploy.deploy_rendezvous(s, job_name=f"sec-rv-{unique}", start="earliest",
                                                 group_id=f"rendezvous-{unique}", wait=False))
