@@ -42,3 +42,16 @@ def test_an_output_too_large_to_write_becomes_an_error_score():
     [score] = run(ModelAsyncFunction(card), augmented(0))
     parsed = Score.parse(score)
     assert parsed.output is None and parsed.error.startswith("model output too large")
+
+
+def test_a_cpu_bound_constant_model_burns_its_cpu_in_its_own_thread():
+    import asyncio
+    import time
+
+    from model_udfs.python_runners import ConstantRunner
+
+    runner = ConstantRunner(ModelCard(model_id="cpu", version="1", runner="model_udfs.python_runners:ConstantRunner",
+                                      params={"cpu_ms": 30, "output": {"p": 1}}))
+    t0 = time.thread_time()
+    assert asyncio.run(runner.predict({"request_id": "r"}, {})) == {"p": 1}
+    assert time.thread_time() - t0 >= 0.030
