@@ -2,8 +2,8 @@
 
 Roles (README, "Security"):
 
-- `operator`: the control plane and the CLI (topics, `schedules`, `lifecycle`, the `models` registry).
-  A super user of the embedded broker: it creates topics and writes schedules and lifecycle events.
+- `operator`: the control plane and the CLI: creates, alters and reads every topic and group; writes only
+  `schedules`, `lifecycle` and the `models` registry (not a super user: it cannot write answers).
 - `external_state`: reads `requests`, writes `requests.augmented` and `requests.quarantine`.
 - `model`: every model job: reads `requests.augmented`, writes `scores`.
 - `rendezvous`: reads `requests.augmented`, `scores`, `schedules` and `answers` (its recovery scan); the
@@ -61,7 +61,9 @@ class Grant:
 
 
 def grants(topics: TopicNames = TopicNames(), group_prefixes: dict[str, str] | None = None) -> list[Grant]:
-    """The ACLs of every role but the operators' (a super user) for the topics `topics` names."""
+    """The ACLs of every role for the topics `topics` names. The operators' principal may create, alter and read
+    every topic and group but writes only `schedules`, `lifecycle` and `models`: no super user but the
+    broker's own, so only the rendezvous can write answers."""
     t = topics
     reads = {
         "external_state": [t.requests],
@@ -78,7 +80,12 @@ def grants(topics: TopicNames = TopicNames(), group_prefixes: dict[str, str] | N
         "client": [t.requests],
     }
     groups = {**GROUP_PREFIXES, **(group_prefixes or {})}
-    out: list[Grant] = []
+    op = principal("operator")  # the control plane: sees everything, manages topics, writes only its own
+    out: list[Grant] = [Grant(op, o, "CLUSTER", "kafka-cluster") for o in ("CREATE", "DESCRIBE", "DESCRIBE_CONFIGS")]
+    out += [Grant(op, o, "TOPIC", "*") for o in ("READ", "DESCRIBE", "DESCRIBE_CONFIGS", "ALTER_CONFIGS", "ALTER",
+                                                 "CREATE", "DELETE")]
+    out += [Grant(op, "WRITE", "TOPIC", name) for name in (t.schedules, t.lifecycle, t.registry)]
+    out += [Grant(op, o, "GROUP", "*") for o in ("READ", "DESCRIBE", "DELETE")]
     for role in reads:
         p = principal(role)
         out += [Grant(p, "READ", "TOPIC", name) for name in reads[role]]

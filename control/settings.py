@@ -81,9 +81,10 @@ class RuntimeSettings(BaseSettings):
     """The Kafka address the deployed jobs use, when the cluster reaches the brokers by another name than this
     machine does (docker-compose.yml: kafka:19092 inside, localhost:9092 from the host). Default: bootstrap_servers."""
 
-    secure: bool = False
-    """Run the embedded broker with SASL/SCRAM authentication and ACLs (one principal per job role); the same
-    as `rendezvous up --secure`. Credentials are generated into `credentials_dir` on the first secure `up`."""
+    secure: bool | None = None
+    """Run the embedded broker with SASL/SCRAM authentication and ACLs (one principal per job role): True is
+    `rendezvous up --secure`, False `--no-secure`; unset, `up` starts the broker as it was last started
+    (secure stays secure). Credentials are generated into `credentials_dir` on the first secure `up`."""
 
     kafka_credentials_dir_override: Path | None = Field(default=None, alias="RENDEZVOUS_KAFKA_CREDENTIALS_DIR")
     """A directory of one Kafka client properties file per principal (operator.properties,

@@ -24,19 +24,21 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--secure", is_flag=True, help="Run the broker with SASL/SCRAM authentication and ACLs, one "
-              "principal per job role (also RENDEZVOUS_SECURE=1); credentials under run/credentials.")
+@click.option("--secure/--no-secure", default=None,
+              help="Run the broker with SASL/SCRAM authentication and ACLs, one principal per job role (also "
+                   "RENDEZVOUS_SECURE=1; credentials under run/credentials), or without  [default: as it was last "
+                   "started]")
 @click.option("--taskmanagers", type=click.IntRange(1, 16), default=None,
               help="Flink TaskManagers to run on this machine  [default: as many as run, 1 on a fresh start]")
 @click.option("--partitions", type=click.IntRange(1, 1024), default=None,
               help="partitions of each data topic (existing ones with fewer are grown)  [default: 1]")
-def up(secure: bool, taskmanagers, partitions) -> None:
+def up(secure: bool | None, taskmanagers, partitions) -> None:
     """Start the embedded Kafka broker and Flink session cluster (what runs is left running; a changed
     --taskmanagers starts or stops TaskManagers)."""
     import os
 
-    if secure:  # the supervisor started by `up` inherits the environment
-        os.environ["RENDEZVOUS_SECURE"] = "1"
+    if secure is not None:  # the supervisor started by `up` inherits the environment
+        os.environ["RENDEZVOUS_SECURE"] = "1" if secure else "0"
     overrides = {k: v for k, v in (("taskmanagers", taskmanagers), ("topic_partitions", partitions)) if v}
     try:
         comps = runtime.up(RuntimeSettings(**overrides), progress=lambda m: click.echo(f"  {m}"))
@@ -120,10 +122,10 @@ def job_stop(job_id) -> None:
 @click.argument("parallelism", type=click.IntRange(1, jobs_lib.MAX_PARALLELISM))
 def job_rescale(job_id, parallelism) -> None:
     """Run JOB_ID at PARALLELISM: stop it with a savepoint and start it again from there; prints the new id."""
-    from control.ops import deploy as d
+    from control.ops import scaling
 
     try:
-        click.echo(d.rescale(job_id, parallelism, progress=lambda m: click.echo(f"  {m}", err=True)))
+        click.echo(scaling.rescale(job_id, parallelism, progress=lambda m: click.echo(f"  {m}", err=True)))
     except ControlError as e:
         _fail(e)
 

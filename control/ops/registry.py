@@ -137,6 +137,17 @@ def forget(plane: Plane, key: str) -> None:
         p.close()
 
 
+def job_moved(plane: Plane, old_job_id: str, new_job_id: str) -> ModelEntry | None:
+    """The deployment whose job was `old_job_id` runs as `new_job_id` now (e.g. after `job rescale`): record
+    it, so its stage moves act on the running job. Returns the updated entry (None: no deployment ran it)."""
+    for e in entries(plane).values():
+        if e.job_id == old_job_id:
+            new = e.model_copy(update={"job_id": new_job_id})
+            _write(plane, new)
+            return new
+    return None
+
+
 def job_alive(plane: Plane, entry: ModelEntry) -> bool:
     if not entry.job_id:
         return False

@@ -126,11 +126,21 @@ def up(s: RuntimeSettings | None = None, progress: Progress | None = print) -> l
         d.mkdir(parents=True, exist_ok=True)
 
     kpid = read_pid(s.pid_dir / KAFKA_PID)
+    # the broker's mode is sticky: once started secure it restarts secure until `up --no-secure`
+    secure = s.secure if s.secure is not None else last_mode(s) == "secure"
+    if secure and s.listen_host not in ("127.0.0.1", "localhost", "::1"):
+        raise RuntimeStartError(f"the secure embedded broker has no TLS: SASL passwords would cross the network "
+                                f"in the clear on {s.listen_host}. Keep it on loopback (unset RENDEZVOUS_BIND_HOST / "
+                                f"RENDEZVOUS_HOST), or run a broker with SASL_SSL and point the project at it "
+                                f"(README, \"Another secured broker\")")
     if kpid and pid_alive(kpid):
-        if s.secure and last_mode(s) != "secure":
+        if secure and last_mode(s) != "secure":
             raise RuntimeStartError(f"the Kafka broker (pid {kpid}) runs without security; to secure it, stop "
                                     f"the runtime (`rendezvous down`) and run `rendezvous up --secure` (the topics "
                                     f"and their data are kept)")
+        if not secure and last_mode(s) == "secure":
+            raise RuntimeStartError(f"the Kafka broker (pid {kpid}) runs with security; to run it without, stop "
+                                    f"the runtime (`rendezvous down`) and run `rendezvous up --no-secure`")
         say(progress, f"Kafka broker already running (pid {kpid})"
                       + (", secured" if last_mode(s) == "secure" else ""))
     else:
@@ -139,17 +149,16 @@ def up(s: RuntimeSettings | None = None, progress: Progress | None = print) -> l
                 raise RuntimeStartError(f"port {s.host}:{port} is taken by a process this project did not start. "
                                     f"Stop it, or choose other ports with RENDEZVOUS_KAFKA_PORT / "
                                     f"RENDEZVOUS_KAFKA_CONTROLLER_PORT.")
-        start_kafka(s, java, progress, secure=s.secure)
+        start_kafka(s, java, progress, secure=secure)
 
     pids = flink_pid_files(s)
     jpid, tpids = read_pid(pids["jobmanager"]), live_taskmanagers(s)
+    tms = s.taskmanagers or wanted_taskmanagers(s)  # the count asked for last (1 after `down`)
     if jpid and pid_alive(jpid) and tpids:
-        tms = s.taskmanagers or wanted_taskmanagers(s)
         if len(tpids) != tms:
             ensure_taskmanagers(s, tms, progress)
         say(progress, f"Flink cluster running (JobManager pid {jpid}, {tms} TaskManager(s))")
     else:
-        tms = s.taskmanagers or 1
         if jpid or taskmanager_pids(s):  # half a cluster: stop it and start cleanly
             stop_flink(s, progress)
         for port in (s.flink_rest_port, s.jobmanager_rpc_port, s.blob_port):

@@ -156,21 +156,41 @@ def wanted_taskmanagers(s: RuntimeSettings) -> int:
 TASKMANAGERS_FILE = "taskmanagers"
 
 
-def ensure_taskmanagers(s: RuntimeSettings, n: int, progress: Progress | None) -> list[int]:
-    """Run exactly `n` TaskManagers on this machine: start the missing ones, stop the surplus (the newest
-    first; their tasks fail over to the others, which need free slots). Records `n` for the supervisor.
-    Returns the pids."""
+def ensure_taskmanagers(s: RuntimeSettings, n: int | None, progress: Progress | None) -> tuple[list[int], int]:
+    """Run exactly `n` TaskManagers on this machine (None: the recorded count): start the missing ones, stop
+    the surplus (the newest first; their tasks fail over to the others, which need free slots). Records `n`
+    for the supervisor. Returns the live pids and how many were started."""
     import fcntl
 
-    if n < 1:
+    if n is not None and n < 1:
         raise RuntimeStartError(f"at least one TaskManager is needed, not {n}")
-    with open(s.pid_dir / "taskmanagers.lock", "w") as lock:  # `up` and the supervisor may both get here
+    with open(s.pid_dir / TASKMANAGERS_LOCK, "w") as lock:  # `up` and the supervisor may both get here
         fcntl.flock(lock, fcntl.LOCK_EX)
-        (s.pid_dir / TASKMANAGERS_FILE).write_text(str(n))
+        if n is None:
+            n = wanted_taskmanagers(s)
+        else:
+            (s.pid_dir / TASKMANAGERS_FILE).write_text(str(n))
         return _ensure_taskmanagers(s, n, progress)
 
 
-def _ensure_taskmanagers(s: RuntimeSettings, n: int, progress: Progress | None) -> list[int]:
+TASKMANAGERS_LOCK = "taskmanagers.lock"
+
+
+def taskmanagers_changing(s: RuntimeSettings) -> bool:
+    """Whether `ensure_taskmanagers` is starting or stopping TaskManagers right now (holds the lock)."""
+    import fcntl
+
+    try:
+        with open(s.pid_dir / TASKMANAGERS_LOCK, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return False
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+
+
+def _ensure_taskmanagers(s: RuntimeSettings, n: int, progress: Progress | None) -> tuple[list[int], int]:
     path = flink_pid_files(s)["taskmanager"]
     alive = live_taskmanagers(s)
     if len(alive) > n:
@@ -178,22 +198,26 @@ def _ensure_taskmanagers(s: RuntimeSettings, n: int, progress: Progress | None) 
             say(progress, f"stopping Flink TaskManager (pid {pid}): {n} wanted")
             terminate_tree(pid)
         alive = alive[:n]
-    # Flink's script names each new TaskManager's log after the line count of the pid file: keep dead lines
-    # until the new ones are in, so a new TaskManager does not take (and rotate) a live one's log file
     env = flink_env(s)
-    for i in range(n - len(alive)):
+    missing = n - len(alive)
+    for i in range(missing):
         say(progress, f"starting Flink TaskManager {len(alive) + i + 1}/{n}")
         out = subprocess.run(["bash", str(s.flink_home / "bin" / "taskmanager.sh"), "start"], env=env,
                              capture_output=True, text=True, stdin=subprocess.DEVNULL)
         if out.returncode != 0:
             raise RuntimeStartError(f"starting a Flink TaskManager failed:\n{out.stdout}{out.stderr}\n"
                                     f"See the logs in {s.log_dir}.")
+    # the dead ones out of the pid file (replaced whole: its readers never see it half written). Flink's
+    # script names a new TaskManager's log after the file's line count, so after a restart a new one may
+    # share (and rotate) a live one's log file name; the processes are not affected.
     live = live_taskmanagers(s)
     if live:
-        path.write_text("".join(f"{p}\n" for p in live))
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(f"{p}\n" for p in live))
+        tmp.replace(path)
     else:
         path.unlink(missing_ok=True)
-    return live
+    return live, max(0, missing)
 
 
 def start_flink(s: RuntimeSettings, progress: Progress | None, taskmanagers: int = 1) -> None:

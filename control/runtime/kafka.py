@@ -17,7 +17,7 @@ def secure_properties(s: RuntimeSettings, broker_password: str) -> dict[str, str
     """The broker settings that secure it: one SASL_PLAINTEXT listener for clients (SCRAM-SHA-512; PLAIN
     only for the broker's own principal, whose password only this config holds), the controller listener
     authenticated with PLAIN (SCRAM cannot be used there), the KRaft StandardAuthorizer with nothing allowed
-    without an ACL, super users the broker and the operators, no automatic topic creation."""
+    without an ACL, the broker its only super user, no automatic topic creation."""
     from control.security import BROKER, MECHANISM, principal, user_of
 
     user = user_of(BROKER)
@@ -38,7 +38,7 @@ def secure_properties(s: RuntimeSettings, broker_password: str) -> dict[str, str
         "listener.name.controller.plain.sasl.jaas.config": plain,
         "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
         "allow.everyone.if.no.acl.found": "false",
-        "super.users": f"{principal(BROKER)};{principal('operator')}",
+        "super.users": principal(BROKER),
         "auto.create.topics.enable": "false",
     }
 

@@ -77,6 +77,7 @@ def _pid_of(s: RuntimeSettings, component: str) -> int | None:
     from control.runtime.flink import (
         flink_pid_files,
         live_taskmanagers,
+        taskmanagers_changing,
         wanted_taskmanagers,
     )
     from control.runtime.kafka import KAFKA_PID
@@ -85,8 +86,14 @@ def _pid_of(s: RuntimeSettings, component: str) -> int | None:
         return read_pid(s.pid_dir / KAFKA_PID)
     if component == "flink taskmanager":
         live = live_taskmanagers(s)
-        return live[0] if live and len(live) >= wanted_taskmanagers(s) else None
+        if live and (len(live) >= wanted_taskmanagers(s) or taskmanagers_changing(s)):
+            return live[0]  # all there, or `up` is starting or stopping some right now
+        return None
     return read_pid(flink_pid_files(s)["jobmanager"])
+
+
+UNCHANGED = -1
+"""`_restart`'s answer when nothing needed starting after all (another process had started it)."""
 
 
 def _restart(s: RuntimeSettings, component: str, log) -> int | None:
@@ -95,14 +102,17 @@ def _restart(s: RuntimeSettings, component: str, log) -> int | None:
     from control.settings import java_executable
 
     if component == "kafka broker":
-        start_kafka(s, java_executable() or "java", log)
+        try:
+            start_kafka(s, java_executable() or "java", log)
+        except Exception as e:  # noqa: BLE001 - logged; the policy bounds the retries
+            log(f"starting {component} failed: {e}")
+            return None
         return _pid_of(s, component)
     if component == "flink taskmanager":
         from control.runtime.flink import (
             ensure_taskmanagers,
             live_taskmanagers,
             orphaned_python_workers,
-            wanted_taskmanagers,
         )
         from control.runtime.process import terminate_tree
 
@@ -111,11 +121,11 @@ def _restart(s: RuntimeSettings, component: str, log) -> int | None:
         if not live_taskmanagers(s):  # no TaskManager has imported thread-mode code any more
             (s.pid_dir / "thread-mode-code.sha256").unlink(missing_ok=True)
         try:
-            ensure_taskmanagers(s, wanted_taskmanagers(s), log)
+            _, started = ensure_taskmanagers(s, None, log)  # the count recorded when it holds the lock
         except Exception as e:  # noqa: BLE001 - logged; the policy bounds the retries
             log(f"starting {component} failed: {e}")
             return None
-        return _pid_of(s, component)
+        return _pid_of(s, component) if started else UNCHANGED
     pid_file = flink_pid_files(s)["jobmanager"]
     pid_file.unlink(missing_ok=True)  # it names the dead process; Flink's script appends the new one
     out = subprocess.run(["bash", str(s.flink_home / "bin" / "jobmanager.sh"), "start"], env=flink_env(s),
@@ -164,6 +174,9 @@ def watch(s: RuntimeSettings, interval_s: float = 1.0, policy: RestartPolicy | N
                 known[c] = back
                 continue
             new = _restart(s, c, log)
+            if new == UNCHANGED:  # `up` had started what was missing: nothing was restarted
+                known[c] = _pid_of(s, c)
+                continue
             policies[c].record(time.monotonic())
             entry = state.setdefault(c, {"restarts": []})
             entry["restarts"].append({"at_ms": int(time.time() * 1000), "old_pid": known[c], "new_pid": new})

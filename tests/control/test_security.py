@@ -57,13 +57,17 @@ def test_each_role_may_do_what_its_job_does_and_nothing_else():
                                          ("WRITE", "requests.quarantine")}
     assert allowed(gs, "quality") == {("READ", "requests"), ("WRITE", "quality")}
     assert allowed(gs, "client") == {("WRITE", "requests"), ("READ", "answers")}
-    assert not allowed(gs, "operator")  # a super user
-    writers = {g.principal for g in gs if g.operation == "WRITE"}
+    # the operators read and manage everything but write only the control topics; they are no super user
+    op = allowed(gs, "operator")
+    assert {n for o, n in op if o == "WRITE"} == {"schedules", "lifecycle", "models"}
+    assert ("READ", "*") in op and ("CREATE", "*") in op and ("ALTER", "*") in op
     assert {g.principal for g in gs if g.operation == "WRITE" and g.name == "answers"} == {principal("rendezvous")}
-    assert not [g for g in gs if g.operation == "WRITE" and g.name in ("schedules", "lifecycle", "models")]
-    assert principal("operator") not in writers
+    assert {g.principal for g in gs if g.operation == "WRITE" and g.name in ("schedules", "lifecycle", "models")} \
+        == {principal("operator")}
     # topics by literal name (a prefix `requests` would also match requests.augmented), groups by prefix
     assert all(g.pattern == "LITERAL" for g in gs if g.resource == "TOPIC")
+    assert {g.name for g in gs if g.resource == "TOPIC" and g.name == "*"} == {"*"}  # the operators' wildcard only
+    assert {g.principal for g in gs if g.name == "*"} == {principal("operator")}
     assert {(g.principal, g.name) for g in gs if g.resource == "GROUP" and g.pattern == "PREFIXED"} == \
         {(principal(r), p) for r, p in GROUP_PREFIXES.items()}
 
@@ -107,7 +111,7 @@ def test_the_secure_broker_config(secure_settings):
     assert props["authorizer.class.name"] == "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
     assert props["allow.everyone.if.no.acl.found"] == "false"
     assert props["auto.create.topics.enable"] == "false"
-    assert props["super.users"] == "User:broker;User:operator"
+    assert props["super.users"] == "User:broker"  # the operators are not: only the rendezvous writes answers
     assert props["listeners"] == "SASL_PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093"
     assert props["listener.security.protocol.map"] == "CONTROLLER:SASL_PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT"
     assert props["listener.name.controller.sasl.enabled.mechanisms"] == "PLAIN"

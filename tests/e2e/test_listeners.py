@@ -14,7 +14,7 @@ from control import kafka_io
 from control.kafka_io import ensure_topics
 from control.ops import deploy
 from control.runtime import mlserver
-from control.runtime.flink import flink_pid_files
+from control.runtime.flink import flink_pid_files, live_taskmanagers
 from control.runtime.kafka import KAFKA_PID
 from control.runtime.process import read_pid
 from schemas.model_card import ModelCard
@@ -75,13 +75,13 @@ def test_nothing_of_the_project_listens_beyond_loopback(stack, unique, job_clean
                                                            timeout=180)]
         assert len(scores) == 3 and all(s.ok for s in scores)  # the Python worker is up and scoring
 
-        roots = {"kafka": read_pid(stack.pid_dir / KAFKA_PID), "mlserver": server.pid}
-        for role, path in flink_pid_files(stack).items():
-            roots[role] = int(path.read_text().split()[0])
-        found = {role: listeners(tree(pid)) for role, pid in roots.items()}
+        roots = {"kafka": [read_pid(stack.pid_dir / KAFKA_PID)], "mlserver": [server.pid],
+                 "jobmanager": [read_pid(flink_pid_files(stack)["jobmanager"])],
+                 "taskmanager": live_taskmanagers(stack)}  # every TaskManager (`up --taskmanagers N`)
+        found = {role: [s for pid in pids for s in listeners(tree(pid))] for role, pids in roots.items()}
         # the Python worker's gRPC servers (control, data, state, logging, retrieval, provisioning) live in the
         # TaskManager JVM; the worker itself, a child of it, connects to them
-        workers = [p for p in tree(roots["taskmanager"])[1:] if "beam_boot" in " ".join(p.cmdline())]
+        workers = [p for pid in roots["taskmanager"] for p in tree(pid)[1:] if "beam_boot" in " ".join(p.cmdline())]
     finally:
         server.stop()
 

@@ -2,13 +2,14 @@
 answers as at parallelism 1, and a running job is rescaled through a savepoint with its keyed state."""
 
 import json
+import math
 import time
 
 import pytest
 
 from control import kafka_io, runtime
-from control.ops import deploy, jobs, schedules
-from control.runtime.flink import flink_rest
+from control.ops import deploy, jobs, scaling, schedules
+from control.runtime.flink import flink_rest, wanted_taskmanagers
 from schemas.model_card import ModelCard
 from schemas.records import Answer
 from schemas.topics import TopicNames
@@ -23,10 +24,14 @@ CANARY = ModelCard(model_id="canary", version="1", runner="model_udfs.python_run
 
 @pytest.fixture(scope="module")
 def two_taskmanagers(stack):
-    """Two TaskManagers for this module's tests; back to one afterwards (the other tests' faults assume one)."""
-    runtime.set_taskmanagers(2, stack, progress=None)
-    yield stack
-    runtime.set_taskmanagers(1, stack, progress=None)
+    """Two TaskManagers for this module's tests; back to as many as before afterwards (the other tests' faults
+    assume one), also when starting the second one failed."""
+    before = wanted_taskmanagers(stack)
+    try:
+        runtime.set_taskmanagers(2, stack, progress=None)
+        yield stack
+    finally:
+        runtime.set_taskmanagers(before, stack, progress=None)
 
 
 def _pipeline(s, topics: TopicNames, tag: str, parallelism: int, cleanup: list[str]) -> list[str]:
@@ -95,24 +100,30 @@ def test_the_same_requests_get_the_same_answers_at_parallelism_1_and_2(two_taskm
     a1, a2 = _answers(s, one.answers, ids), _answers(s, two.answers, ids)
 
     def decision(a: Answer):
+        return a.model, sorted(a.output), a.stage, a.trigger, a.is_default
+
+    def same(x: Answer, y: Answer) -> bool:
         # the score up to rounding: the model scores the calls in flight as one matrix, and a sum over a
         # batch of another size can differ in its last bits (seen: 1.0643108252746878e-05 vs ...686e-05)
-        return a.model, {k: round(v, 12) for k, v in a.output.items()}, a.stage, a.trigger, a.is_default
+        return decision(x) == decision(y) and all(math.isclose(x.output[k], y.output[k], rel_tol=1e-9)
+                                                  for k in x.output)
 
     assert set(a1) == set(a2) == ids
     assert not [r for r in ids if a1[r].is_default], "a deadline of 20 s passed: the test's machine is overloaded"
-    differ = {r: (decision(a1[r]), decision(a2[r])) for r in ids if decision(a1[r]) != decision(a2[r])}
+    differ = {r: (a1[r].output, a2[r].output, decision(a1[r]), decision(a2[r])) for r in ids if not same(a1[r], a2[r])}
     assert not differ, list(differ.items())[:3]
     scores = {json.dumps(a.output, sort_keys=True) for a in a1.values()}
     assert len(scores) > 10  # real model scores, not one constant: the comparison can tell pipelines apart
 
-    # parallelism 2 really ran as two subtasks per operator, on both TaskManagers, each doing work
+    # parallelism 2 really ran as two subtasks per operator, and the jobs on both TaskManagers (where each
+    # subtask goes is the scheduler's choice: slots spread by load, not pinned per operator)
     subtasks = [st for jid in p2 for st in _subtasks(s, jid)]
-    assert {len([st for st in subtasks if st["vertex"] == v]) for v in {st["vertex"] for st in subtasks}} == {2}
+    for v in {st["vertex"] for st in subtasks}:
+        assert len([st for st in subtasks if st["vertex"] == v]) == 2, v
     assert len({st["taskmanager-id"] for st in subtasks}) == 2
+    # and both rendezvous subtasks decided requests: each read more than its copy of the broadcast schedule
     rendezvous = [st for st in _subtasks(s, p2[-1]) if st["vertex"].startswith("rendezvous")]
-    assert all(st["metrics"]["read-records"] > 0 for st in rendezvous), rendezvous
-    assert {st["taskmanager-id"] for st in rendezvous} == {st["taskmanager-id"] for st in subtasks}
+    assert all(st["metrics"]["read-records"] > 10 for st in rendezvous), rendezvous
 
 
 def test_a_rescaled_rendezvous_keeps_its_waiting_requests(two_taskmanagers, unique, job_cleanup):
@@ -142,14 +153,14 @@ def test_a_rescaled_rendezvous_keeps_its_waiting_requests(two_taskmanagers, uniq
 
     def read_all():
         st = flink_rest(s, f"/jobs/{jid}/vertices/{jv['id']}")["subtasks"]
-        return sum(x["metrics"]["read-records"] for x in st) >= len(ids)
+        return sum(x["metrics"]["read-records"] for x in st) >= len(ids) + 1  # and the schedule
 
     deadline = time.monotonic() + 120
     while not read_all():
         assert time.monotonic() < deadline, "the rendezvous did not read the requests"
         time.sleep(0.5)
 
-    new = deploy.rescale(jid, 2, s)
+    new = scaling.rescale(jid, 2, s)
     job_cleanup.append(new)
     assert jobs.job_parallelism(new, s)[jv["name"]] == 2
     done = int(time.time() * 1000)
