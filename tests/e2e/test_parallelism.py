@@ -122,8 +122,15 @@ def test_the_same_requests_get_the_same_answers_at_parallelism_1_and_2(two_taskm
         assert len([st for st in subtasks if st["vertex"] == v]) == 2, v
     assert len({st["taskmanager-id"] for st in subtasks}) == 2
     # and both rendezvous subtasks decided requests: each read more than its copy of the broadcast schedule
-    rendezvous = [st for st in _subtasks(s, p2[-1]) if st["vertex"].startswith("rendezvous")]
-    assert all(st["metrics"]["read-records"] > 10 for st in rendezvous), rendezvous
+    # (the REST API's metrics are refreshed every few seconds: wait for them to show the records)
+    def rendezvous_reads() -> list[int]:
+        return [st["metrics"]["read-records"] for st in _subtasks(s, p2[-1]) if st["vertex"].startswith("rendezvous")]
+
+    deadline = time.monotonic() + 90
+    while not all(n > 10 for n in rendezvous_reads()):
+        assert time.monotonic() < deadline, rendezvous_reads()
+        time.sleep(1)
+    assert len(rendezvous_reads()) == 2
 
 
 def test_a_rescaled_rendezvous_keeps_its_waiting_requests(two_taskmanagers, unique, job_cleanup):
