@@ -57,7 +57,7 @@ def streams(stack):
 def test_answers_by_model_and_trigger(stack, streams):
     _, topics = streams
     r = sql_lib.query("SELECT model, `trigger`, COUNT(*) AS n FROM answers GROUP BY model, `trigger` "
-                      "ORDER BY model NULLS FIRST, `trigger`", stack, topics)
+                      "ORDER BY COALESCE(model, ''), `trigger`", stack, topics)
     assert r.columns == ["model", "trigger", "n"]
     assert r.rows == [(None, "default", 1), ("challenger@2", "deadline", 2), ("champion@1", "deadline", 1),
                       ("champion@1", "preferred", 4)]
@@ -68,8 +68,8 @@ def test_free_shape_maps_nested_rows_and_metadata(stack, streams):
     r = sql_lib.query("SELECT request_id, output['fraud_probability'] AS p, CAST(output['n'] AS INT) AS n, "
                       "timings['champion@1'].latency_ms AS lat, kafka_time IS NOT NULL AS has_time "
                       "FROM answers WHERE request_id IN ('r1', 'r7') ORDER BY request_id", stack, topics)
-    assert r.rows == [("r1", "0.25", 1, 11, True), ("r7", "0.0", 7, None, True)]
-    q = sql_lib.query("SELECT reasons[1].code, reasons[1].`field`, raw FROM quarantine", stack, topics)
+    assert r.rows == [("r1", "0.25", 1, 11, True), ("r7", "0.75", 7, None, True)]
+    q = sql_lib.query("SELECT reasons[1].code, reasons[1].`field`, `raw` FROM quarantine", stack, topics)
     assert q.rows == [("missing", "request_id", '{"x": 1}')]
 
 
