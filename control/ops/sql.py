@@ -54,7 +54,8 @@ def plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [plain(v) for v in value]
     if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
-        return value.isoformat(sep=" ") if isinstance(value, datetime.datetime) else value.isoformat()
+        return value.isoformat(sep=" ", timespec="milliseconds") if isinstance(value, datetime.datetime) \
+            else value.isoformat()
     if isinstance(value, decimal.Decimal):
         return float(value)
     return value
@@ -96,7 +97,7 @@ def render(result: QueryResult, fmt: str = "table") -> str:
     return "\n".join(out) + "\n"
 
 
-_JAVA_EXC = re.compile(r"^(?:Caused by: )?(?:[a-z][\w$]*\.)+([A-Z][\w$]*(?:Exception|Error)): ?(.*)$")
+_JAVA_EXC = re.compile(r"^(?:: )?(?:Caused by: )?(?:[a-z][\w$]*\.)+([A-Z][\w$]*(?:Exception|Error)): ?(.*)$")
 
 
 def flink_message(error: BaseException) -> str:
@@ -152,6 +153,28 @@ def local_table_env(s: RuntimeSettings, batch: bool = True):
     return t_env
 
 
+_QUERY = re.compile(r"^\s*(\(\s*)*(SELECT|WITH|VALUES|TABLE)\b", re.IGNORECASE)
+
+
+def _execute_last(t_env, stmt: str):
+    """Execute the statement whose result is shown. A query's TIMESTAMP_LTZ columns (e.g. `kafka_time`) are
+    shown as TIMESTAMP(3) in the session's time zone (`table.local-time-zone`): PyFlink cannot collect
+    TIMESTAMP_LTZ values ("PickleException: couldn't introspect javabean")."""
+    if not _QUERY.match(stmt):
+        return t_env.execute_sql(stmt)
+    from pyflink.table import DataTypes
+    from pyflink.table.expressions import col
+
+    table = t_env.sql_query(stmt)
+    cols = table._j_table.getResolvedSchema().getColumns()
+    ltz = {c.getName() for c in cols
+           if c.getDataType().getLogicalType().getTypeRoot().name() == "TIMESTAMP_WITH_LOCAL_TIME_ZONE"}
+    if ltz:
+        table = table.select(*[col(c.getName()).cast(DataTypes.TIMESTAMP(3)).alias(c.getName())
+                               if c.getName() in ltz else col(c.getName()) for c in cols])
+    return table.execute()
+
+
 def query(sql: str, s: RuntimeSettings | None = None, topics: TopicNames = TopicNames(),
           bootstrap: str | None = None, role: str = "operator", limit: int | None = None) -> QueryResult:
     """Run `sql` (one statement, or several separated by `;` of which the last gives the result, e.g. SET
@@ -179,7 +202,7 @@ def query(sql: str, s: RuntimeSettings | None = None, topics: TopicNames = Topic
                 t_env.get_config().set(*kv)
             else:
                 t_env.execute_sql(stmt).wait()
-        result = t_env.execute_sql(stmts[-1])
+        result = _execute_last(t_env, stmts[-1])
         columns = list(result.get_resolved_schema().get_column_names())
         rows = []
         with result.collect() as it:

@@ -27,7 +27,7 @@ def test_render_rows_and_times_as_plain_values():
     row = Row(latency_ms=3, error=None)
     t = datetime.datetime(2026, 1, 2, 3, 4, 5, 600000)
     out = json.loads(render(QueryResult(["t", "timing"], [(t, row)]), "json"))
-    assert out == {"t": "2026-01-02 03:04:05.600000", "timing": {"latency_ms": 3, "error": None}}
+    assert out == {"t": "2026-01-02 03:04:05.600", "timing": {"latency_ms": 3, "error": None}}
 
 
 def test_flink_message_keeps_the_exception_and_its_root_cause_without_traces():
