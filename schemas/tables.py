@@ -63,7 +63,7 @@ TABLES: tuple[TableDef, ...] = (
     TableDef("lifecycle", "lifecycle", records.LifecycleEvent),
     TableDef("quality", "quality", records.QualityResult),
     TableDef("schedules", "schedules", records.Schedule),
-    TableDef("models", "registry", records.ModelEntry),
+    TableDef("registry", "registry", records.ModelEntry),  # `models` is a keyword (SHOW MODELS)
 )
 """Every stream of the architecture as a table (docs/architecture.md, "Streams"). There is no labels
 stream yet."""

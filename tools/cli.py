@@ -585,7 +585,7 @@ def sql_cmd(query, file, fmt, limit, topics_suffix, job_name, start, parallelism
     """Query the streams with Flink SQL: `rendezvous sql "SELECT ..."` reads the topics as they are now and
     prints the result; `rendezvous sql -f FILE.sql` submits a continuous INSERT INTO job and prints its id.
     Tables: requests, augmented_requests, scores, late_scores, answers, quarantine, lifecycle, quality,
-    schedules, models (README, "SQL over the streams")."""
+    schedules, registry (README, "SQL over the streams")."""
     from control.ops import sql as sql_lib
     from schemas.topics import TopicNames
 

@@ -24,7 +24,7 @@ from schemas.topics import TopicNames
 def test_every_stream_has_a_table_of_its_topic():
     names = {t.name for t in TABLES}
     assert names == {"requests", "augmented_requests", "scores", "late_scores", "answers", "quarantine",
-                     "lifecycle", "quality", "schedules", "models"}
+                     "lifecycle", "quality", "schedules", "registry"}
     assert {t.topic_field for t in TABLES} == set(TopicNames.__dataclass_fields__)
 
 
@@ -110,7 +110,7 @@ def test_connector_options_bounded_secured_and_quoted():
 
 def test_tables_follow_the_topic_names():
     ddl = create_tables("h:1", TopicNames.suffixed("abc"))
-    assert "'topic' = 'answers-abc'" in ddl["answers"] and "'topic' = 'models-abc'" in ddl["models"]
+    assert "'topic' = 'answers-abc'" in ddl["answers"] and "'topic' = 'models-abc'" in ddl["registry"]
     only = create_tables("h:1", TopicNames.suffixed("abc"), only_topics={"scores-abc"})
     assert list(only) == ["scores"]
     assert "METADATA FROM 'timestamp' VIRTUAL" in ddl["scores"] and "WATERMARK FOR `kafka_time`" in ddl["scores"]
