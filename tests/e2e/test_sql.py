@@ -69,6 +69,10 @@ def test_free_shape_maps_nested_rows_and_metadata(stack, streams):
                       "timings['champion@1'].latency_ms AS lat, kafka_time IS NOT NULL AS has_time "
                       "FROM answers WHERE request_id IN ('r1', 'r7') ORDER BY request_id", stack, topics)
     assert r.rows == [("r1", "0.25", 1, 11, True), ("r7", "0.75", 7, None, True)]
+    import datetime
+
+    t = sql_lib.query("SELECT kafka_time FROM answers LIMIT 1", stack, topics)  # TIMESTAMP_LTZ, collected
+    assert isinstance(t.rows[0][0], datetime.datetime)
     q = sql_lib.query("SELECT reasons[1].code, reasons[1].`field`, `raw` FROM quarantine", stack, topics)
     assert q.rows == [("missing", "request_id", '{"x": 1}')]
 
