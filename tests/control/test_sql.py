@@ -42,3 +42,27 @@ Caused by: org.apache.calcite.sql.validate.SqlValidatorException: Object 'answer
     assert msg == ("ValidationException: SQL validation failed. From line 1, column 15 to line 1, column 21: "
                    "Object 'answerz' not found")
     assert flink_message(Exception("plain words")) == "plain words"
+
+
+def test_the_cli_takes_a_query_or_a_file_not_both(tmp_path):
+    from click.testing import CliRunner
+
+    from tools.cli import main
+
+    f = tmp_path / "x.sql"
+    f.write_text("INSERT INTO s SELECT 1")
+    for args in (["sql"], ["sql", "-f", str(f), "SELECT 1"]):
+        res = CliRunner().invoke(main, args)
+        assert res.exit_code == 1 and "either a query" in res.output
+
+
+def test_a_file_without_insert_is_refused_before_submission(tmp_path, monkeypatch):
+    import pytest
+
+    from control.errors import SubmissionError
+    from control.ops import deploy
+    from control.ops import sql as sql_lib
+
+    monkeypatch.setattr(deploy, "submit_job", lambda *a, **k: pytest.fail("submitted"))
+    with pytest.raises(SubmissionError, match="INSERT INTO.*nothing was submitted"):
+        sql_lib.submit("CREATE TABLE t (x INT) WITH ('connector' = 'blackhole')")
