@@ -2,7 +2,7 @@
 of each record stays its pydantic model. Scalars map to their Flink type; nested records, dicts and
 lists are carried as JSON strings (as on the wire).
 
-Used to declare the records' tables (Flink SQL over the topics, docs/architecture.md "Analytics").
+The streams' SQL tables have richer types (ROW, MAP, ARRAY): `schemas.tables`.
 """
 
 from __future__ import annotations

@@ -569,6 +569,42 @@ def quality_suite(out) -> None:
         click.echo(text)
 
 
+@main.command("sql")
+@click.argument("query", required=False)
+@click.option("-f", "--file", "file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Submit the file's statements (CREATE TABLE/VIEW, SET, INSERT INTO) as a continuous job.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True,
+              help="How a query's result is printed (json: one object per line).")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Print at most this many rows.")
+@click.option("--topics-suffix", default=None,
+              help="Query the topic set named with this suffix (e.g. `answers-SUFFIX`, as tests use).")
+@click.option("--name", "job_name", default=None, help="-f: the job's name  [default: sql-<file name>]")
+@click.option("--start", type=click.Choice(["earliest", "latest", "committed"]), default="earliest",
+              show_default=True, help="-f: where the job's tables start reading.")
+@click.option("--parallelism", type=click.IntRange(1, jobs_lib.MAX_PARALLELISM), default=None,
+              help="-f: the job's parallelism.")
+def sql_cmd(query, file, fmt, limit, topics_suffix, job_name, start, parallelism) -> None:
+    """Query the streams with Flink SQL: `rendezvous sql "SELECT ..."` reads the topics as they are now and
+    prints the result; `rendezvous sql -f FILE.sql` submits a continuous INSERT INTO job and prints its id.
+    Tables: requests, augmented_requests, scores, late_scores, answers, quarantine, lifecycle, quality,
+    schedules, registry (README, "SQL over the streams")."""
+    from control.ops import sql as sql_lib
+    from schemas.topics import TopicNames
+
+    topics = TopicNames.suffixed(topics_suffix) if topics_suffix else TopicNames()
+    if bool(query) == bool(file):
+        _fail(ControlError("give either a query (`rendezvous sql \"SELECT ...\"`) or a file (`-f FILE.sql`)"))
+    try:
+        if file:
+            jid = sql_lib.submit(file.read_text(), topics=topics, job_name=job_name or f"sql-{file.stem}",
+                                 start=start, parallelism=parallelism)
+            click.echo(jid)
+        else:
+            click.echo(sql_lib.render(sql_lib.query(query, topics=topics, limit=limit), fmt), nl=False)
+    except ControlError as e:
+        _fail(e)
+
+
 @main.command("train")
 @click.option("--out", default=None, help="default: artifacts/models")
 def train_cmd(out) -> None:

@@ -20,6 +20,7 @@ from jobs.models.settings import ModelJobSettings
 from jobs.quality.settings import QualitySettings
 from jobs.rendezvous.settings import RendezvousSettings
 from jobs.smoke.settings import SmokeSettings
+from jobs.sql.settings import SqlSettings
 from schemas.model_card import ModelCard
 from schemas.records import LifecycleEvent, now_ms
 from schemas.topics import LIFECYCLE
@@ -30,6 +31,7 @@ ENTRY_POINTS: dict[type[JobSettings], str] = {
     RendezvousSettings: "jobs.rendezvous.main",
     SmokeSettings: "jobs.smoke.main",
     QualitySettings: "jobs.quality.main",
+    SqlSettings: "jobs.sql.main",
 }
 
 
@@ -43,6 +45,7 @@ ROLES: dict[type[JobSettings], str] = {
     RendezvousSettings: "rendezvous",
     QualitySettings: "quality",
     SmokeSettings: "operator",  # a test job between any two topics
+    SqlSettings: "operator",  # reads any stream, writes the topics its script names
 }
 """The Kafka principal each job authenticates as on a secured broker (control.security)."""
 
