@@ -139,6 +139,10 @@ def local_table_env(s: RuntimeSettings, batch: bool = True):
         os.environ["JAVA_HOME"] = str(Path(java).resolve().parent.parent)
     os.environ.setdefault("FLINK_LOG_DIR", str(s.log_dir))
     s.log_dir.mkdir(parents=True, exist_ok=True)
+    # no Python worker runs in a SQL query; without this PyFlink starts its "loopback" worker pool for a local
+    # mini cluster anyway, a gRPC server on every interface ([::]:0, hard-coded in
+    # pyflink.fn_execution.beam.beam_worker_pool_service): nothing of the project listens beyond loopback
+    os.environ.setdefault("_python_worker_execution_mode", "process")
     from pyflink.table import EnvironmentSettings, TableEnvironment
 
     jars = [j for j in s.connector_jars if "kafka" in j.name]
@@ -149,7 +153,10 @@ def local_table_env(s: RuntimeSettings, batch: bool = True):
     conf = t_env.get_config()
     conf.set("pipeline.jars", ";".join(j.as_uri() for j in jars))
     conf.set("parallelism.default", "1")
-    conf.set("rest.bind-port", "0")  # the mini cluster's web endpoint: any free port
+    conf.set("rest.bind-port", "0")  # the mini cluster's web endpoint: any free port, on loopback
+    conf.set("rest.bind-address", "127.0.0.1")
+    for key in ("jobmanager.bind-host", "taskmanager.bind-host", "taskmanager.host"):  # blob server, data exchange
+        conf.set(key, "127.0.0.1")
     return t_env
 
 
