@@ -10,7 +10,7 @@ Roles (README, "Security"):
   only role that writes `answers`; also writes `scores.late` and `requests.quarantine`.
 - `quality`: reads `requests`, writes `quality` only (on a secured broker its alerts stay in `quality`,
   `rendezvous quality watch` shows them; they do not go to `lifecycle`, which only the operators write).
-- `client`: the load generator and clients: writes `requests`, reads `answers`.
+- `client`: the load generator and clients: writes `requests` and `labels`, reads `answers`.
 
 Topics are granted by their literal names (a deployment's `TopicNames`: the defaults, or suffixed ones);
 consumer groups by prefix (`GROUP_PREFIXES`; a job's group id must start with its role's prefix).
@@ -77,7 +77,7 @@ def grants(topics: TopicNames = TopicNames(), group_prefixes: dict[str, str] | N
         "model": [t.scores],
         "rendezvous": [t.answers, t.late, t.quarantine],
         "quality": [t.quality],
-        "client": [t.requests],
+        "client": [t.requests, t.labels],
     }
     groups = {**GROUP_PREFIXES, **(group_prefixes or {})}
     op = principal("operator")  # the control plane: sees everything, manages topics, writes only its own

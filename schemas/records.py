@@ -88,6 +88,18 @@ class Reason(Record):
     message: str
 
 
+class Label(Record):
+    """An outcome that became known after the request was answered (e.g. a chargeback: the transaction was
+    fraud), on the `labels` topic, keyed by request id. Joined with scores and answers on `request_id`, it
+    gives each model's precision and recall."""
+
+    request_id: str
+    outcome: str = Field(description="what turned out to be true, e.g. 'fraud' or 'legit'")
+    positive: bool = Field(description="whether the outcome is the class the models flag (e.g. fraud)")
+    event_time_ms: int = Field(description="event time of the request it labels")
+    known_at_ms: int = Field(description="when the outcome became known")
+
+
 class QuarantineRecord(Record):
     raw: str = Field(description="the original bytes, decoded as UTF-8 (undecodable bytes replaced); at most "
                                  "MAX_QUARANTINED_RAW_CHARS characters")

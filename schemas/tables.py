@@ -64,9 +64,9 @@ TABLES: tuple[TableDef, ...] = (
     TableDef("quality", "quality", records.QualityResult),
     TableDef("schedules", "schedules", records.Schedule),
     TableDef("registry", "registry", records.ModelEntry),  # `models` is a keyword (SHOW MODELS)
+    TableDef("labels", "labels", records.Label),
 )
-"""Every stream of the architecture as a table (docs/architecture.md, "Streams"). There is no labels
-stream yet."""
+"""Every stream of the architecture as a table (docs/architecture.md, "Streams")."""
 
 METADATA_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("kafka_time", "TIMESTAMP_LTZ(3)", "timestamp"),

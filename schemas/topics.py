@@ -32,6 +32,7 @@ ANSWERS = "answers"
 LIFECYCLE = "lifecycle"
 REGISTRY = "models"
 QUALITY = "quality"
+LABELS = "labels"
 
 TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(REQUESTS),
@@ -45,6 +46,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(LIFECYCLE, single_partition=True),
     TopicSpec(REGISTRY, compacted=True, single_partition=True),
     TopicSpec(QUALITY),
+    TopicSpec(LABELS),  # outcomes known later (chargebacks), keyed by request id
 )
 
 
@@ -63,6 +65,7 @@ class TopicNames:
     registry: str = REGISTRY
     quarantine: str = QUARANTINE
     quality: str = QUALITY
+    labels: str = LABELS
 
     @classmethod
     def suffixed(cls, suffix: str) -> "TopicNames":

@@ -190,7 +190,10 @@ def schedule_show() -> None:
 @click.option("--fraud-fraction", default=0.02, show_default=True)
 @click.option("--drain", default=10.0, show_default=True, help="seconds to wait for the last answers")
 @click.option("--json-out", type=click.Path(dir_okay=False), default=None, help="also write the report as JSON")
-def load_cmd(rate, duration, fraud_fraction, drain, json_out) -> None:
+@click.option("--labels/--no-labels", default=True, show_default=True,
+              help="publish each transaction's outcome to the labels topic, --label-delay after it")
+@click.option("--label-delay", default=5.0, show_default=True, help="seconds from a request to its label")
+def load_cmd(rate, duration, fraud_fraction, drain, json_out, labels, label_delay) -> None:
     """Send synthetic transactions and report from the answers topic."""
     import json as _json
 
@@ -198,7 +201,7 @@ def load_cmd(rate, duration, fraud_fraction, drain, json_out) -> None:
 
     s = RuntimeSettings()
     report = load.run_load(s.bootstrap_servers, rate, duration, fraud_fraction=fraud_fraction, drain_s=drain,
-                           progress=click.echo)
+                           progress=click.echo, labels_topic="labels" if labels else None, label_delay_s=label_delay)
     click.echo(report.summary())
     if json_out:
         with open(json_out, "w") as f:

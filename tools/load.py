@@ -6,11 +6,12 @@ import json
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from control import kafka_io
+from schemas.records import Label
 from training.synthetic import TransactionGenerator
 
 
@@ -56,6 +57,8 @@ class LoadReport:
     """The longest time in which no answer arrived (e.g. while a failed job recovered)."""
     prefix: str = ""
     """The request ids of this run start with it."""
+    labels_sent: int = 0
+    """Outcomes published to the labels topic (`--labels`)."""
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -97,7 +100,35 @@ class LoadReport:
         if self.fraud_sent:
             lines.append(f"fraud: {self.fraud_sent} sent, {self.fraud_flagged} flagged (p >= 0.5); "
                          f"legit flagged: {self.legit_flagged}")
+        if self.labels_sent:
+            lines.append(f"labels published: {self.labels_sent} (outcomes of the requests, to the labels topic)")
         return "\n".join(lines)
+
+
+class LabelFeed:
+    """The outcomes of the sent transactions, each published `delay_s` after its request, as chargebacks
+    arrive after the decision (`schemas.records.Label`, to the labels topic, keyed by request id)."""
+
+    def __init__(self, delay_s: float):
+        if delay_s < 0:
+            raise ValueError(f"the label delay cannot be negative, not {delay_s}")
+        self.delay_s = delay_s
+        self._pending: deque[tuple[float, str, bool, int]] = deque()
+
+    def add(self, request_id: str, is_fraud: bool, event_time_ms: int, sent_s: float) -> None:
+        self._pending.append((sent_s + self.delay_s, request_id, is_fraud, event_time_ms))
+
+    def due(self, now_s: float, known_at_ms: int) -> list[Label]:
+        """The labels whose time has come (in the order their requests were sent)."""
+        out = []
+        while self._pending and self._pending[0][0] <= now_s:
+            _, rid, fraud, event_ms = self._pending.popleft()
+            out.append(Label(request_id=rid, outcome="fraud" if fraud else "legit", positive=fraud,
+                             event_time_ms=event_ms, known_at_ms=known_at_ms))
+        return out
+
+    def __len__(self) -> int:
+        return len(self._pending)
 
 
 class AnswerCollector(threading.Thread):
@@ -173,8 +204,10 @@ class AnswerCollector(threading.Thread):
 def run_load(bootstrap: str, rate: float, duration_s: float, requests_topic: str = "requests",
              answers_topic: str = "answers", fraud_fraction: float = 0.02, seed: int | None = None,
              drain_s: float = 10.0, progress: Callable[[str], None] | None = print,
-             on_tick: Callable[[float], None] | None = None) -> LoadReport:
-    """Send `rate` requests/s for `duration_s`, then wait up to `drain_s` for the last answers."""
+             on_tick: Callable[[float], None] | None = None, labels_topic: str | None = None,
+             label_delay_s: float = 5.0) -> LoadReport:
+    """Send `rate` requests/s for `duration_s`, then wait up to `drain_s` for the last answers. With
+    `labels_topic`, each transaction's outcome follows `label_delay_s` after it (the run waits for the last)."""
     from confluent_kafka import Producer
 
     if rate <= 0 or duration_s <= 0:
@@ -192,6 +225,17 @@ def run_load(bootstrap: str, rate: float, duration_s: float, requests_topic: str
             errors.append(str(err))
 
     prod = Producer(kafka_io.librdkafka_config(bootstrap, "client", **{"linger.ms": 1, "acks": 1}))
+    feed = LabelFeed(label_delay_s) if labels_topic else None
+    labels_sent = 0
+
+    def publish_due_labels() -> None:
+        nonlocal labels_sent
+        if feed is None:
+            return
+        for lab in feed.due(time.monotonic(), int(time.time() * 1000)):
+            prod.produce(labels_topic, lab.to_json().encode(), key=lab.request_id.encode(), on_delivery=delivered)
+            labels_sent += 1
+
     labels: dict[str, bool] = {}
     sent_ms: dict[str, float] = {}
     t0 = time.monotonic()
@@ -209,9 +253,12 @@ def run_load(bootstrap: str, rate: float, duration_s: float, requests_topic: str
                 rid = txn.request["request_id"]
                 labels[rid] = txn.is_fraud
                 sent_ms[rid] = now_ms
+                if feed is not None:
+                    feed.add(rid, txn.is_fraud, txn.request["event_time_ms"], time.monotonic())
                 prod.produce(requests_topic, json.dumps(txn.request).encode(), key=txn.request["entity_id"].encode(),
                              on_delivery=delivered)
                 sent += 1
+            publish_due_labels()
             prod.poll(0)
             if on_tick:
                 on_tick(elapsed)
@@ -225,11 +272,17 @@ def run_load(bootstrap: str, rate: float, duration_s: float, requests_topic: str
             raise RuntimeError(f"{len(errors)} requests could not be sent to Kafka: {errors[0]}")
         send_end = time.monotonic()
         drain_until = send_end + drain_s
-        while time.monotonic() < drain_until and collector.count() < sent:
+        while (time.monotonic() < drain_until and collector.count() < sent) or (feed is not None and len(feed)):
+            publish_due_labels()
             if progress and time.monotonic() - last_report >= 1.0:
                 last_report = time.monotonic()
-                progress(f"  draining: answered {collector.count()}/{sent}")
+                progress(f"  draining: answered {collector.count()}/{sent}"
+                         + (f", labels {labels_sent}/{sent}" if feed is not None else ""))
             time.sleep(0.05)
+        if feed is not None and prod.flush(30) > 0:
+            raise RuntimeError("some labels were still unsent after 30 s (is the broker up?)")
+        if errors:
+            raise RuntimeError(f"{len(errors)} records could not be sent to Kafka: {errors[0]}")
     finally:
         collector.stop()
     report = build_report(rate, duration_s, sent, labels, collector.answers, collector.duplicates,
@@ -239,6 +292,7 @@ def run_load(bootstrap: str, rate: float, duration_s: float, requests_topic: str
     report.client_latency_p99_ms = percentile(client, 0.99)
     report.conflicting_answers = collector.conflicting
     report.prefix = prefix
+    report.labels_sent = labels_sent
     arrivals = sorted(collector.received_ms.values())
     if len(arrivals) > 1:
         report.max_answer_gap_ms = round(max(b - a for a, b in zip(arrivals, arrivals[1:])), 1)

@@ -56,7 +56,7 @@ def test_each_role_may_do_what_its_job_does_and_nothing_else():
                                          ("READ", "answers"), ("WRITE", "answers"), ("WRITE", "scores.late"),
                                          ("WRITE", "requests.quarantine")}
     assert allowed(gs, "quality") == {("READ", "requests"), ("WRITE", "quality")}
-    assert allowed(gs, "client") == {("WRITE", "requests"), ("READ", "answers")}
+    assert allowed(gs, "client") == {("WRITE", "requests"), ("WRITE", "labels"), ("READ", "answers")}
     # the operators read and manage everything but write only the control topics; they are no super user
     op = allowed(gs, "operator")
     assert {n for o, n in op if o == "WRITE"} == {"schedules", "lifecycle", "models"}

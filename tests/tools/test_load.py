@@ -68,3 +68,37 @@ def test_report_figures_are_rounded_to_what_the_clocks_resolve():
 
     assert percentile([1.0, 2.0, 3.0, 200.0], 0.99) == 194.1  # not 194.11999999999998
     assert percentile([], 0.5) is None
+
+
+def test_labels_follow_their_requests_after_the_delay_in_send_order():
+    from tools.load import LabelFeed
+
+    feed = LabelFeed(delay_s=5.0)
+    feed.add("a", True, 1_000, sent_s=10.0)
+    feed.add("b", False, 1_001, sent_s=11.0)
+    assert feed.due(14.9, known_at_ms=99) == [] and len(feed) == 2
+    first = feed.due(15.0, known_at_ms=99)
+    assert [(x.request_id, x.outcome, x.positive, x.event_time_ms, x.known_at_ms) for x in first] == \
+        [("a", "fraud", True, 1_000, 99)]
+    assert [x.outcome for x in feed.due(100.0, known_at_ms=100)] == ["legit"] and len(feed) == 0
+
+
+@pytest.mark.e2e
+def test_the_load_generator_publishes_every_outcome_after_its_delay(stack, unique):
+    """Labels as chargebacks arrive: one per request sent, after the delay, fraud exactly where it was sent
+    (no pipeline runs here: the answers are not the point)."""
+    from control.kafka_io import consume, ensure_topics
+    from schemas.records import Label
+    from schemas.topics import TopicSpec
+    from tools.load import run_load
+
+    requests, answers, labels = (f"{n}-{unique}" for n in ("requests", "answers", "labels"))
+    ensure_topics(stack.bootstrap_servers, [TopicSpec(requests), TopicSpec(answers), TopicSpec(labels)])
+    report = run_load(stack.bootstrap_servers, rate=40, duration_s=2, requests_topic=requests, answers_topic=answers,
+                      fraud_fraction=0.3, seed=3, drain_s=0.1, progress=None, labels_topic=labels, label_delay_s=1.0)
+    got = [Label.parse(v) for v in consume(stack.bootstrap_servers, labels, count=report.sent, timeout=60)]
+    assert report.labels_sent == report.sent == len(got) == len({x.request_id for x in got}) == 80
+    assert all(x.request_id.startswith(report.prefix) for x in got)
+    assert sum(x.positive for x in got) == report.fraud_sent > 0
+    assert all(x.outcome == ("fraud" if x.positive else "legit") for x in got)
+    assert all(x.known_at_ms - x.event_time_ms >= 900 for x in got)  # published a delay (1 s) after the request
