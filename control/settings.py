@@ -131,17 +131,20 @@ class RuntimeSettings(BaseSettings):
         return self.run_dir / "kafka-mode"
 
     @property
+    def kafka_last_mode(self) -> str | None:
+        """How the embedded broker was last started: 'secure', 'plaintext', or None (never, or before modes)."""
+        try:
+            return self.kafka_mode_file.read_text().strip() or None
+        except OSError:
+            return None
+
+    @property
     def kafka_secured(self) -> bool:
         """Whether clients must authenticate: credentials were named, `secure` is set, or the embedded broker
         was last started secure (so every command after `up --secure` authenticates without the flag)."""
         if self.kafka_credentials_dir_override is not None or self.secure:
             return True
-        if self.bootstrap_servers_override:
-            return False
-        try:
-            return self.kafka_mode_file.read_text().strip() == "secure"
-        except OSError:
-            return False
+        return not self.bootstrap_servers_override and self.kafka_last_mode == "secure"
 
     def kafka_client_properties(self, role: str) -> dict[str, str]:
         """The Java client properties file of `role`'s principal (empty when the broker is not secured)."""

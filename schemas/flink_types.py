@@ -13,7 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-_SQL = {str: "STRING", int: "BIGINT", float: "DOUBLE", bool: "BOOLEAN"}
+SCALAR_SQL_TYPES = {str: "STRING", int: "BIGINT", float: "DOUBLE", bool: "BOOLEAN"}
+"""The Flink SQL type of each scalar Python type (also the streams' SQL tables', `schemas.tables`)."""
 
 
 def _scalar(annotation: Any) -> type | None:
@@ -25,12 +26,12 @@ def _scalar(annotation: Any) -> type | None:
     if origin is Literal:
         values = typing.get_args(annotation)
         return type(values[0]) if values and all(type(v) is type(values[0]) for v in values) else None
-    return annotation if annotation in _SQL else None
+    return annotation if annotation in SCALAR_SQL_TYPES else None
 
 
 def sql_columns(model: type[BaseModel]) -> list[tuple[str, str]]:
     """(column, SQL type) per field of the record, in field order."""
-    return [(name, _SQL.get(_scalar(f.annotation), "STRING")) for name, f in model.model_fields.items()]
+    return [(name, SCALAR_SQL_TYPES.get(_scalar(f.annotation), "STRING")) for name, f in model.model_fields.items()]
 
 
 def row_type(model: type[BaseModel]):

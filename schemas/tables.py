@@ -36,6 +36,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from schemas import records
+from schemas.flink_types import SCALAR_SQL_TYPES as _SCALARS
 from schemas.topics import TopicNames
 
 CATALOG = "default_catalog"
@@ -78,8 +79,6 @@ METADATA_COLUMNS: tuple[tuple[str, str, str], ...] = (
 WATERMARK_DELAY = "5"
 """Seconds the watermark of `kafka_time` lags behind the largest one seen (streaming jobs' event-time
 windows; batch queries ignore it)."""
-
-_SCALARS = {str: "STRING", int: "BIGINT", float: "DOUBLE", bool: "BOOLEAN"}
 
 STARTUP_MODES = {"earliest": "earliest-offset", "latest": "latest-offset", "committed": "group-offsets"}
 

@@ -96,10 +96,7 @@ def render_kafka_config(s: RuntimeSettings, secure: bool = False) -> Path:
 
 def last_mode(s: RuntimeSettings) -> str | None:
     """How the embedded broker was last started: 'secure', 'plaintext', or None (never, or before modes)."""
-    try:
-        return s.kafka_mode_file.read_text().strip() or None
-    except OSError:
-        return None
+    return s.kafka_last_mode
 
 
 def broker_client(s: RuntimeSettings) -> dict:

@@ -28,8 +28,6 @@ import time
 from jobs.common.security import client_config
 from jobs.common.settings import KafkaSettings
 
-__all__ = ["client_config", "answered_after_checkpoint", "answered_since", "checkpoint_time"]
-
 
 def _consumer(kafka: KafkaSettings, group_id: str | None):
     from kafka import KafkaConsumer

@@ -48,7 +48,7 @@ def test_a_null_record_is_quarantined_not_a_crash():
 
 
 def test_the_recovery_scan_maps_the_jobs_kafka_security_settings():
-    from jobs.rendezvous.recovery import client_config
+    from jobs.common.security import client_config
 
     cfg = client_config({"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512",
                          "sasl.jaas.config": 'org.apache.kafka.common.security.scram.ScramLoginModule required '
