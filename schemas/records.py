@@ -243,6 +243,9 @@ class ModelTiming(Record):
     model_version: str
     latency_ms: int = Field(description="model's own latency (finished - started)")
     finished_at_ms: int = Field(description="when the model finished (model job clock)")
+    received_at_ms: int | None = Field(default=None, description="when the model job received the augmented "
+                                       "request (model job clock; None in answers written before it was kept)")
+    started_at_ms: int | None = Field(default=None, description="when the model started on it (model job clock)")
     arrived_after_ms: int = Field(description="ms after the request reached the rendezvous that the score arrived "
                                               "(negative when the score came first)")
     error: str | None = None
@@ -369,3 +372,71 @@ class ModelEntry(Record):
     @property
     def key(self) -> str:
         return model_key(self.model_id, self.version)
+
+
+# --------------------------------------------------------------------------------------------
+# metrics (live meta-analytics, jobs/metrics)
+# --------------------------------------------------------------------------------------------
+MetricsKind = Literal["model", "pair", "accuracy", "answers", "budget"]
+
+
+class Metrics(Record):
+    """One row of the live meta-analytics (jobs/metrics, a Flink SQL job): the figures of one `kind` over one
+    event-time window (the Kafka timestamps of the records it counts). Columns a kind does not fill are None.
+
+    - `model`: per model deployment (`model`), its scores in the window: `count` scores, `errors` (failed,
+      `timeouts` of them timed out), latency quantiles, score quantiles and mean, `positives` (scores at or
+      above the decision threshold).
+    - `pair`: per ordered pair (`model`, `versus`) of deployments that scored the same requests: `count`
+      requests both scored, `disagreements` (one at or above the threshold, the other below), the mean
+      absolute score difference. The champion and the canary are among the `versus` of every model.
+    - `accuracy`: per model, over the labels that became known in the window (`count` labelled scores):
+      the confusion counts at the threshold and `precision`, `recall`.
+    - `answers`: per answering model (None: the default answer), `stage` and `trigger`: `count` answers,
+      `share` of all the window's answers (`total`), `defaults` among them.
+    - `budget`: per answering model, the median of each hop of a request's latency (see the *_ms fields),
+      and the total's p50 and p99 (request time to answer).
+    """
+
+    kind: MetricsKind
+    window_start_ms: int
+    window_end_ms: int
+    model: str | None = Field(default=None, description="`id@version` (answers: the chosen model; None: default)")
+    versus: str | None = Field(default=None, description="pair: the other model")
+    stage: int | None = None
+    trigger: str | None = None
+    count: int = Field(ge=0, description="what the row counts (see the kinds)")
+    total: int | None = Field(default=None, description="answers: all answers in the window")
+    share: float | None = None
+    defaults: int | None = None
+    errors: int | None = None
+    timeouts: int | None = None
+    error_rate: float | None = None
+    latency_p50_ms: float | None = None
+    latency_p99_ms: float | None = None
+    latency_max_ms: float | None = None
+    score_mean: float | None = None
+    score_p10: float | None = None
+    score_p50: float | None = None
+    score_p90: float | None = None
+    positives: int | None = None
+    disagreements: int | None = None
+    disagreement_rate: float | None = None
+    score_abs_diff_mean: float | None = None
+    tp: int | None = None
+    fp: int | None = None
+    fn: int | None = None
+    tn: int | None = None
+    precision: float | None = None
+    recall: float | None = None
+    external_state_ms: float | None = Field(default=None, description="budget: request time to augmented")
+    queue_ms: float | None = Field(default=None, description="budget: augmented to the model starting on it")
+    model_ms: float | None = Field(default=None, description="budget: the model's own latency")
+    transit_ms: float | None = Field(default=None, description="budget: the model finishing to its score "
+                                     "reaching the rendezvous")
+    wait_ms: float | None = Field(default=None, description="budget: the score reaching the rendezvous to the "
+                                  "answer (waiting for a preferred model or a deadline)")
+    total_p50_ms: float | None = None
+    total_p99_ms: float | None = None
+    threshold: float | None = Field(default=None, description="the decision threshold the job used")
+    output_field: str | None = Field(default=None, description="the output field read as the score")

@@ -66,6 +66,7 @@ TABLES: tuple[TableDef, ...] = (
     TableDef("schedules", "schedules", records.Schedule),
     TableDef("registry", "registry", records.ModelEntry),  # `models` is a keyword (SHOW MODELS)
     TableDef("labels", "labels", records.Label),
+    TableDef("metrics", "metrics", records.Metrics),
 )
 """Every stream of the architecture as a table (docs/architecture.md, "Streams")."""
 

@@ -33,6 +33,7 @@ LIFECYCLE = "lifecycle"
 REGISTRY = "models"
 QUALITY = "quality"
 LABELS = "labels"
+METRICS = "metrics"
 
 TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(REQUESTS),
@@ -47,6 +48,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(REGISTRY, compacted=True, single_partition=True),
     TopicSpec(QUALITY),
     TopicSpec(LABELS),  # outcomes known later (chargebacks), keyed by request id
+    TopicSpec(METRICS),  # the live meta-analytics (jobs/metrics)
 )
 
 
@@ -66,6 +68,7 @@ class TopicNames:
     quarantine: str = QUARANTINE
     quality: str = QUALITY
     labels: str = LABELS
+    metrics: str = METRICS
 
     @classmethod
     def suffixed(cls, suffix: str) -> "TopicNames":

@@ -214,7 +214,8 @@ class Rendezvous:
         assert mb.received_at_ms is not None and mb.request_time_ms is not None
         timings = {
             k: ModelTiming(model_version=h.model_version, latency_ms=h.finished_at_ms - h.started_at_ms,
-                           finished_at_ms=h.finished_at_ms, arrived_after_ms=h.arrived_at_ms - mb.received_at_ms,
+                           finished_at_ms=h.finished_at_ms, received_at_ms=h.received_at_ms,
+                           started_at_ms=h.started_at_ms, arrived_after_ms=h.arrived_at_ms - mb.received_at_ms,
                            error=h.error)
             for k, h in mb.scores.items()
         }

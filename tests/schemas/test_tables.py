@@ -24,7 +24,7 @@ from schemas.topics import TopicNames
 def test_every_stream_has_a_table_of_its_topic():
     names = {t.name for t in TABLES}
     assert names == {"requests", "augmented_requests", "scores", "late_scores", "answers", "quarantine",
-                     "lifecycle", "quality", "schedules", "registry", "labels"}
+                     "lifecycle", "quality", "schedules", "registry", "labels", "metrics"}
     assert {t.topic_field for t in TABLES} == set(TopicNames.__dataclass_fields__)
 
 
@@ -50,7 +50,8 @@ def test_types_are_mapped_deliberately():
     assert answer["is_default"] == "BOOLEAN"
     assert answer["output"] == "MAP<STRING, STRING>"  # free shape
     assert answer["timings"] == ("MAP<STRING, ROW<`model_version` STRING, `latency_ms` BIGINT, `finished_at_ms` "
-                                 "BIGINT, `arrived_after_ms` BIGINT, `error` STRING>>")
+                                 "BIGINT, `received_at_ms` BIGINT, `started_at_ms` BIGINT, `arrived_after_ms` BIGINT, "
+                                 "`error` STRING>>")
     aug = dict(columns(records.AugmentedRequest))
     assert aug["request"].startswith("ROW<`request_id` STRING, `entity_id` STRING, `event_time_ms` BIGINT, "
                                      "`amount` DOUBLE,")
