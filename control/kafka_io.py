@@ -136,6 +136,12 @@ def consume(bootstrap: str, topic: str, count: int | None = None, timeout: float
 def read_to_end(bootstrap: str, topic: str, timeout: float = 10.0) -> list[tuple[bytes | None, bytes | None]]:
     """Every (key, value) in `topic` from its beginning to its end as of now, in order (per partition).
     A topic that does not exist reads as empty."""
+    return [(r.key, r.value) for r in records_to_end(bootstrap, topic, timeout)]
+
+
+def records_to_end(bootstrap: str, topic: str, timeout: float = 10.0) -> list:
+    """Every record (kafka-python ConsumerRecord: key, value, timestamp, partition, offset) in `topic` from its
+    beginning to its end as of now, in order (per partition). A topic that does not exist reads as empty."""
     from kafka import TopicPartition
 
     c = consumer(bootstrap, enable_auto_commit=False, group_id=None)
@@ -146,14 +152,14 @@ def read_to_end(bootstrap: str, topic: str, timeout: float = 10.0) -> list[tuple
         c.assign(tps)
         c.seek_to_beginning(*tps)
         end = c.end_offsets(tps)
-        out: list[tuple[bytes | None, bytes | None]] = []
+        out: list = []
         deadline = time.monotonic() + timeout
         while any(c.position(tp) < end[tp] for tp in tps):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"could not read topic {topic} to its end within {timeout:.0f} s "
                                    "(is the broker up? `rendezvous status`)")
             for recs in c.poll(timeout_ms=200).values():
-                out += [(r.key, r.value) for r in recs]
+                out += recs
         return out
     finally:
         c.close()

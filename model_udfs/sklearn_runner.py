@@ -12,7 +12,8 @@ from schemas.features import feature_vector
 
 class SklearnRunner(BatchingRunner):
     """params: output_name (default 'fraud_probability'), output_index (default 1), max_batch_size (64),
-    max_batch_wait_ms (0)."""
+    max_batch_wait_ms (0), score_shift (0: added to each probability, clipped to [0, 1]: a deliberately
+    miscalibrated variant of a model, to see comparisons and guards at work)."""
 
     _model = None
 
@@ -36,4 +37,7 @@ class SklearnRunner(BatchingRunner):
         proba = self._model.predict_proba(x)
         idx = int(self.card.params.get("output_index", 1))
         name = self.card.params.get("output_name", "fraud_probability")
+        shift = float(self.card.params.get("score_shift", 0.0))
+        if shift:
+            return [{name: min(1.0, max(0.0, float(p) + shift))} for p in proba[:, idx]]
         return [{name: float(p)} for p in proba[:, idx]]

@@ -84,3 +84,27 @@ def test_batched_sklearn_equals_row_by_row():
     runner, outs = asyncio.run(scenario())
     assert runner.batches < len(rows) / 10  # batched for real
     assert [o["fraud_probability"] for o in outs] == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.skipif(not CHAMPION.exists(), reason="demo models not trained (make setup)")
+def test_score_shift_moves_each_probability_and_clips():
+    from jobs.external_state.features import EntityState, FeatureComputer
+    from schemas.records import Request
+    from training.synthetic import TransactionGenerator
+
+    c = ModelCard.load(CHAMPION)
+    shifted = c.model_copy(update={"params": {**c.params, "score_shift": -0.4}})
+    gen, fc, st = TransactionGenerator(seed=5), FeatureComputer(), {}
+    rows = []
+    for i in range(400):
+        req = Request.model_validate(gen.next(1_700_000_000_000 + i * 1000).request)
+        rows.append((req.model_dump(), fc.update(st.setdefault(req.entity_id, EntityState()), req).model_dump()))
+
+    async def scores(card):
+        runner = make_runner(card)
+        await runner.load()
+        return [o["fraud_probability"] for o in await asyncio.gather(*(runner.predict(r, f) for r, f in rows))]
+
+    base, moved = asyncio.run(scores(c)), asyncio.run(scores(shifted))
+    assert moved == pytest.approx([max(0.0, p - 0.4) for p in base], abs=1e-12)
+    assert any(p > 0.4 for p in base) and any(p < 0.4 for p in base)  # both sides of the clip are exercised
