@@ -335,7 +335,8 @@ def model_stage(key, stage, force) -> None:
 @model.command("list")
 @click.option("--window", default=30.0, show_default=True, help="seconds of live scores for the rates")
 def model_list(window) -> None:
-    """Every registered deployment: stage, job, since when, live score rate and error rate."""
+    """Every registered deployment: stage, job, since when, live score rate and error rate (from the scores
+    topic; the metrics job's fuller figures: `rendezvous models`)."""
     from control.ops import registry
     from control.ops.live import ScoreWindow
 
@@ -387,6 +388,67 @@ def model_show(key) -> None:
         if ev.get("model_id") == e.model_id and ev.get("model_version") in (e.version, None):
             moved = f" {ev.get('from_stage')} -> {ev.get('to_stage')}" if ev.get("to_stage") else ""
             click.echo(f"  {_ago(ev['at_ms']):>8} ago  {ev['kind']}{moved}  {_json.dumps(ev.get('detail') or {})}")
+
+
+def _plane(topics_suffix: str | None):
+    from control.ops.registry import Plane
+    from schemas.topics import TopicNames
+
+    return Plane(topics=TopicNames.suffixed(topics_suffix)) if topics_suffix else Plane()
+
+
+_report_suffix = click.option("--topics-suffix", default=None,
+                              help="Read the topic set named with this suffix (e.g. `metrics-SUFFIX`, as tests use).")
+
+
+@main.command("models")
+@click.option("--minutes", default=10.0, type=click.FloatRange(min=0, min_open=True), show_default=True,
+              help="how far back to look for metrics windows")
+@_report_suffix
+def models_cmd(minutes, topics_suffix) -> None:
+    """Each model's live figures from the metrics job's latest window: stage, scores/min, error rate,
+    latency p50/p99, disagreement with the champion and the canary, precision/recall (latest window with
+    labels), share of the answers. Exit 3 when there are no current figures (no metrics job running)."""
+    from control.ops import report as rp
+    from schemas.records import now_ms
+    from tools import report as tr
+
+    now = now_ms()
+    try:
+        data = rp.load(_plane(topics_suffix), now - int(minutes * 60_000), now)
+    except (ControlError, TimeoutError) as e:
+        _fail(e)
+    lines, current = tr.models_text(data, now)
+    for line in lines:
+        click.echo(line)
+    if not current:
+        sys.exit(3)
+
+
+@main.command("report")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="where to write the HTML  [default: run/report/report.html]")
+@click.option("--since", "since_min", default=60.0, type=click.FloatRange(min=0), show_default=True,
+              help="minutes of metrics windows to show (0: everything in the topic)")
+@_report_suffix
+def report_cmd(out, since_min, topics_suffix) -> None:
+    """Write the live meta-analytics as one self-contained HTML file (plots of latency, scores, agreement,
+    answers by stage/trigger and by model with schedule changes and lifecycle events marked, precision/recall,
+    the latency budget); prints its path."""
+    from control.ops import report as rp
+    from schemas.records import now_ms
+    from tools import report as tr
+
+    now = now_ms()
+    try:
+        data = rp.load(_plane(topics_suffix), now - int(since_min * 60_000) if since_min else None, now)
+    except (ControlError, TimeoutError) as e:
+        _fail(e)
+    path = tr.write(data, out or RuntimeSettings().run_dir / "report" / "report.html")
+    click.echo(f"report: {path} ({len(data.rows)} metrics rows, {len(data.markers)} schedule changes and "
+               "lifecycle events)")
+    if not data.rows:
+        click.echo(f"no metrics rows in topic {data.topic}: is the metrics job running? ({tr.HINT})", err=True)
 
 
 @main.command("roll")
