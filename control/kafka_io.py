@@ -139,9 +139,10 @@ def read_to_end(bootstrap: str, topic: str, timeout: float = 10.0) -> list[tuple
     return [(r.key, r.value) for r in records_to_end(bootstrap, topic, timeout)]
 
 
-def records_to_end(bootstrap: str, topic: str, timeout: float = 10.0) -> list:
+def records_to_end(bootstrap: str, topic: str, timeout: float = 10.0, since_ms: int | None = None) -> list:
     """Every record (kafka-python ConsumerRecord: key, value, timestamp, partition, offset) in `topic` from its
-    beginning to its end as of now, in order (per partition). A topic that does not exist reads as empty."""
+    beginning, or from the first whose Kafka timestamp is at or after `since_ms` (found by the broker's time
+    index), to its end as of now, in order per partition. A topic that does not exist reads as empty."""
     from kafka import TopicPartition
 
     c = consumer(bootstrap, enable_auto_commit=False, group_id=None)
@@ -150,16 +151,21 @@ def records_to_end(bootstrap: str, topic: str, timeout: float = 10.0) -> list:
         if not tps:
             return []
         c.assign(tps)
-        c.seek_to_beginning(*tps)
         end = c.end_offsets(tps)
+        if since_ms is None:
+            c.seek_to_beginning(*tps)
+        else:
+            start = c.offsets_for_times({tp: since_ms for tp in tps})
+            for tp in tps:  # no record that late: nothing to read there
+                c.seek(tp, start[tp].offset if start.get(tp) is not None else end[tp])
         out: list = []
         deadline = time.monotonic() + timeout
         while any(c.position(tp) < end[tp] for tp in tps):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"could not read topic {topic} to its end within {timeout:.0f} s "
                                    "(is the broker up? `rendezvous status`)")
-            for recs in c.poll(timeout_ms=200).values():
-                out += recs
+            for tp, recs in c.poll(timeout_ms=200).items():
+                out += [r for r in recs if r.offset < end[tp]]
         return out
     finally:
         c.close()
@@ -169,33 +175,7 @@ def read_since(bootstrap: str, topic: str, since_ms: int | None, timeout: float 
     """The values of `topic` whose Kafka timestamp is at or after `since_ms` (None: from the beginning) up
     to its end as of now, in order per partition: a reader of the recent part of a long topic skips the
     rest by the broker's time index. A topic that does not exist reads as empty."""
-    from kafka import TopicPartition
-
-    c = consumer(bootstrap, enable_auto_commit=False, group_id=None)
-    try:
-        tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or [])]
-        if not tps:
-            return []
-        c.assign(tps)
-        end = c.end_offsets(tps)
-        start = c.offsets_for_times({tp: since_ms for tp in tps}) if since_ms is not None else {}
-        for tp in tps:
-            found = start.get(tp)
-            if since_ms is None:
-                c.seek_to_beginning(tp)
-            else:  # no record that late: nothing to read there
-                c.seek(tp, found.offset if found is not None else end[tp])
-        out: list[bytes] = []
-        deadline = time.monotonic() + timeout
-        while any(c.position(tp) < end[tp] for tp in tps):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"could not read topic {topic} to its end within {timeout:.0f} s "
-                                   "(is the broker up? `rendezvous status`)")
-            for tp, recs in c.poll(timeout_ms=200).items():
-                out += [r.value for r in recs if r.offset < end[tp]]
-        return out
-    finally:
-        c.close()
+    return [r.value for r in records_to_end(bootstrap, topic, timeout, since_ms)]
 
 
 def last(bootstrap: str, topic: str, n: int, timeout: float = 15.0) -> list[bytes]:

@@ -126,7 +126,7 @@ def _figure(title_y: str, markers: list[rp.Marker], percent: bool = False):
     fig.update_layout(height=PLOT_HEIGHT, showlegend=True, margin=dict(l=60, r=20, t=30, b=40),
                       hovermode="x unified", legend=dict(orientation="h", y=-0.18, yanchor="top"),
                       xaxis=dict(title="window end (UTC)", type="date"),
-                      yaxis=dict(title=title_y, tickformat=".0%" if percent else None, rangemode="tozero"),
+                      yaxis=dict(title=title_y, tickformat=".1%" if percent else None, rangemode="tozero"),
                       yaxis2=dict(overlaying="y", range=[0, 1], visible=False, fixedrange=True))
     for category, (colour, dash, legend) in MARKER_STYLE.items():
         ms = [m for m in markers if m.category == category]
