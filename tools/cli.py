@@ -401,6 +401,55 @@ _report_suffix = click.option("--topics-suffix", default=None,
                               help="Read the topic set named with this suffix (e.g. `metrics-SUFFIX`, as tests use).")
 
 
+@main.group("metrics")
+def metrics_group() -> None:
+    """The live meta-analytics job: per model and window, scores, errors, latency, score distribution,
+    agreement between models, precision/recall as labels arrive, answers by stage and trigger, the latency
+    budget; written to the `metrics` topic (README, "Live metrics")."""
+
+
+@metrics_group.command("start")
+@click.option("--window", "window_s", default=60, type=click.IntRange(1), show_default=True,
+              help="seconds per tumbling event-time window")
+@click.option("--threshold", default=0.5, type=float, show_default=True,
+              help="decision threshold: a score at or above it flags (agreement, precision/recall)")
+@click.option("--output-field", default="fraud_probability", show_default=True, help="the output field read as the score")
+@click.option("--join-within", "join_within_s", default=30, type=click.IntRange(1), show_default=True,
+              help="seconds two scores of one request (or an answer and its request) may be apart to be matched")
+@click.option("--label-horizon", "label_horizon_s", default=120, type=click.IntRange(1), show_default=True,
+              help="seconds after its score a label still counts in precision/recall")
+@click.option("--parallelism", type=click.IntRange(1, jobs_lib.MAX_PARALLELISM), default=None)
+@_report_suffix
+def metrics_start_cmd(window_s, threshold, output_field, join_within_s, label_horizon_s, parallelism,
+                      topics_suffix) -> None:
+    """Submit the metrics job (a Flink SQL job); prints its id."""
+    from control.ops import metrics as metrics_ops
+    from jobs.sql.metrics import MetricsConfig
+
+    try:
+        cfg = MetricsConfig(window_s=window_s, threshold=threshold, output_field=output_field,
+                            join_within_s=join_within_s, label_horizon_s=label_horizon_s)
+        click.echo(metrics_ops.start(topics=_topics(topics_suffix), cfg=cfg, parallelism=parallelism))
+    except (ControlError, ValueError) as e:
+        _fail(e)
+
+
+@metrics_group.command("stop")
+@_report_suffix
+def metrics_stop_cmd(topics_suffix) -> None:
+    """Cancel the metrics job (a new start resumes from its committed offsets)."""
+    from control.ops import metrics as metrics_ops
+
+    ids = metrics_ops.stop(topics=_topics(topics_suffix))
+    click.echo("\n".join(f"cancelled {j}" for j in ids) or "no metrics job was running")
+
+
+def _topics(suffix):
+    from schemas.topics import TopicNames
+
+    return TopicNames.suffixed(suffix) if suffix else TopicNames()
+
+
 @main.command("models")
 @click.option("--minutes", default=10.0, type=click.FloatRange(min=0, min_open=True), show_default=True,
               help="how far back to look for metrics windows")

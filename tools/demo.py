@@ -15,12 +15,15 @@ from pathlib import Path
 from control import runtime
 from control.errors import ControlError
 from control.ops import deploy, jobs, registry, rollout, schedules
+from control.ops import metrics as metrics_ops
 from control.ops.registry import Plane
 from control.settings import RuntimeSettings
+from jobs.sql.metrics import MetricsConfig
 from schemas.model_card import ModelCard
 from tools import load
 
 DEMO_PREFIX = "demo: "
+METRICS_WINDOW_S = 10
 
 SCHEDULE = {
     "name": "champion-first",
@@ -65,6 +68,26 @@ def ensure_models(s: RuntimeSettings, progress) -> None:
         train_all(models, progress=progress)
 
 
+def live_figures(s: RuntimeSettings, plane: Plane, progress, wait_s: float = 3 * METRICS_WINDOW_S) -> Path:
+    """Print the models' figures once the metrics job has closed a window of the load (a window closes when
+    the watermark passes its end: the load's last seconds show only while traffic continues), and write the
+    HTML report; returns its path."""
+    from control.ops import report as rp
+    from schemas.records import now_ms
+    from tools import report as tr
+
+    since = now_ms() - 5 * 60_000
+    deadline = time.monotonic() + wait_s
+    data = rp.load(plane, since)
+    while not data.rows and time.monotonic() < deadline:
+        time.sleep(2)
+        data = rp.load(plane, since)
+    lines, _ = tr.models_text(data, now_ms())
+    for line in lines:
+        progress(f"   {line}")
+    return tr.write(data, s.run_dir / "report" / "report.html")
+
+
 def run(progress=print, rate: float = 100.0, duration_s: float = 60.0, report_path: Path | None = None) \
         -> load.LoadReport:
     """The demo; its report goes to `report_path` (default run/demo/latest.json)."""
@@ -94,6 +117,10 @@ def run(progress=print, rate: float = 100.0, duration_s: float = 60.0, report_pa
     ids["external-state"] = deploy.deploy_external_state(s, job_name=DEMO_PREFIX + "external-state", start="latest",
                                                          wait=False)
     ids["rendezvous"] = deploy.deploy_rendezvous(s, job_name=DEMO_PREFIX + "rendezvous", start="latest", wait=False)
+    # the live meta-analytics, with windows short enough to see several in one demo
+    metrics_ops.stop(s)
+    ids["metrics (SQL)"] = metrics_ops.start(s, cfg=MetricsConfig(window_s=METRICS_WINDOW_S), start_from="latest",
+                                             wait=False)
     plan = [("champion", "production"), ("challenger", "production"), ("slow", "production"),
             ("canary", "preproduction"), ("next", "preproduction")]
     for role, stage in plan:
@@ -145,7 +172,8 @@ def run(progress=print, rate: float = 100.0, duration_s: float = 60.0, report_pa
             state["started"] = True
             roller.start()
 
-    report = load.run_load(s.bootstrap_servers, rate=rate, duration_s=duration_s, progress=progress, on_tick=on_tick)
+    report = load.run_load(s.bootstrap_servers, rate=rate, duration_s=duration_s, progress=progress, on_tick=on_tick,
+                           labels_topic="labels", label_delay_s=5.0)
     if state["started"]:
         roller.join(timeout=len(ROLL_STEPS) * step_s + 60)
     out = report_path or s.run_dir / "demo" / "latest.json"
@@ -170,7 +198,11 @@ def run(progress=print, rate: float = 100.0, duration_s: float = 60.0, report_pa
         if e.key in {c.key for c in cards.values()}:
             progress(f"   {e.key:<24} {e.stage:<15}{' (canary)' if e.canary else ''}")
     progress("")
-    progress(f"Demo took {time.monotonic() - t_start:.0f} s; report in {out}.")
+    progress("each model's live figures, from the metrics job (`rendezvous models`):")
+    html = live_figures(s, plane, progress)
+    progress("")
+    progress(f"Demo took {time.monotonic() - t_start:.0f} s; load report in {out}; plots in {html} "
+             "(`rendezvous report`).")
     progress("The jobs keep running: `.venv/bin/rendezvous job list`, `.venv/bin/rendezvous model list`; "
              f"Flink UI: http://{s.flink_address}; roll back with `.venv/bin/rendezvous rollback`; stop everything "
              "with `.venv/bin/rendezvous down`.")

@@ -59,6 +59,15 @@ def _ms(column: str) -> str:
     return f"UNIX_TIMESTAMP(CAST({column} AS STRING)) * 1000"
 
 
+def interval(seconds: int) -> str:
+    """An SQL interval of whole seconds (DAY TO SECOND: `INTERVAL '120' SECOND` exceeds SECOND's default
+    precision of two digits)."""
+    d, rest = divmod(seconds, 86_400)
+    h, rest = divmod(rest, 3600)
+    m, sec = divmod(rest, 60)
+    return f"INTERVAL '{d} {h:02d}:{m:02d}:{sec:02d}' DAY TO SECOND"
+
+
 def _p(expr: str, q: float) -> str:
     return f"PERCENTILE(CAST({expr} AS DOUBLE), {q})"
 
@@ -87,14 +96,13 @@ def insert(kind: str, values: dict[str, str], source: str, group_by: str | None,
 
 
 def _tumble(table: str, time_col: str, cfg: MetricsConfig) -> str:
-    return f"TABLE(TUMBLE(TABLE {table}, DESCRIPTOR({quote(time_col)}), INTERVAL '{cfg.window_s}' SECOND))"
+    return f"TABLE(TUMBLE(TABLE {table}, DESCRIPTOR({quote(time_col)}), {interval(cfg.window_s)}))"
 
 
 def metrics_script(cfg: MetricsConfig = MetricsConfig()) -> str:
     """The SQL script of the metrics job (SET, views, one INSERT per kind)."""
     thr = repr(float(cfg.threshold))
-    within = f"INTERVAL '{cfg.join_within_s}' SECOND"
-    horizon = f"INTERVAL '{cfg.label_horizon_s}' SECOND"
+    within, horizon = interval(cfg.join_within_s), interval(cfg.label_horizon_s)
     flagged = f"score >= {thr}"
     views = [
         "SET 'table.local-time-zone' = 'UTC'",

@@ -29,6 +29,10 @@ def test_a_short_demo_answers_every_request_mostly_with_models(stack, tmp_path):
         assert roll["steps"] == [10, 50, 100] and not roll["rolled_back"], roll
         assert len(report["by_schedule"]) >= 3, report["by_schedule"]  # answered under several roll steps
         assert "fraud-champion@1.1.0" in report["by_model"]
+        # the live figures of the metrics job, in the terminal and as the HTML report
+        figures = out.stdout.split("each model's live figures", 1)[1]
+        assert "scores/min" in figures and "fraud-champion@1.0.0" in figures, figures[:2000]
+        assert (stack.run_dir / "report" / "report.html").stat().st_size > 100_000
         # the registry, as the CLI shows it
         listed = subprocess.run([sys.executable, "-m", "tools.cli", "model", "list"], cwd=stack.home,
                                 capture_output=True, text=True, timeout=120)
@@ -41,5 +45,8 @@ def test_a_short_demo_answers_every_request_mostly_with_models(stack, tmp_path):
                                cwd=stack.home, capture_output=True, text=True, timeout=120)
         assert shown.returncode == 0 and "roll_completed" in shown.stdout and "guard_passed" in shown.stdout
     finally:
+        from control.ops import metrics as metrics_ops
+
         deploy.stop_jobs_named("demo: ", stack)
+        metrics_ops.stop(stack)
         mlserver.stop_recorded(stack.mlserver_http_port, stack)
