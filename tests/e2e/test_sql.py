@@ -161,3 +161,50 @@ def test_a_continuous_job_writes_an_aggregate(stack, streams, unique, job_cleanu
         time.sleep(1)
     assert vals[-1]["n"] == 3
     jobs.cancel(jid, stack)
+
+
+def one_of_each(i: int) -> dict:
+    """A valid record of every stream's type (schemas.tables.TABLES), the `i`-th of its topic."""
+    from schemas.records import (AugmentedRequest, Features, Label, LateScore, LifecycleEvent, Metrics, ModelEntry,
+                                 QualityResult, Request, Schedule, Stage)
+
+    req = Request(request_id=f"q{i}", entity_id="e", event_time_ms=T0 + i, amount=1.0, merchant_category="m",
+                  country="DE")
+    feats = Features(entity_count=0, window_count=1, window_sum=1.0, window_ms=60_000, amount_mean=0.0,
+                     amount_std=0.0, amount_zscore=0.0)
+    return {
+        "requests": req,
+        "augmented_requests": AugmentedRequest(request=req, features=feats, entity_seq=1, augmented_at_ms=T0 + i),
+        "scores": SCORES[i % len(SCORES)],
+        "late_scores": LateScore(score=SCORES[i % len(SCORES)], reason="after_answer", observed_at_ms=T0 + i),
+        "answers": ANSWERS[i % len(ANSWERS)],
+        "quarantine": QuarantineRecord.of("{", [Reason(code="malformed_json", message="x")], "requests", at_ms=T0),
+        "lifecycle": LifecycleEvent(kind="schedule_published", schedule_version=i, at_ms=T0 + i),
+        "quality": QualityResult(source_topic="requests", suite_name="s", suite_version="1", batch_start_ms=T0,
+                                 batch_end_ms=T0 + 1, records=i, success=True, validation_ms=1.0,
+                                 validated_at_ms=T0 + i),
+        "schedules": Schedule(version=i + 1, stages=[Stage(deadline_ms=10, models=["m@1"])], default_output={}),
+        "registry": ModelEntry(model_id=f"m{i}", version="1", card={}, registered_at_ms=T0, stage_since_ms=T0),
+        "labels": Label(request_id=f"q{i}", outcome="legit", positive=False, event_time_ms=T0, known_at_ms=T0 + i),
+        "metrics": Metrics(kind="model", window_start_ms=T0, window_end_ms=T0 + 10_000, model="m@1", count=i),
+    }
+
+
+def test_a_count_over_each_topic_equals_the_records_written(stack, unique):
+    """`rendezvous sql` over every stream's table: table i's topic holds i + 1 records (a mix-up shows)."""
+    from schemas.tables import TABLES
+    from tools.cli import main
+
+    topics = TopicNames.suffixed(f"cnt{unique}")
+    ensure_topics(stack.bootstrap_servers, topics.specs())
+    written = {}
+    for n, t in enumerate(TABLES, start=1):
+        recs = [one_of_each(i)[t.name] for i in range(n)]
+        written[t.name] = kafka_io.produce(stack.bootstrap_servers, getattr(topics, t.topic_field),
+                                           [r.to_json() for r in recs], key=lambda v: str(hash(v)).encode())
+    assert set(written) == {t.name for t in TABLES}
+    query = " UNION ALL ".join(f"SELECT '{t.name}' AS t, COUNT(*) AS n FROM {t.name}" for t in TABLES)
+    res = CliRunner().invoke(main, ["sql", "--topics-suffix", f"cnt{unique}", "--format", "json", query])
+    assert res.exit_code == 0, res.output
+    counted = {row["t"]: row["n"] for row in map(json.loads, res.output.splitlines())}
+    assert counted == written
