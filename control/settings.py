@@ -96,6 +96,9 @@ class RuntimeSettings(BaseSettings):
     """Where the runtime's pid files, logs, configs and Kafka data go (default: <home>/run); a second
     embedded broker (e.g. the secure one of tests/e2e/test_security.py) needs its own."""
 
+    archive_override: str | None = Field(default=None, alias="RENDEZVOUS_ARCHIVE")
+    """The decoy's archive (README, "The decoy archive"); default <run dir>/archive."""
+
     flink_address_override: str | None = Field(default=None, alias="RENDEZVOUS_FLINK_ADDRESS")
     """Point submissions at another Flink cluster (HOST:PORT of its REST endpoint)."""
 
@@ -189,6 +192,17 @@ class RuntimeSettings(BaseSettings):
     @property
     def flink_jar_dir(self) -> Path:
         return self.home / "build" / "jars" / "flink"
+
+    @property
+    def parquet_jars(self) -> list[Path]:
+        """The Parquet format and the Hadoop classes it writes with (build/jars/parquet, `make setup`): shipped
+        with the archive job only."""
+        return sorted((self.home / "build" / "jars" / "parquet").glob("*.jar"))
+
+    @property
+    def archive(self) -> str:
+        """Where the decoy archives (a directory, or a URL of a file system Flink has a plugin for)."""
+        return self.archive_override or str(self.run_dir / "archive")
 
     @property
     def beam_loopback_jar(self) -> Path:

@@ -364,6 +364,8 @@ class ModelEntry(Record):
     stage: ModelStageName = "development"
     card: dict[str, Any] = Field(description="the model card (schemas.model_card.ModelCard) as registered")
     canary: bool = Field(default=False, description="a reference model: never promoted, never retired")
+    decoy: bool = Field(default=False, description="the decoy: consumes the input like a model, archives it, "
+                        "never answers (never scheduled)")
     job_id: str | None = Field(default=None, description="the Flink job scoring for this deployment")
     savepoint: str | None = Field(default=None, description="where its job's state went when it was retired")
     registered_at_ms: int

@@ -8,7 +8,7 @@ in the `lifecycle` topic (the audit log).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from control.errors import ControlError, JobError, ModelNotReadyError
 from control.ops import jobs as jobs_lib
@@ -77,13 +77,13 @@ def job_settings(cls: type[JobSettings], s: RuntimeSettings, **fields: Any) -> J
 
 def submit_job(settings: JobSettings, s: RuntimeSettings, savepoint: str | None = None, wait: bool = True,
                execution_mode: str = "process", allow_non_restored: bool = False,
-               parallelism: int | None = None) -> str:
+               parallelism: int | None = None, extra_jars: Sequence[Path] = ()) -> str:
     """Submit the job that `settings` configures; returns its Flink job id. `parallelism`: of every operator
     (default 1); a source reads at most as many partitions as its topic has, so give the topics at least as
     many (`rendezvous up --partitions N`)."""
     jid = jobs_lib.submit(ENTRY_POINTS[type(settings)], settings.to_argv(), savepoint=savepoint, s=s,
                           allow_non_restored=allow_non_restored, parallelism=parallelism,
-                          extra_conf={"python.execution-mode": execution_mode})
+                          extra_conf={"python.execution-mode": execution_mode}, extra_jars=extra_jars)
     if wait:
         jobs_lib.wait_running(jid, s)
     return jid

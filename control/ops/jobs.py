@@ -102,18 +102,25 @@ def check_thread_mode_code(s: RuntimeSettings) -> None:
 
 def flink_run_command(s: RuntimeSettings, module: str, job_args: Sequence[str] = (),
                       savepoint: str | None = None, allow_non_restored: bool = False,
-                      parallelism: int | None = None, extra_conf: dict[str, str] | None = None) -> list[str]:
+                      parallelism: int | None = None, extra_conf: dict[str, str] | None = None,
+                      extra_jars: Sequence[Path] = ()) -> list[str]:
+    """The `flink run` command of a job module. `extra_jars`: shipped with this job only (e.g. the Parquet
+    format of the archive job), besides the connectors every job gets."""
     script = module_path(s, module)
     if not script.exists():
         raise SubmissionError(f"no job entry point at {script}")
-    jars = ";".join(f"file://{j}" for j in s.connector_jars)
-    if not jars:
+    if not s.connector_jars:
         raise SubmissionError("the Flink Kafka connector jar is missing; run `make setup`.")
+    missing = [str(j) for j in extra_jars if not Path(j).is_file()]
+    if missing:
+        raise SubmissionError(f"jars missing: {', '.join(missing)}; run `make setup`.")
+    all_jars = [*s.connector_jars, *extra_jars]
+    jars = ";".join(f"file://{j}" for j in all_jars)
     bundle = package_sources(s)
     entry = ["-pym", module] if not module.endswith(".py") else ["-py", str(script)]
     cmd = [str(s.flink_home / "bin" / "flink"), "run", "-d", "-m", s.flink_address,
            *entry, "-pyfs", str(bundle), f"-Dpipeline.jars={jars}"]
-    for j in s.connector_jars:  # the client JVM that compiles the Python program needs them too
+    for j in all_jars:  # the client JVM that compiles the Python program needs them too
         cmd += ["-C", f"file://{j}"]
     for k, v in (extra_conf or {}).items():
         cmd.append(f"-D{k}={v}")
@@ -128,7 +135,8 @@ def flink_run_command(s: RuntimeSettings, module: str, job_args: Sequence[str] =
 
 def submit(module: str, job_args: Sequence[str] = (), savepoint: str | None = None,
            allow_non_restored: bool = False, s: RuntimeSettings | None = None,
-           extra_conf: dict[str, str] | None = None, timeout: float = 180.0, parallelism: int | None = None) -> str:
+           extra_conf: dict[str, str] | None = None, timeout: float = 180.0, parallelism: int | None = None,
+           extra_jars: Sequence[Path] = ()) -> str:
     """Submit a job module (e.g. `jobs.smoke.main`) detached; returns its Flink job id. `parallelism`: of every
     operator (`flink run -p`; default: the cluster's, 1)."""
     if parallelism is not None and not 1 <= parallelism <= MAX_PARALLELISM:
@@ -139,7 +147,7 @@ def submit(module: str, job_args: Sequence[str] = (), savepoint: str | None = No
     if (extra_conf or {}).get("python.execution-mode") == "thread":
         check_thread_mode_code(s)
     cmd = flink_run_command(s, module, job_args, savepoint, allow_non_restored, parallelism=parallelism,
-                            extra_conf=extra_conf)
+                            extra_conf=extra_conf, extra_jars=extra_jars)
     out = subprocess.run(cmd, env=flink_env(s), capture_output=True, text=True, timeout=timeout,
                          cwd=s.home, stdin=subprocess.DEVNULL)
     text = out.stdout + out.stderr
@@ -183,9 +191,11 @@ def job_exceptions(job_id: str, s: RuntimeSettings | None = None) -> str:
         return f"(could not read exceptions: {e})"
 
 
-def wait_running(job_id: str, s: RuntimeSettings | None = None, timeout: float = 120.0) -> None:
+def wait_running(job_id: str, s: RuntimeSettings | None = None, timeout: float = 120.0,
+                 recovering: bool = False) -> None:
     """Wait until every vertex of the job is RUNNING (operators opened, the sources reading); raise JobError
-    with the job's exception if it fails or restarts meanwhile."""
+    with the job's exception if it fails or restarts meanwhile. `recovering`: the job is expected to fail over
+    (e.g. after a TaskManager was lost): restarts are waited out, not errors."""
     s = s or RuntimeSettings()
     deadline = time.monotonic() + timeout
     state = "?"
@@ -196,7 +206,8 @@ def wait_running(job_id: str, s: RuntimeSettings | None = None, timeout: float =
             raise JobError(f"job {job_id} is {state}:\n{job_exceptions(job_id, s)[-4000:]}")
         # a task that fails while starting (e.g. a model that cannot load in its operator's open()) makes the
         # job restart: report its cause now rather than waiting out the timeout
-        if state in ("RESTARTING", "FAILING") or any(v["status"] == "FAILED" for v in info.get("vertices", [])):
+        if not recovering and (state in ("RESTARTING", "FAILING")
+                               or any(v["status"] == "FAILED" for v in info.get("vertices", []))):
             raise JobError(f"job {job_id} failed while starting ({state}):\n{job_exceptions(job_id, s)[-4000:]}")
         if state == "RUNNING" and all(v["status"] == "RUNNING" for v in info.get("vertices", [])):
             return

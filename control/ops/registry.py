@@ -120,6 +120,26 @@ def register(plane: Plane, card: ModelCard, canary: bool = False) -> ModelEntry:
     return e
 
 
+def put_decoy(plane: Plane, version: str, job_id: str | None, detail: dict) -> ModelEntry:
+    """Record the decoy (the archive job) as a deployment that never answers: in production while its job runs
+    (`job_id`), retired when it stops (`job_id` None)."""
+
+    t = now_ms()
+    known = entries(plane)
+    key = f"decoy@{version}"
+    stage = "production" if job_id else "retired"
+    prev = known.get(key)
+    e = ModelEntry(model_id="decoy", version=version, stage=stage, decoy=True, job_id=job_id,
+                   card={"model_id": "decoy", "version": version, "description": "archives every input, score "
+                         "and answer; never answers", **detail},
+                   registered_at_ms=prev.registered_at_ms if prev else t, stage_since_ms=t)
+    _write(plane, e)
+    plane.record(LifecycleEvent(kind="stage_changed" if prev else "model_registered", model_id="decoy",
+                                model_version=version, from_stage=prev.stage if prev else None, to_stage=stage,
+                                job_id=job_id, at_ms=t, detail={"decoy": True, **detail}))
+    return e
+
+
 def forget(plane: Plane, key: str) -> None:
     """Remove a deployment from the registry (a tombstone: compaction drops its history). For a demo that
     starts over; its job must be gone (refused while it runs)."""
@@ -168,6 +188,9 @@ def set_stage(plane: Plane, key: str, stage: str, force: bool = False, reason: s
     if stage not in STAGES:
         raise RegistryError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
     e = get(plane, key)
+    if e.decoy:
+        raise RegistryError(f"{key} is the decoy: it archives, it never answers; start or stop it with "
+                            "`rendezvous archive start|stop`")
     if e.stage == stage:
         return e
     if stage == "development":
@@ -237,8 +260,9 @@ def resolve(data: dict, known: dict[str, ModelEntry], allow: set[str] | frozense
         if e is None and split_key(m)[0] in ids:
             versions = ", ".join(sorted(k for k in known if split_key(k)[0] == split_key(m)[0]))
             raise RegistryError(f"{m} is not registered (registered versions: {versions})")
-        if e is not None and m not in allow and (e.stage not in SCHEDULABLE or e.canary):
-            what = "the canary, never scheduled" if e.canary else f"in {e.stage}"
+        if e is not None and (e.decoy or (m not in allow and (e.stage not in SCHEDULABLE or e.canary))):
+            what = ("the decoy, which never answers" if e.decoy else "the canary, never scheduled" if e.canary
+                    else f"in {e.stage}")
             raise RegistryError(f"{m} is {what}: only production and postproduction models are "
                                 f"scheduled (`rendezvous model stage {m} production`, or `rendezvous roll {m}`)")
         return m

@@ -239,7 +239,7 @@ def topic_overrides(topics: TopicNames) -> dict[str, str]:
 
 def submit(script: str, s: RuntimeSettings | None = None, topics: TopicNames = TopicNames(),
            job_name: str = "sql", start: str = "earliest", group_id: str | None = None,
-           parallelism: int | None = None, wait: bool = True) -> str:
+           parallelism: int | None = None, wait: bool = True, extra_jars=()) -> str:
     """Submit `script` (SET, CREATE TABLE/VIEW and INSERT INTO statements; `${kafka}` in a WITH clause
     stands for the Kafka connection's options) as a continuous job (`jobs.sql.main`); returns its job id.
     The script is checked here first (it has an INSERT INTO)."""
@@ -255,7 +255,7 @@ def submit(script: str, s: RuntimeSettings | None = None, topics: TopicNames = T
         statements_of(settings)
     except ValueError as e:
         raise SubmissionError(f"{e}; nothing was submitted") from e
-    jid = deploy.submit_job(settings, s, wait=False, parallelism=parallelism)
+    jid = deploy.submit_job(settings, s, wait=False, parallelism=parallelism, extra_jars=extra_jars)
     if wait:
         jobs_lib.wait_running(jid, s)
     deploy._record(s, LifecycleEvent(kind="job_submitted", job_id=jid, at_ms=now_ms(),

@@ -165,8 +165,19 @@ def test_a_continuous_job_writes_an_aggregate(stack, streams, unique, job_cleanu
 
 def one_of_each(i: int) -> dict:
     """A valid record of every stream's type (schemas.tables.TABLES), the `i`-th of its topic."""
-    from schemas.records import (AugmentedRequest, Features, Label, LateScore, LifecycleEvent, Metrics, ModelEntry,
-                                 QualityResult, Request, Schedule, Stage)
+    from schemas.records import (
+        AugmentedRequest,
+        Features,
+        Label,
+        LateScore,
+        LifecycleEvent,
+        Metrics,
+        ModelEntry,
+        QualityResult,
+        Request,
+        Schedule,
+        Stage,
+    )
 
     req = Request(request_id=f"q{i}", entity_id="e", event_time_ms=T0 + i, amount=1.0, merchant_category="m",
                   country="DE")

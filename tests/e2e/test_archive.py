@@ -1,0 +1,165 @@
+"""The decoy archive on the real stack (issue 12): every request, score, answer and label of a load run lands in
+the Parquet archive exactly once, also when the TaskManager is killed while it archives; `explain` tells an
+answer's story from the live topics and from the archive alone; `replay` of the champion's own card over the
+archive reproduces its recorded scores, a different model's shows the disagreement."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from control import kafka_io
+from control.kafka_io import ensure_topics
+from control.ops import archive, deploy, jobs, registry, schedules
+from control.ops.jobs import flink_rest
+from control.runtime.flink import flink_pid_files
+from control.runtime.process import read_pid
+from schemas.model_card import ModelCard
+from schemas.records import Label
+from schemas.topics import TopicNames
+from training.synthetic import TransactionGenerator
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+CHAMPION = ModelCard.load(REPO / "artifacts" / "models" / "fraud-champion" / "1.0.0" / "card.json")
+CANARY = ModelCard(model_id="fraud-canary", version="1", runner="model_udfs.python_runners:RuleRunner")
+
+
+def hour_of(ms: int) -> tuple[str, str]:
+    t = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    return t.strftime("%Y-%m-%d"), t.strftime("%H")
+
+
+def failures(jid: str, s) -> int:
+    """Failures the job has recorded (its exception history; a region failover counts too)."""
+    return len(flink_rest(s, f"/jobs/{jid}/exceptions").get("exceptionHistory", {}).get("entries", []))
+
+
+@pytest.fixture(scope="module")
+def archived(stack, tmp_path_factory):
+    """A pipeline (external state, champion, canary, rendezvous, decoy) that scored 400 labelled requests, the
+    TaskManager killed halfway while the decoy archived; returns what the test needs to check."""
+    unique = os.urandom(5).hex()
+    topics = TopicNames.suffixed(f"ar{unique}")
+    where = str(tmp_path_factory.mktemp("archive"))
+    ensure_topics(stack.bootstrap_servers, topics.specs())
+    plane = registry.Plane(stack, topics)
+    sched = schedules.publish(stack.bootstrap_servers, {
+        "name": "archived", "stages": [{"deadline_ms": 1500, "models": [CHAMPION.key]}],
+        "default_output": {"fraud_probability": 0.0}}, topic=topics.schedules, lifecycle_topic=None)
+    ids = [deploy.deploy_external_state(stack, job_name=f"ar-es-{unique}", start="earliest",
+                                        source_topic=topics.requests, sink_topic=topics.augmented,
+                                        quarantine_topic=topics.quarantine, group_id=f"ar-es-{unique}", wait=False)]
+    for card in (CHAMPION, CANARY):
+        ids.append(deploy.deploy_model(card, stack, job_name=f"ar-{card.model_id}-{unique}", start="earliest",
+                                       source_topic=topics.augmented, sink_topic=topics.scores,
+                                       group_id=f"ar-{card.model_id}-{unique}", wait=False))
+    ids.append(deploy.deploy_rendezvous(
+        stack, job_name=f"ar-rv-{unique}", start="earliest", augmented_topic=topics.augmented,
+        scores_topic=topics.scores, schedules_topic=topics.schedules, answers_topic=topics.answers,
+        late_topic=topics.late, invalid_topic=topics.quarantine, group_id=f"ar-rv-{unique}", wait=False))
+    decoy = archive.start(stack, topics, where, wait=False)
+    ids.append(decoy)
+    try:
+        for jid in ids:
+            jobs.wait_running(jid, stack, timeout=180)
+        gen = TransactionGenerator(seed=4, prefix=f"ar-{unique}")
+        sent: list[dict] = []
+
+        def send(n: int) -> None:
+            for _ in range(n // 10):
+                batch = [gen.next(int(time.time() * 1000)) for _ in range(10)]
+                kafka_io.produce(stack.bootstrap_servers, topics.requests, [t.request for t in batch],
+                                 key=lambda r: r["request_id"].encode())
+                kafka_io.produce(stack.bootstrap_servers, topics.labels, [Label(
+                    request_id=t.request["request_id"], outcome="fraud" if t.is_fraud else "legit",
+                    positive=t.is_fraud, event_time_ms=t.request["event_time_ms"], known_at_ms=int(time.time() * 1000)
+                ).to_json() for t in batch], key=lambda v: json.loads(v)["request_id"].encode())
+                sent.extend(t.request for t in batch)
+                time.sleep(0.1)
+
+        send(200)
+        wait_archived(where, "requests", 1, timeout=120)  # a checkpoint published the first files
+        before = failures(decoy, stack)
+        os.kill(read_pid(flink_pid_files(stack)["taskmanager"]), signal.SIGKILL)  # mid-archiving
+        send(200)
+        deadline = time.monotonic() + 120  # the JobManager notices the lost TaskManager, then restarts the jobs
+        while failures(decoy, stack) == before and time.monotonic() < deadline:
+            time.sleep(1)
+        assert failures(decoy, stack) > before, "the kill did not fail the decoy over"
+        for jid in ids:
+            jobs.wait_running(jid, stack, timeout=240, recovering=True)
+        ids_sent = {r["request_id"] for r in sent}
+        kafka_io.consume(stack.bootstrap_servers, topics.answers, timeout=240,
+                         until=lambda vs: {json.loads(v)["request_id"] for v in vs} >= ids_sent)
+        yield {"topics": topics, "archive": where, "sent": sent, "plane": plane, "schedule": sched, "jobs": ids}
+    finally:
+        archive.stop(stack, topics)
+        for jid in ids:
+            try:
+                jobs.cancel(jid, stack)
+            except Exception:
+                pass
+
+
+def wait_archived(where: str, table: str, rows: int, timeout: float) -> int:
+    """Wait until the archived table has at least `rows` rows (files are published at checkpoints)."""
+    deadline = time.monotonic() + timeout
+    n = 0
+    while time.monotonic() < deadline:
+        try:
+            n = archive.read(table, where, columns=["request_id"]).num_rows
+        except archive.ArchiveError:
+            n = 0
+        if n >= rows:
+            return n
+        time.sleep(1)
+    raise AssertionError(f"the archive's {table} has {n} rows after {timeout:.0f} s, expected {rows}")
+
+
+def topic_rows(stack, topic: str) -> list[dict]:
+    return [dict(json.loads(r.value), kafka_time_ms=r.timestamp)
+            for r in kafka_io.records_to_end(stack.bootstrap_servers, topic)]
+
+
+def test_the_archive_holds_every_record_exactly_once_through_a_taskmanager_kill(stack, archived):
+    t, where, sent = archived["topics"], archived["archive"], archived["sent"]
+    # every table reaches the topic's record count: nothing lost; and no more than it: nothing duplicated
+    expected = {"requests": topic_rows(stack, t.augmented), "scores": topic_rows(stack, t.scores),
+                "answers": topic_rows(stack, t.answers), "labels": topic_rows(stack, t.labels)}
+    for table, rows in expected.items():
+        wait_archived(where, table, len(rows), timeout=120)
+    got = {table: archive.read(table, where).to_pylist() for table in expected}
+    for table, rows in expected.items():
+        def ident(r):
+            return (r["request_id"], r.get("model_id"), r["kafka_time_ms"])
+        assert Counter(map(ident, got[table])) == Counter(
+            (r.get("request", r)["request_id"], r.get("model_id"), r["kafka_time_ms"]) for r in rows), table
+    # per hour, the requests sent (their event time's hour, UTC)
+    per_hour = Counter(hour_of(r["event_time_ms"]) for r in sent)
+    assert Counter((r["dt"], r["hr"]) for r in got["requests"]) == per_hour
+    assert len(got["requests"]) == len(sent) == 400
+    # as the models saw them: the augmented record's JSON, and its fields as columns
+    aug = {json.loads(r["augmented_json"])["request"]["request_id"]: r for r in got["requests"]}
+    some = next(iter(aug.values()))
+    raw = json.loads(some["augmented_json"])
+    assert some["amount"] == raw["request"]["amount"] and some["entity_seq"] == raw["entity_seq"]
+    assert some["amount_zscore"] == raw["features"]["amount_zscore"] and some["feature_version"] == "features-v1"
+    # scores and answers equal the topics' (outputs, errors, times, choices; a model job replayed by the kill
+    # scored some requests twice: both copies are in the topic, so both are in the archive)
+    def score(r, output):
+        return (r["request_id"], r["model_id"], r["kafka_time_ms"], r["finished_at_ms"], r["error"],
+                tuple(sorted((k, float(v)) for k, v in output)))
+    assert Counter(score(r, r["output"] or []) for r in got["scores"]) == Counter(
+        score(x, (x["output"] or {}).items()) for x in expected["scores"])
+    def answer(r):
+        return (r["request_id"], r["model"], r["trigger"], r["stage"], r["schedule_version"], r["answered_at_ms"])
+    assert Counter(map(answer, got["answers"])) == Counter(map(answer, expected["answers"]))
