@@ -45,6 +45,7 @@ def up(secure: bool | None, taskmanagers, partitions) -> None:
     except ControlError as e:
         _fail(e)
     _print_status(comps)
+    _print_metrics_endpoints()
 
 
 @main.command()
@@ -58,6 +59,7 @@ def status() -> None:
     """Show each component of the embedded runtime and its address."""
     comps = runtime.status()
     _print_status(comps)
+    _print_metrics_endpoints()
     if not all(c.running for c in comps):
         sys.exit(3)
 
@@ -67,6 +69,24 @@ def _print_status(comps) -> None:
         mark = click.style("up  ", fg="green") if c.running else click.style("down", fg="red")
         pid = f"pid {c.pid}" if c.pid else ""
         click.echo(f"{mark} {c.name:<18} {c.address:<28} {pid:<11} {c.detail}")
+
+
+def _print_metrics_endpoints() -> None:
+    """The Prometheus endpoints under the status table: one line per Flink process."""
+    for e in runtime.metrics_endpoints():
+        where = e.url or "none (no free port in RENDEZVOUS_PROMETHEUS_PORTS? see its log)"
+        click.echo(f"     {'metrics':<18} {where:<28} {'pid ' + str(e.pid):<11} Prometheus, {e.role}")
+
+
+@main.command("metrics-endpoints")
+def metrics_endpoints() -> None:
+    """List the Prometheus scrape endpoints of the Flink processes: URL, role, pid (one per line)."""
+    found = [e for e in runtime.metrics_endpoints() if e.url]
+    for e in found:
+        click.echo(f"{e.url}\t{e.role}\t{e.pid}")
+    if not found:
+        click.secho("no metrics endpoint found: is the runtime up (`rendezvous status`)?", fg="red", err=True)
+        sys.exit(3)
 
 
 @main.group()
