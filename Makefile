@@ -8,7 +8,7 @@ MLSV   := .venv-mlserver
 
 .PHONY: setup demo test test-unit chaos bench bench-stages bench-model up down status clean
 
-setup: $(VENV)/.installed $(MLSV)/.installed build/jars/.resolved build/jars/flink/rendezvous-jvm.jar build/jars/beam/rendezvous-beam-loopback.jar artifacts/models/.trained
+setup: $(VENV)/.installed $(MLSV)/.installed build/jars/.resolved build/jars/flink/rendezvous-jvm.jar build/jars/beam/rendezvous-beam-loopback.jar build/jars/metrics/rendezvous-metrics-prometheus.jar artifacts/models/.trained
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	@echo "==> creating $(VENV) and installing pinned Python dependencies (requirements.lock)"
@@ -53,6 +53,16 @@ build/jars/beam/rendezvous-beam-loopback.jar: jvm/beam/org/apache/beam/sdk/fn/se
 	  -cp "$$($(PY) -c 'import pyflink, pathlib; print(next((pathlib.Path(pyflink.__file__).parent / "opt").glob("flink-python-*.jar")))')" \
 	  jvm/beam/org/apache/beam/sdk/fn/server/ServerFactory.java
 	jar cf $@ -C build/jvm-beam-classes .
+
+# Flink's Prometheus reporter (the apache-flink wheel's plugins/metrics-prometheus/) binds its HTTP server to every
+# interface; this factory makes the same reporter bind the runtime's address (jvm/metrics/, README "Exported metrics")
+build/jars/metrics/rendezvous-metrics-prometheus.jar: jvm/metrics/org/apache/flink/metrics/prometheus/BoundPrometheusReporterFactory.java jvm/metrics/META-INF/services/org.apache.flink.metrics.reporter.MetricReporterFactory $(VENV)/.installed
+	@echo "==> compiling the loopback-bound Prometheus reporter factory (jvm/metrics/) into $@"
+	rm -rf build/jvm-metrics-classes && mkdir -p build/jvm-metrics-classes $(@D)
+	javac -nowarn --release 17 -d build/jvm-metrics-classes \
+	  -cp "$$($(PY) -c 'import pyflink, pathlib; p = pathlib.Path(pyflink.__file__).parent; print(":".join(str(next(g)) for g in ((p / "plugins" / "metrics-prometheus").glob("flink-metrics-prometheus-*.jar"), (p / "lib").glob("flink-dist-*.jar"))))')" \
+	  jvm/metrics/org/apache/flink/metrics/prometheus/BoundPrometheusReporterFactory.java
+	jar cf $@ -C build/jvm-metrics-classes . -C jvm/metrics META-INF/services
 
 artifacts/models/.trained: $(VENV)/.installed $(wildcard training/*.py) schemas/features.py jobs/external_state/features.py
 	@echo "==> training the demo fraud models from synthetic data (artifacts/models)"

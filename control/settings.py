@@ -6,7 +6,7 @@ import os
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -46,6 +46,11 @@ class RuntimeSettings(BaseSettings):
 
     blob_port: int = 6124
     """Flink blob server."""
+
+    prometheus_ports: str = Field(default="9249-9258", pattern=r"^\d{1,5}(-\d{1,5})?$")
+    """Ports of the Prometheus metrics endpoints (`http://HOST:PORT/metrics`), a port or a range "A-B": the
+    JobManager and each TaskManager take the first free one (`rendezvous metrics endpoints` lists who took
+    which). Bound to `bind_host` like the rest. Keep the range below the ephemeral ports (32768+ on Linux)."""
 
     topic_partitions: int = Field(default=1, ge=1)
     """Partitions of each data topic created by `up` (`up --partitions N`): a job reads a topic with at most
@@ -101,6 +106,19 @@ class RuntimeSettings(BaseSettings):
 
     flink_address_override: str | None = Field(default=None, alias="RENDEZVOUS_FLINK_ADDRESS")
     """Point submissions at another Flink cluster (HOST:PORT of its REST endpoint)."""
+
+    @field_validator("prometheus_ports")
+    @classmethod
+    def _port_range(cls, v: str) -> str:
+        lo, _, hi = v.partition("-")
+        if not 1 <= int(lo) <= int(hi or lo) <= 65535:
+            raise ValueError(f"not a port range A-B with 1 <= A <= B <= 65535: {v!r}")
+        return v
+
+    @property
+    def prometheus_port_range(self) -> range:
+        lo, _, hi = self.prometheus_ports.partition("-")
+        return range(int(lo), int(hi or lo) + 1)
 
     # ---- derived paths -------------------------------------------------------------------
     @property
@@ -208,6 +226,11 @@ class RuntimeSettings(BaseSettings):
     def beam_loopback_jar(self) -> Path:
         """The project's gRPC server factory for PyFlink's Python workers (jvm/beam/), built by `make setup`."""
         return self.home / "build" / "jars" / "beam" / "rendezvous-beam-loopback.jar"
+
+    @property
+    def prometheus_reporter_jar(self) -> Path:
+        """The project's Prometheus reporter factory that binds `bind_host` (jvm/metrics/), built by `make setup`."""
+        return self.home / "build" / "jars" / "metrics" / "rendezvous-metrics-prometheus.jar"
 
     @property
     def venv_python(self) -> Path:

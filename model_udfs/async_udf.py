@@ -4,6 +4,14 @@ Input: an AugmentedRequest as JSON. Output: a Score as JSON — with the output,
 the model raises, exceeds its timeout, or the input cannot be read. It never raises, so the job keeps
 running whatever the model does. With `skip_older_than_ms`, a request older than that when it reaches
 the model job is not scored at all (load shedding under overload; counted in the `skipped_stale` metric).
+
+Metrics, in the operator's group `model` with the variable `model` = the card's `id@version` (a Prometheus label):
+`scores` and `errors` (scores written, of them error scores), `latency_ms_sum` (the sum of each score's time
+in the UDF, from taking the request to the score: the model's latency; `latency_ms_sum / scores` is its mean,
+`rate(latency_ms_sum) / rate(scores)` over a window) and `skipped_stale`. They are plain ints kept on the event
+loop and exported as gauges: PyFlink reads a gauge at the end of each bundle, on the bundle's thread, while a
+counter incremented on the async function's event loop thread is dropped (Beam's metrics container is
+per thread; seen here: `skipped_stale` as a counter never reached Flink).
 """
 
 from __future__ import annotations
@@ -48,7 +56,9 @@ class ModelAsyncFunction(AsyncFunction):
         self._lock: asyncio.Lock | None = None
         self._prepared: ModelRunner | None = None
         self.skipped = 0
-        self._skipped_counter = None
+        self.scores = 0
+        self.errors = 0
+        self.latency_ms_sum = 0
 
     def open(self, runtime_context) -> None:
         """Ready before serving: the runner is made and prepared (artifact checked and loaded, model server
@@ -60,11 +70,21 @@ class ModelAsyncFunction(AsyncFunction):
         self._lock = None
         self._prepared = make_runner(self.card)
         self._prepared.prepare()
-        self.skipped = 0
+        self.skipped = self.scores = self.errors = self.latency_ms_sum = 0
         try:
-            self._skipped_counter = runtime_context.get_metrics_group().add_group("model").counter("skipped_stale")
+            group = runtime_context.get_metrics_group().add_group("model", self.card.key)
+            group.gauge("scores", lambda: self.scores)
+            group.gauge("errors", lambda: self.errors)
+            group.gauge("latency_ms_sum", lambda: self.latency_ms_sum)
+            group.gauge("skipped_stale", lambda: self.skipped)
         except Exception:  # noqa: BLE001 - metrics are optional
-            self._skipped_counter = None
+            pass
+
+    def _scored(self, received_ms: int, error: bool) -> None:
+        """Accounts one score (on the event loop, like every caller: no lock needed)."""
+        self.scores += 1
+        self.errors += error
+        self.latency_ms_sum += _now_ms() - received_ms
 
     async def _ensure_runner(self) -> ModelRunner:
         if self._runner is not None:
@@ -87,16 +107,16 @@ class ModelAsyncFunction(AsyncFunction):
             request, features = aug["request"], aug["features"]
             request_id, request_time = str(request["request_id"]), int(request["event_time_ms"])
         except Exception as e:  # noqa: BLE001
+            self._scored(received, True)
             return [error_score(self.card, value, f"unreadable input: {type(e).__name__}: {e}", received)]
         if self.skip_older_than_ms is not None and received - request_time > self.skip_older_than_ms:
             # load shedding: too old to be answered in time, its score could only be a late score
             self.skipped += 1
-            if self._skipped_counter is not None:
-                self._skipped_counter.inc()
             return []
         try:
             runner = await self._ensure_runner()
         except Exception as e:  # noqa: BLE001
+            self._scored(received, True)
             return [error_score(self.card, value, f"model failed to load: {type(e).__name__}: {e}", received)]
         started = _now_ms()
         try:
@@ -113,10 +133,13 @@ class ModelAsyncFunction(AsyncFunction):
                           output=output, error=error, request_time_ms=request_time, received_at_ms=received,
                           started_at_ms=started, finished_at_ms=_now_ms()).to_json()
             if len(score) > MAX_RECORD_BYTES:  # would exceed the producer's limit and fail the job
+                self._scored(received, True)
                 return [error_score(self.card, value, f"model output too large: a {len(score)}-character score "
                                                       f"(at most {MAX_RECORD_BYTES})", received, started)]
+            self._scored(received, error is not None)
             return [score]
         except Exception as e:  # noqa: BLE001 - e.g. an output that is not JSON: an error score, never a crash
+            self._scored(received, True)
             return [error_score(self.card, value, f"invalid model output: {type(e).__name__}: {e}", received,
                                 started)]
 

@@ -45,6 +45,7 @@ def up(secure: bool | None, taskmanagers, partitions) -> None:
     except ControlError as e:
         _fail(e)
     _print_status(comps)
+    _print_metrics_endpoints()
 
 
 @main.command()
@@ -58,6 +59,7 @@ def status() -> None:
     """Show each component of the embedded runtime and its address."""
     comps = runtime.status()
     _print_status(comps)
+    _print_metrics_endpoints()
     if not all(c.running for c in comps):
         sys.exit(3)
 
@@ -67,6 +69,13 @@ def _print_status(comps) -> None:
         mark = click.style("up  ", fg="green") if c.running else click.style("down", fg="red")
         pid = f"pid {c.pid}" if c.pid else ""
         click.echo(f"{mark} {c.name:<18} {c.address:<28} {pid:<11} {c.detail}")
+
+
+def _print_metrics_endpoints() -> None:
+    """The Prometheus endpoints under the status table: one line per Flink process."""
+    for e in runtime.metrics_endpoints():
+        where = e.url or "none (no free port in RENDEZVOUS_PROMETHEUS_PORTS? see its log)"
+        click.echo(f"     {'metrics':<18} {where:<28} {'pid ' + str(e.pid):<11} Prometheus, {e.role}")
 
 
 @main.group()
@@ -403,9 +412,10 @@ _report_suffix = click.option("--topics-suffix", default=None,
 
 @main.group("metrics")
 def metrics_group() -> None:
-    """The live meta-analytics job: per model and window, scores, errors, latency, score distribution,
+    """The live meta-analytics job (per model and window: scores, errors, latency, score distribution,
     agreement between models, precision/recall as labels arrive, answers by stage and trigger, the latency
-    budget; written to the `metrics` topic (README, "Live metrics")."""
+    budget; written to the `metrics` topic; README, "Live metrics"), and the Flink processes' Prometheus
+    endpoints (`metrics endpoints`)."""
 
 
 @metrics_group.command("start")
@@ -442,6 +452,17 @@ def metrics_stop_cmd(topics_suffix) -> None:
 
     ids = metrics_ops.stop(topics=_topics(topics_suffix))
     click.echo("\n".join(f"cancelled {j}" for j in ids) or "no metrics job was running")
+
+
+@metrics_group.command("endpoints")
+def metrics_endpoints() -> None:
+    """List the Prometheus scrape endpoints of the Flink processes: URL, role, pid (one per line)."""
+    found = [e for e in runtime.metrics_endpoints() if e.url]
+    for e in found:
+        click.echo(f"{e.url}\t{e.role}\t{e.pid}")
+    if not found:
+        click.secho("no metrics endpoint found: is the runtime up (`rendezvous status`)?", fg="red", err=True)
+        sys.exit(3)
 
 
 def _topics(suffix):

@@ -55,6 +55,9 @@ def check_prerequisites(s: RuntimeSettings) -> str:
     if not s.beam_loopback_jar.exists():
         raise RuntimeStartError(f"{s.beam_loopback_jar} is missing (without it the Python workers' gRPC servers "
                                 "listen on every interface). Run `make setup` first.")
+    if not s.prometheus_reporter_jar.exists():
+        raise RuntimeStartError(f"{s.prometheus_reporter_jar} is missing (the Prometheus metrics reporter). "
+                                "Run `make setup` first.")
     return java
 
 
@@ -166,6 +169,11 @@ def up(s: RuntimeSettings | None = None, progress: Progress | None = print) -> l
                 raise RuntimeStartError(f"port {s.host}:{port} is taken by a process this project did not start. "
                                     f"Stop it, or choose other ports with RENDEZVOUS_FLINK_REST_PORT / "
                                     f"RENDEZVOUS_JOBMANAGER_RPC_PORT / RENDEZVOUS_BLOB_PORT.")
+        free = [p for p in s.prometheus_port_range if not port_in_use(s.host, p)]
+        if len(free) < 1 + tms:
+            say(progress, f"warning: {len(free)} of the Prometheus ports {s.prometheus_ports} are free, {1 + tms} "
+                          f"Flink processes start: some will serve no metrics; choose other ports with "
+                          f"RENDEZVOUS_PROMETHEUS_PORTS")
         start_flink(s, progress, tms)
 
     say(progress, "waiting for the Kafka broker to answer metadata requests")

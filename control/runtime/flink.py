@@ -31,6 +31,7 @@ def render_flink_conf(s: RuntimeSettings) -> Path:
         "BLOB_PORT": str(s.blob_port),
         "HOST": s.host,
         "BIND_HOST": s.listen_host,
+        "PROMETHEUS_PORTS": s.prometheus_ports,
     }
     for src in s.flink_conf_template_dir.iterdir():
         if src.is_file():
@@ -76,10 +77,43 @@ def flink_lib_dir(s: RuntimeSettings) -> Path:
     return out
 
 
+PROMETHEUS_PLUGIN = "metrics-prometheus"
+
+
+def flink_plugins_dir(s: RuntimeSettings) -> Path:
+    """The cluster's plugins/: the apache-flink wheel's plugin folders, except that metrics-prometheus/ holds the
+    wheel's flink-metrics-prometheus jar and the project's reporter factory (`jvm/metrics/`), which must share
+    one plugin class loader. flink-conf/config.yaml names that factory: the same reporter as Flink's, bound to
+    RENDEZVOUS_BIND_HOST instead of every interface (README, "Exported metrics")."""
+    out = s.run_dir / "flink-plugins"
+    out.mkdir(parents=True, exist_ok=True)
+    wanted = {d.name: d for d in (s.flink_home / "plugins").iterdir() if d.is_dir() and d.name != PROMETHEUS_PLUGIN}
+    for existing in out.iterdir():
+        if existing.name != PROMETHEUS_PLUGIN and (existing.name not in wanted
+                                                   or existing.resolve() != wanted[existing.name].resolve()):
+            existing.unlink()
+    for name, target in wanted.items():
+        if not (out / name).exists():
+            (out / name).symlink_to(target)
+    prom = out / PROMETHEUS_PLUGIN
+    prom.mkdir(exist_ok=True)
+    jars = {j.name: j for j in (s.flink_home / "plugins" / PROMETHEUS_PLUGIN).glob("*.jar")}
+    if s.prometheus_reporter_jar.exists():
+        jars[s.prometheus_reporter_jar.name] = s.prometheus_reporter_jar
+    for existing in prom.iterdir():
+        if existing.name not in jars or existing.resolve() != jars[existing.name].resolve():
+            existing.unlink()
+    for name, target in jars.items():
+        if not (prom / name).exists():
+            (prom / name).symlink_to(target)
+    return out
+
+
 def flink_env(s: RuntimeSettings) -> dict[str, str]:
     env = dict(os.environ)
     env["FLINK_HOME"] = str(s.flink_home)
     env["FLINK_LIB_DIR"] = str(flink_lib_dir(s))
+    env["FLINK_PLUGINS_DIR"] = str(flink_plugins_dir(s))
     env["FLINK_CONF_DIR"] = str(s.rendered_flink_conf_dir)
     env["FLINK_LOG_DIR"] = str(s.log_dir)
     env["FLINK_PID_DIR"] = str(s.pid_dir)

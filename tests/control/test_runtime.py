@@ -92,6 +92,8 @@ def test_up_refuses_a_taken_port_with_advice(tmp_path, monkeypatch):
     (home / "build/jars/flink/x.jar").write_text("")
     (home / "build/jars/beam").mkdir(parents=True)
     (home / "build/jars/beam/rendezvous-beam-loopback.jar").write_text("")
+    (home / "build/jars/metrics").mkdir(parents=True)
+    (home / "build/jars/metrics/rendezvous-metrics-prometheus.jar").write_text("")
     s = RuntimeSettings(home=home, kafka_port=port)
     try:
         with pytest.raises(RuntimeStartError, match=f"port 127.0.0.1:{port} is taken.*RENDEZVOUS_KAFKA_PORT"):

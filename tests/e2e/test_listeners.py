@@ -1,7 +1,8 @@
 """Nothing of the project listens beyond loopback by default (README, "Listeners"): with the stack up, a
 process-mode model job scoring (so its Python worker and the TaskManager's gRPC servers for it exist) and
 an MLServer started by the project, every LISTEN socket of the broker's, JobManager's, TaskManager's and
-MLServer's process trees is on a loopback address. Found with psutil (no `ss` needed)."""
+MLServer's process trees is on a loopback address, the Prometheus reporters' among them. Found with psutil
+(no `ss` needed)."""
 
 from __future__ import annotations
 
@@ -89,6 +90,10 @@ def test_nothing_of_the_project_listens_beyond_loopback(stack, unique, job_clean
     ports = {role: {port for _, port, _, _ in socks} for role, socks in found.items()}
     assert {stack.kafka_port, stack.kafka_controller_port} <= ports["kafka"], found["kafka"]
     assert {stack.flink_rest_port, stack.jobmanager_rpc_port, stack.blob_port} <= ports["jobmanager"], found["jobmanager"]
+    # the Prometheus reporter of the JobManager and of each TaskManager
+    assert ports["jobmanager"] & set(stack.prometheus_port_range), found["jobmanager"]
+    assert all(any(port in stack.prometheus_port_range for _, port, p, _ in found["taskmanager"] if p == pid)
+               for pid in roots["taskmanager"]), found["taskmanager"]
     assert {http_port, grpc_port, metrics_port} <= ports["mlserver"], found["mlserver"]
     assert workers, "no Python worker under the TaskManager: the model job did not start one"
     # RPC, data exchange, metrics query service + the 6 gRPC servers of (at least) one Python worker environment

@@ -1,4 +1,4 @@
-"""The async UDF's load shedding (no JVM): a request older than skip_older_than_ms yields no score."""
+"""The async UDF (no JVM): load shedding (a request older than skip_older_than_ms yields no score), its metrics."""
 
 import asyncio
 import json
@@ -55,3 +55,35 @@ def test_a_cpu_bound_constant_model_burns_its_cpu_in_its_own_thread():
     t0 = time.thread_time()
     assert asyncio.run(runner.predict({"request_id": "r"}, {})) == {"p": 1}
     assert time.thread_time() - t0 >= 0.030
+
+
+class FakeMetricGroup:
+    """Records what the UDF registers (PyFlink's MetricGroup API)."""
+
+    def __init__(self):
+        self.groups, self.gauges = [], {}
+
+    def add_group(self, name, extra=None):
+        self.groups.append((name, extra))
+        return self
+
+    def gauge(self, name, fn):
+        self.gauges[name] = fn
+
+    def get_metrics_group(self):  # doubles as the runtime context
+        return self
+
+
+def test_scores_errors_latency_and_shed_requests_are_gauges_labelled_with_the_model():
+    card = CARD.model_copy(update={"params": {"delay_ms": 30, "output": {"p": 1}}})
+    fn, ctx = ModelAsyncFunction(card, skip_older_than_ms=1_000), FakeMetricGroup()
+    fn.open(ctx)
+    assert ctx.groups == [("model", "m@1")]
+    values = {name: get() for name, get in ctx.gauges.items()}
+    assert values == {"scores": 0, "errors": 0, "latency_ms_sum": 0, "skipped_stale": 0}
+    run(fn, augmented(0))
+    run(fn, augmented(5_000))  # shed
+    run(fn, "not json")  # an error score
+    values = {name: get() for name, get in ctx.gauges.items()}
+    assert (values["scores"], values["errors"], values["skipped_stale"]) == (2, 1, 1)
+    assert 30 <= values["latency_ms_sum"] < 1000  # the model's 30 ms, and the error score's few
