@@ -126,7 +126,9 @@ class KafkaBridge:
         self._producer = Producer(kafka_io.librdkafka_config(self.bootstrap, "client", **{
             "linger.ms": self.linger_ms, "acks": 1, "client.id": self.gateway_id}))
         c = Consumer(kafka_io.librdkafka_config(self.bootstrap, "client", **{
-            "group.id": f"load-gateway-{self.gateway_id}", "enable.auto.commit": False, "fetch.wait.max.ms": 10,
+            "group.id": f"load-gateway-{self.gateway_id}", "enable.auto.commit": False,
+            # the broker answers a fetch as soon as a reply is appended; this is only how long an idle fetch waits
+            "fetch.wait.max.ms": 100,
             "client.id": self.gateway_id}))
         assignment = []
         deadline = time.monotonic() + 30
