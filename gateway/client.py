@@ -16,6 +16,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.protocol import PROVENANCE
+
 FIELDS = {"entity_id": "BYTES", "amount": "FP64", "merchant_category": "BYTES", "country": "BYTES",
           "event_time_ms": "INT64", "payload": "BYTES"}
 
@@ -46,10 +48,11 @@ class GatewayAnswer:
     provenance: dict[str, Any] = field(default_factory=dict)
 
     def __getattr__(self, name: str) -> Any:
-        try:
-            return self.__dict__["provenance"][name]
-        except KeyError:
-            raise AttributeError(name) from None
+        """A provenance parameter (`model`, `trigger`, `stage`, ...); None when the answer has none (a default
+        answer has no model)."""
+        if name in PROVENANCE:
+            return self.__dict__["provenance"].get(name)
+        raise AttributeError(name)
 
     @classmethod
     def of(cls, response: dict) -> "GatewayAnswer":

@@ -178,3 +178,14 @@ def test_model_metadata_names_the_inputs_and_the_active_schedule():
     assert meta["versions"] == ["0"] and {i["name"] for i in meta["inputs"]} == set(protocol.INPUTS)
     assert {o["name"] for o in meta["outputs"]} == set(BUILTIN_SCHEDULE.default_output)
     assert meta["parameters"]["last_deadline_ms"] == BUILTIN_SCHEDULE.stages[-1].deadline_ms
+
+
+def test_the_client_helper_reads_outputs_and_provenance_and_a_default_has_no_model():
+    from gateway.client import GatewayAnswer
+
+    a = GatewayAnswer.of(protocol.infer_response("fraud", "3", "r", [{
+        "request_id": "r", "model": None, "trigger": "default", "is_default": True, "schedule_version": 3,
+        "output": {"fraud_probability": 0.0}}]))
+    assert a.output == {"fraud_probability": 0.0} and (a.model, a.trigger, a.is_default) == (None, "default", True)
+    with pytest.raises(AttributeError):
+        a.colour
