@@ -11,6 +11,12 @@ is deployed once on fresh topics, then:
    request sent), deadline overshoot, answers by trigger, default share, unanswered, duplicates.
 3. CPU per request of each process (psutil) during each latency run.
 
+With `--paths kafka gateway`, each latency run is made once per path, alternating, on the same deployment:
+requests written to the requests topic (`kafka`, the default), and each request one Open Inference Protocol
+call to a gateway started for the set (`gateway`), so client-observed latency includes the HTTP hop and the
+gateway; the set's `paths` hold each path's figures, `rates` the first path's. `--no-capacity` skips the
+capacity runs and the baseline.
+
 The baseline is a bare PyFlink Kafka->Kafka pass-through (jobs.smoke) with the same job configuration,
 draining the same number of records timed the same way. Every figure is the median of --runs runs.
 Writes run/bench/latest.json and prints the README's table (`python -m bench.table` regenerates it).
@@ -23,11 +29,13 @@ import json
 import statistics
 import time
 import uuid
+from pathlib import Path
 
 from bench import cpu
 from control import runtime
 from control.kafka_io import ensure_topics, librdkafka_config
 from control.ops import deploy, jobs, schedules
+from control.runtime import gateway as gateway_rt
 from control.runtime import mlserver
 from control.settings import RuntimeSettings
 from schemas.model_card import ModelCard
@@ -177,10 +185,15 @@ def measure_set(name: str, s: RuntimeSettings, a, log) -> dict:
                                         schedules_topic=t["schedules"], answers_topic=t["answers"],
                                         late_topic=t["late"], invalid_topic=t["quarantine"],
                                         group_id=f"bench-rv-{u}"))
-    out: dict = {"capacity_runs": [], "rates": {}}
+    out: dict = {"capacity_runs": [], "rates": {}, "paths": {p: {} for p in a.paths}}
+    gw = None
     try:
         for jid in ids:
             jobs.wait_running(jid, s, timeout=180)
+        if "gateway" in a.paths:
+            gw = gateway_rt.start(s, port=free_port(), rendezvous={"bench": {
+                "requests": t["requests"], "answers": t["answers"], "schedules": t["schedules"]}},
+                progress=lambda m: log(f"   {m}"))
         schedules.publish(s.bootstrap_servers, latency_schedule, topic=t["schedules"], lifecycle_topic=None)
         # as the demo does: fresh jobs are compiled by the JVM and warmed by their Python workers first
         warm_rate = min(a.rates)
@@ -190,30 +203,25 @@ def measure_set(name: str, s: RuntimeSettings, a, log) -> dict:
                                       progress=lambda m: log(f"   {m}"))
         out["warm_up"] = {"ready": ready, "windows": len(windows)}
         for rate in a.rates:
-            reports, cpus = [], []
+            by_path: dict[str, tuple[list, list]] = {p: ([], []) for p in a.paths}
             for i in range(a.runs):
-                log(f"== {name}: {rate:.0f} requests/s for {a.duration:.0f} s, run {i + 1}/{a.runs}")
-                before = cpu.snapshot(s)
-                r = load.run_load(s.bootstrap_servers, rate, a.duration, requests_topic=t["requests"],
-                                  answers_topic=t["answers"], drain_s=30, progress=None)
-                cpus.append(cpu.per_request_ms(before, cpu.snapshot(s), r.answered))
-                log("   " + r.summary().replace("\n", "\n   "))
-                reports.append(r)
-                time.sleep(2)
-            out["rates"][str(int(rate))] = {
-                "answers_per_s": med([r.answers_per_s for r in reports]),
-                "unanswered": med([r.unanswered for r in reports]),
-                "duplicates": med([r.duplicate_answers for r in reports]),
-                "default_share": med([r.default_share for r in reports]),
-                "latency_p50_ms": med([r.client_latency_p50_ms for r in reports]),
-                "latency_p99_ms": med([r.client_latency_p99_ms for r in reports]),
-                "overshoot_p50_ms": med([r.overshoot_p50_ms for r in reports]),
-                "overshoot_p99_ms": med([r.overshoot_p99_ms for r in reports]),
-                "by_trigger": reports[len(reports) // 2].by_trigger,
-                "cpu_ms_per_request": med([c.get("total") for c in cpus]),
-                "cpu_ms_per_request_by_process": sorted(cpus, key=lambda c: c.get("total", 0))[len(cpus) // 2],
-                "last_deadline_ms": latency_schedule["stages"][-1]["deadline_ms"],
-            }
+                for path in a.paths:  # alternating: both paths see the same system, warmed alike
+                    reports, cpus = by_path[path]
+                    log(f"== {name}: {rate:.0f} requests/s for {a.duration:.0f} s via {path}, run {i + 1}/{a.runs}")
+                    before = cpu.snapshot(s)
+                    r = load.run_load(s.bootstrap_servers, rate, a.duration, requests_topic=t["requests"],
+                                      answers_topic=t["answers"], drain_s=30, progress=None,
+                                      gateway=gw.url if path == "gateway" else None, model="bench",
+                                      budget_ms=a.gateway_budget_ms)
+                    cpus.append(cpu.per_request_ms(before, cpu.snapshot(s), r.answered))
+                    log("   " + r.summary().replace("\n", "\n   "))
+                    reports.append(r)
+                    time.sleep(2)
+            for path, (reports, cpus) in by_path.items():
+                out["paths"][path][str(int(rate))] = summarize(reports, cpus, latency_schedule)
+        out["rates"] = out["paths"][a.paths[0]]
+        if not a.capacity:
+            return out
         schedules.publish(s.bootstrap_servers, capacity_schedule, topic=t["schedules"], lifecycle_topic=None)
         time.sleep(1)
         for i in range(a.runs):
@@ -221,6 +229,8 @@ def measure_set(name: str, s: RuntimeSettings, a, log) -> dict:
             out["capacity_runs"].append(drain(s, t["requests"], t["answers"], a.backlog, f"cap{i}-{u}", log))
         out["capacity_per_s"] = med([r["per_s"] for r in out["capacity_runs"]])
     finally:
+        if gw is not None:
+            gw.stop()
         for jid in ids:
             try:
                 jobs.cancel(jid, s)
@@ -231,6 +241,36 @@ def measure_set(name: str, s: RuntimeSettings, a, log) -> dict:
     return out
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def summarize(reports: list, cpus: list, latency_schedule: dict) -> dict:
+    """The medians of one rate's runs (one path)."""
+    return {
+        "answers_per_s": med([r.answers_per_s for r in reports]),
+        "unanswered": med([r.unanswered for r in reports]),
+        "duplicates": med([r.duplicate_answers for r in reports]),
+        "default_share": med([r.default_share for r in reports]),
+        "latency_p50_ms": med([r.client_latency_p50_ms for r in reports]),
+        "latency_p99_ms": med([r.client_latency_p99_ms for r in reports]),
+        "latency_p50_runs_ms": [r.client_latency_p50_ms for r in reports],
+        "latency_p99_runs_ms": [r.client_latency_p99_ms for r in reports],
+        "overshoot_p50_ms": med([r.overshoot_p50_ms for r in reports]),
+        "overshoot_p99_ms": med([r.overshoot_p99_ms for r in reports]),
+        "by_trigger": reports[len(reports) // 2].by_trigger,
+        "gateway_status": reports[len(reports) // 2].gateway_status,
+        "gateway_mismatches": sum(r.gateway_mismatches for r in reports),
+        "cpu_ms_per_request": med([c.get("total") for c in cpus]),
+        "cpu_ms_per_request_by_process": sorted(cpus, key=lambda c: c.get("total", 0))[len(cpus) // 2],
+        "last_deadline_ms": latency_schedule["stages"][-1]["deadline_ms"],
+    }
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--rates", type=float, nargs="+", default=[500.0, 1000.0], help="offered requests/s")
@@ -239,14 +279,23 @@ def main(argv=None) -> None:
     p.add_argument("--backlog", type=int, default=10_000, help="requests per capacity run")
     p.add_argument("--warm-up", type=float, default=60.0, help="at most this many seconds of warm-up per set")
     p.add_argument("--sets", nargs="+", default=["demo", "synthetic"], choices=["demo", "synthetic"])
+    p.add_argument("--paths", nargs="+", default=["kafka"], choices=["kafka", "gateway"],
+                   help="how the load goes in: the requests topic, and/or a gateway (one V2 infer call each)")
+    p.add_argument("--gateway-budget-ms", type=float, default=30_000.0,
+                   help="the budget of each gateway call: long, so the latency tail is measured, not cut off")
+    p.add_argument("--capacity", action=argparse.BooleanOptionalAction, default=True,
+                   help="the capacity runs and the pass-through baseline")
+    p.add_argument("--out", default=None, help="the JSON result  [default: run/bench/latest.json]")
     a = p.parse_args(argv)
     log = print
     s = RuntimeSettings()
     runtime.up(s, progress=lambda m: log(f"   {m}"))
-    log(f"== baseline: bare PyFlink pass-through, {a.runs} runs of {a.backlog} records")
-    base = [baseline(s, a.backlog, log) for _ in range(a.runs)]
+    base = []
+    if a.capacity:
+        log(f"== baseline: bare PyFlink pass-through, {a.runs} runs of {a.backlog} records")
+        base = [baseline(s, a.backlog, log) for _ in range(a.runs)]
     result = {"at": time.strftime("%Y-%m-%d"), "runs": a.runs, "duration_s": a.duration, "backlog": a.backlog,
-              "baseline_capacity_per_s": med(base), "baseline_runs_per_s": base, "sets": {}}
+              "paths": a.paths, "baseline_capacity_per_s": med(base), "baseline_runs_per_s": base, "sets": {}}
     for name in a.sets:
         result["sets"][name] = measure_set(name, s, a, log)
     first = result["sets"][a.sets[0]]
@@ -256,14 +305,17 @@ def main(argv=None) -> None:
     for st in result["sets"].values():
         st["capacity_ratio"] = (round(st["capacity_per_s"] / result["baseline_capacity_per_s"], 4)
                                 if st.get("capacity_per_s") and result["baseline_capacity_per_s"] else None)
-    out = s.run_dir / "bench" / "latest.json"
+    out = Path(a.out) if a.out else s.run_dir / "bench" / "latest.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
-    from bench.table import markdown
+    from bench.table import markdown, paths_markdown
 
     log("")
     log(markdown(result))
-    log(f"written to {out.relative_to(s.home)}")
+    if len(a.paths) > 1:
+        log("")
+        log(paths_markdown(result))
+    log(f"written to {out}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """CPU used by each process of the system during a measurement (psutil), for ms of CPU per request.
 
 Labels: the Flink TaskManager JVM (thread-mode Python jobs run inside it), each process-mode Python
-worker (model jobs), the JobManager, the Kafka broker, MLServer (with its workers), and this process
+worker (model jobs), the JobManager, the Kafka broker, MLServer (with its workers), gateways, and this process
 (the load generator)."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import os
 
 import psutil
 
+from control.runtime import gateway
 from control.runtime.flink import flink_pid_files
 from control.runtime.kafka import KAFKA_PID
 from control.runtime.mlserver import recorded_ports
@@ -46,6 +47,9 @@ def snapshot(s: RuntimeSettings) -> dict[str, float]:
         if pid and psutil.pid_exists(pid):
             proc = psutil.Process(pid)
             out["mlserver"] = _cpu(proc) + sum(_cpu(c) for c in proc.children(recursive=True))
+    for gw in gateway.recorded(s):  # gateways (the benchmark's own, `up --gateway`'s)
+        if psutil.pid_exists(gw.pid):
+            out["gateway"] = out.get("gateway", 0.0) + _cpu(psutil.Process(gw.pid))
     out["load generator"] = _cpu(psutil.Process(os.getpid()))
     return out
 

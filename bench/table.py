@@ -31,6 +31,27 @@ def markdown(r: dict) -> str:
     return "\n".join(lines)
 
 
+def paths_markdown(r: dict) -> str:
+    """Client-observed latency by the way the load went in (`--paths`): the requests topic, or a gateway."""
+    lines = [f"Client-observed latency by path (`python -m bench --paths {' '.join(r.get('paths', []))}`, "
+             f"{r['runs']} runs of {r['duration_s']:.0f} s per path and rate, alternating; medians, and each run's):",
+             "",
+             "| model set | offered | path | p50 | p99 | p50 of each run | p99 of each run | unanswered | default answers "
+             "| CPU per request |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, st in r["sets"].items():
+        for path, rates in (st.get("paths") or {}).items():
+            for rate, x in rates.items():
+                runs50 = ", ".join(_f(v, "{:.1f}") for v in x.get("latency_p50_runs_ms", []))
+                runs99 = ", ".join(_f(v, "{:.1f}") for v in x.get("latency_p99_runs_ms", []))
+                lines.append(
+                    f"| {name} | {rate}/s | {path} | {_f(x['latency_p50_ms'], '{:.1f}')} ms | "
+                    f"{_f(x['latency_p99_ms'], '{:.1f}')} ms | {runs50} | {runs99} | {_f(x['unanswered'])} | "
+                    f"{_f(100 * x['default_share'] if x['default_share'] is not None else None, '{:.1f} %')} | "
+                    f"{_f(x['cpu_ms_per_request'], '{:.2f}')} ms |")
+    return "\n".join(lines)
+
+
 CPU_COLUMNS = ("taskmanager jvm", "python workers", "kafka", "mlserver", "jobmanager", "load generator")
 
 

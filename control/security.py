@@ -7,10 +7,12 @@ Roles (README, "Security"):
 - `external_state`: reads `requests`, writes `requests.augmented` and `requests.quarantine`.
 - `model`: every model job: reads `requests.augmented`, writes `scores`.
 - `rendezvous`: reads `requests.augmented`, `scores`, `schedules` and `answers` (its recovery scan); the
-  only role that writes `answers`; also writes `scores.late` and `requests.quarantine`.
+  only role that writes `answers` and the gateways' reply topics (`answers.*`, by prefix); also writes
+  `scores.late` and `requests.quarantine`.
 - `quality`: reads `requests`, writes `quality` only (on a secured broker its alerts stay in `quality`,
   `rendezvous quality watch` shows them; they do not go to `lifecycle`, which only the operators write).
-- `client`: the load generator and clients: writes `requests` and `labels`, reads `answers`.
+- `client`: the load generator, clients and gateways: writes `requests` and `labels`, reads `answers` and
+  `schedules` (a gateway's default budget), creates and reads its reply topics (`answers.*`, by prefix).
 
 Topics are granted by their literal names (a deployment's `TopicNames`: the defaults, or suffixed ones);
 consumer groups by prefix (`GROUP_PREFIXES`; a job's group id must start with its role's prefix).
@@ -70,7 +72,7 @@ def grants(topics: TopicNames = TopicNames(), group_prefixes: dict[str, str] | N
         "model": [t.augmented],
         "rendezvous": [t.augmented, t.scores, t.schedules, t.answers],
         "quality": [t.requests],
-        "client": [t.answers],
+        "client": [t.answers, t.schedules],
     }
     writes = {
         "external_state": [t.augmented, t.quarantine],
@@ -91,6 +93,11 @@ def grants(topics: TopicNames = TopicNames(), group_prefixes: dict[str, str] | N
         out += [Grant(p, "READ", "TOPIC", name) for name in reads[role]]
         out += [Grant(p, "WRITE", "TOPIC", name) for name in writes[role]]
         out.append(Grant(p, "READ", "GROUP", groups[role], "PREFIXED"))
+    # return addresses (gateway/, jobs/rendezvous/replies.py): a gateway makes and reads `<answers>.<its id>`,
+    # only the rendezvous writes there
+    replies = f"{t.answers}."
+    out += [Grant(principal("client"), o, "TOPIC", replies, "PREFIXED") for o in ("CREATE", "READ")]
+    out.append(Grant(principal("rendezvous"), "WRITE", "TOPIC", replies, "PREFIXED"))
     return out
 
 

@@ -75,6 +75,13 @@ class RuntimeSettings(BaseSettings):
     mlserver_parallel_workers: int = 0
     """MLServer inference worker processes; 0 runs inference in the server process (fastest for small models)."""
 
+    gateway_port: int = 8000
+    """HTTP port of the gateway (`rendezvous serve`, `up --gateway`): the Open Inference Protocol endpoint of the
+    whole system, on the listen host."""
+
+    start_gateway: bool = False
+    """`up` also starts a gateway (`up --gateway`, or RENDEZVOUS_START_GATEWAY=1) serving the default topics."""
+
     bootstrap_servers_override: str | None = Field(default=None, alias="RENDEZVOUS_BOOTSTRAP_SERVERS")
     """Point clients at another Kafka cluster instead of the embedded broker."""
 

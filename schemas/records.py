@@ -18,6 +18,10 @@ MAX_AMOUNT = 1_000_000.0
 """Largest transaction amount accepted; larger ones are quarantined as out of range."""
 
 
+REPLY_TOPIC_PATTERN = r"^[A-Za-z0-9._-]+$"
+"""Characters of a Kafka topic name: what a request's return address (`Request.reply_to`) may hold."""
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -46,6 +50,10 @@ class Request(Record):
     merchant_category: str = Field(min_length=1, max_length=64)
     country: str = Field(min_length=2, max_length=2)
     payload: dict[str, Any] = Field(default_factory=dict, description="free-form extra fields passed to models")
+    reply_to: str | None = Field(default=None, min_length=1, max_length=249, pattern=REPLY_TOPIC_PATTERN,
+                                 description="return address: a topic named `<answers topic>.<gateway id>` that "
+                                 "exists, where the rendezvous writes a copy of the answer for the caller waiting on "
+                                 "it (the gateway); the answer goes to the answers topic either way")
 
 
 class Features(Record):

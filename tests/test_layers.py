@@ -1,6 +1,6 @@
 """The package layers (docs/architecture.md, "Layers"): no import points upward, no import cycles.
 
-    schemas  <-  jobs, model_udfs  <-  training  <-  control  <-  tools, bench
+    schemas  <-  jobs, model_udfs  <-  training  <-  control  <-  gateway, tools, bench
 """
 
 import ast
@@ -8,7 +8,7 @@ from collections import defaultdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-LAYER = {"schemas": 0, "jobs": 1, "model_udfs": 1, "training": 2, "control": 3, "tools": 4, "bench": 4}
+LAYER = {"schemas": 0, "jobs": 1, "model_udfs": 1, "training": 2, "control": 3, "gateway": 4, "tools": 4, "bench": 4}
 
 
 def project_imports(path: Path) -> set[str]:

@@ -32,20 +32,50 @@ def main() -> None:
               help="Flink TaskManagers to run on this machine  [default: as many as run, 1 on a fresh start]")
 @click.option("--partitions", type=click.IntRange(1, 1024), default=None,
               help="partitions of each data topic (existing ones with fewer are grown)  [default: 1]")
-def up(secure: bool | None, taskmanagers, partitions) -> None:
+@click.option("--gateway", "start_gateway", is_flag=True, default=None,
+              help="also start the gateway (the Open Inference Protocol endpoint, port RENDEZVOUS_GATEWAY_PORT, "
+                   "default 8000; also RENDEZVOUS_START_GATEWAY=1)")
+def up(secure: bool | None, taskmanagers, partitions, start_gateway) -> None:
     """Start the embedded Kafka broker and Flink session cluster (what runs is left running; a changed
     --taskmanagers starts or stops TaskManagers)."""
     import os
 
     if secure is not None:  # the supervisor started by `up` inherits the environment
         os.environ["RENDEZVOUS_SECURE"] = "1" if secure else "0"
-    overrides = {k: v for k, v in (("taskmanagers", taskmanagers), ("topic_partitions", partitions)) if v}
+    overrides = {k: v for k, v in (("taskmanagers", taskmanagers), ("topic_partitions", partitions),
+                                   ("start_gateway", start_gateway)) if v}
     try:
         comps = runtime.up(RuntimeSettings(**overrides), progress=lambda m: click.echo(f"  {m}"))
     except ControlError as e:
         _fail(e)
     _print_status(comps)
     _print_metrics_endpoints()
+
+
+@main.command()
+@click.option("--port", type=click.IntRange(1, 65535), default=None,
+              help="HTTP port  [default: RENDEZVOUS_GATEWAY_PORT, 8000]")
+@click.option("--host", default=None, help="address to listen on  [default: the runtime's, loopback]")
+@click.option("--name", default=None, help="the V2 model name of the rendezvous served  [default: rendezvous]")
+@click.option("--topics-suffix", default=None,
+              help="serve the rendezvous whose topics are named with this suffix (e.g. `requests-SUFFIX`)")
+@click.option("--margin-ms", type=float, default=None, help="wait this long past a call's budget  [default: 100]")
+@click.option("--access-log", is_flag=True, help="log every HTTP request")
+def serve(port, host, name, topics_suffix, margin_ms, access_log) -> None:
+    """Run the gateway in the foreground: the whole system as one Open Inference Protocol (KServe V2 REST)
+    model per rendezvous: POST /v2/models/NAME/infer (README, "The gateway"). Several rendezvous:
+    RENDEZVOUS_GATEWAY_RENDEZVOUS='{"NAME": {"requests": ..., "answers": ..., "schedules": ...}}'."""
+    from gateway.server import serve as run
+    from gateway.settings import Endpoint, GatewaySettings
+    from schemas.topics import TopicNames
+
+    fields: dict = {}
+    if name or topics_suffix:
+        topics = TopicNames.suffixed(topics_suffix) if topics_suffix else TopicNames()
+        fields["rendezvous"] = {name or "rendezvous": Endpoint.of(topics)}
+    if margin_ms is not None:
+        fields["margin_ms"] = margin_ms
+    run(GatewaySettings(**fields), host=host, port=port, access_log=access_log)
 
 
 @main.command()
@@ -202,7 +232,12 @@ def schedule_show() -> None:
 @click.option("--labels/--no-labels", default=True, show_default=True,
               help="publish each transaction's outcome to the labels topic, --label-delay after it")
 @click.option("--label-delay", default=5.0, show_default=True, help="seconds from a request to its label")
-def load_cmd(rate, duration, fraud_fraction, drain, json_out, labels, label_delay) -> None:
+@click.option("--gateway", default=None, metavar="URL",
+              help="send each request as an infer call to this gateway (e.g. http://127.0.0.1:8000) instead of to "
+                   "the requests topic: client-observed latency then includes the HTTP hop")
+@click.option("--model", default="rendezvous", show_default=True, help="--gateway: the rendezvous's model name")
+@click.option("--budget-ms", type=float, default=None, help="--gateway: each call's budget  [default: the gateway's]")
+def load_cmd(rate, duration, fraud_fraction, drain, json_out, labels, label_delay, gateway, model, budget_ms) -> None:
     """Send synthetic transactions and report from the answers topic."""
     import json as _json
 
@@ -210,7 +245,8 @@ def load_cmd(rate, duration, fraud_fraction, drain, json_out, labels, label_dela
 
     s = RuntimeSettings()
     report = load.run_load(s.bootstrap_servers, rate, duration, fraud_fraction=fraud_fraction, drain_s=drain,
-                           progress=click.echo, labels_topic="labels" if labels else None, label_delay_s=label_delay)
+                           progress=click.echo, labels_topic="labels" if labels else None, label_delay_s=label_delay,
+                           gateway=gateway, model=model, budget_ms=budget_ms)
     click.echo(report.summary())
     if json_out:
         with open(json_out, "w") as f:

@@ -1,7 +1,12 @@
-"""The load generator: synthetic transactions at a fixed rate, and a report read from the answers topic."""
+"""The load generator: synthetic transactions at a fixed rate, and a report read from the answers topic.
+
+Two paths in: straight to the requests topic (the default), or through a gateway (`gateway=URL`): each request
+one Open Inference Protocol call, so client-observed latency includes the HTTP hop and the gateway. Either way
+the report reads the answers topic too (the recorded answers: models, triggers, duplicates)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -59,6 +64,12 @@ class LoadReport:
     """The request ids of this run start with it."""
     labels_sent: int = 0
     """Outcomes published to the labels topic (`--labels`)."""
+    path: str = "kafka"
+    """How the requests went in: `kafka` (the requests topic) or `gateway` (one V2 infer call each)."""
+    gateway_status: dict[str, int] = field(default_factory=dict)
+    """Through a gateway: calls by HTTP status (200 answered, 504 past the budget, ...)."""
+    gateway_mismatches: int = 0
+    """Through a gateway: calls whose HTTP answer differs from the answers topic's first answer (contract: none)."""
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -79,8 +90,8 @@ class LoadReport:
             f"answers/s {self.answers_per_s:.1f}",
             f"answers from a model: {100 * (1 - (self.default_share or 0)):.2f} % (default answers "
             f"{100 * (self.default_share or 0):.2f} %)",
-            f"client-observed latency (answer received - request sent): p50 {ms(self.client_latency_p50_ms)}, "
-            f"p99 {ms(self.client_latency_p99_ms)}",
+            f"client-observed latency (answer received - request sent{', through the gateway' if self.path == 'gateway' else ''}): "
+            f"p50 {ms(self.client_latency_p50_ms)}, p99 {ms(self.client_latency_p99_ms)}",
             f"answer latency (answered - request time): p50 {ms(self.latency_p50_ms)}, p99 {ms(self.latency_p99_ms)}",
             f"deadline overshoot (answered - deadline): p50 {ms(self.overshoot_p50_ms)}, "
             f"p99 {ms(self.overshoot_p99_ms)}",
@@ -100,6 +111,10 @@ class LoadReport:
         if self.fraud_sent:
             lines.append(f"fraud: {self.fraud_sent} sent, {self.fraud_flagged} flagged (p >= 0.5); "
                          f"legit flagged: {self.legit_flagged}")
+        if self.path == "gateway":
+            lines.append("gateway calls by HTTP status: " + ", ".join(f"{k} {v}" for k, v in
+                                                                    sorted(self.gateway_status.items()))
+                         + f"; answers differing from the answers topic: {self.gateway_mismatches}")
         if self.labels_sent:
             lines.append(f"labels published: {self.labels_sent} (outcomes of the requests, to the labels topic)")
         return "\n".join(lines)
@@ -201,13 +216,84 @@ class AnswerCollector(threading.Thread):
             return len(self.answers)
 
 
+class GatewaySender:
+    """Sends each request as one V2 infer call to a gateway, from an event loop in its own thread (aiohttp's
+    client: one pooled keep-alive connection per call in flight), and keeps each call's status, answer and the
+    wall-clock time its response was read."""
+
+    def __init__(self, url: str, model: str = "rendezvous", budget_ms: float | None = None):
+        self.endpoint = f"{url.rstrip('/')}/v2/models/{model}/infer"
+        self.budget_ms = budget_ms
+        self.results: dict[str, tuple[int, float, dict]] = {}  # request id -> (status, received ms, body)
+        self.sent = 0
+        self.lock = threading.Lock()
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="gateway-sender")
+        self._thread.start()
+        self._session = asyncio.run_coroutine_threadsafe(self._open(), self.loop).result(10)
+
+    async def _open(self):
+        import aiohttp
+
+        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1000),
+                                     timeout=aiohttp.ClientTimeout(total=120))
+
+    def send(self, request: dict) -> None:
+        self.sent += 1
+        self.loop.call_soon_threadsafe(lambda: self.loop.create_task(self._call(request)))
+
+    async def _call(self, request: dict) -> None:
+        from gateway.client import infer_body
+
+        rid = request["request_id"]
+        try:
+            async with self._session.post(self.endpoint, json=infer_body(request, self.budget_ms)) as r:
+                body = await r.json(content_type=None)
+                status = r.status
+        except Exception as e:  # noqa: BLE001 - counted as status 0 (no HTTP answer)
+            status, body = 0, {"error": f"{type(e).__name__}: {e}"}
+        received = time.time() * 1000
+        with self.lock:
+            self.results[rid] = (status, received, body)
+
+    def done(self) -> int:
+        with self.lock:
+            return len(self.results)
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._session.close(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=5)
+
+
+def same_answer(http: dict, recorded: dict) -> bool:
+    """Whether a gateway's response carries the recorded answer: the same model and outputs."""
+    params = http.get("parameters") or {}
+    outputs = {t.get("name"): (t.get("data") or [None])[0] for t in http.get("outputs") or []}
+    if params.get("model") != recorded.get("model"):
+        return False
+    for k, v in (recorded.get("output") or {}).items():
+        got = outputs.get(k)
+        if isinstance(v, (dict, list)) and isinstance(got, str):
+            try:
+                got = json.loads(got)
+            except ValueError:
+                return False
+        if got != v:
+            return False
+    return True
+
+
 def run_load(bootstrap: str, rate: float, duration_s: float, requests_topic: str = "requests",
              answers_topic: str = "answers", fraud_fraction: float = 0.02, seed: int | None = None,
              drain_s: float = 10.0, progress: Callable[[str], None] | None = print,
              on_tick: Callable[[float], None] | None = None, labels_topic: str | None = None,
-             label_delay_s: float = 5.0) -> LoadReport:
+             label_delay_s: float = 5.0, gateway: str | None = None, model: str = "rendezvous",
+             budget_ms: float | None = None) -> LoadReport:
     """Send `rate` requests/s for `duration_s`, then wait up to `drain_s` for the last answers. With
-    `labels_topic`, each transaction's outcome follows `label_delay_s` after it (the run waits for the last)."""
+    `labels_topic`, each transaction's outcome follows `label_delay_s` after it (the run waits for the last).
+    With `gateway` (its URL), every request is one infer call of rendezvous `model` there (with `budget_ms`, if
+    given) instead of a record on `requests_topic`; client-observed latency is then the call's."""
     from confluent_kafka import Producer
 
     if rate <= 0 or duration_s <= 0:
@@ -225,6 +311,7 @@ def run_load(bootstrap: str, rate: float, duration_s: float, requests_topic: str
             errors.append(str(err))
 
     prod = Producer(kafka_io.librdkafka_config(bootstrap, "client", **{"linger.ms": 1, "acks": 1}))
+    sender = GatewaySender(gateway, model, budget_ms) if gateway else None
     feed = LabelFeed(label_delay_s) if labels_topic else None
     labels_sent = 0
 
@@ -255,8 +342,11 @@ def run_load(bootstrap: str, rate: float, duration_s: float, requests_topic: str
                 sent_ms[rid] = now_ms
                 if feed is not None:
                     feed.add(rid, txn.is_fraud, txn.request["event_time_ms"], time.monotonic())
-                prod.produce(requests_topic, json.dumps(txn.request).encode(), key=txn.request["entity_id"].encode(),
-                             on_delivery=delivered)
+                if sender is not None:
+                    sender.send(txn.request)
+                else:
+                    prod.produce(requests_topic, json.dumps(txn.request).encode(),
+                                 key=txn.request["entity_id"].encode(), on_delivery=delivered)
                 sent += 1
             publish_due_labels()
             prod.poll(0)
@@ -272,7 +362,8 @@ def run_load(bootstrap: str, rate: float, duration_s: float, requests_topic: str
             raise RuntimeError(f"{len(errors)} requests could not be sent to Kafka: {errors[0]}")
         send_end = time.monotonic()
         drain_until = send_end + drain_s
-        while (time.monotonic() < drain_until and collector.count() < sent) or (feed is not None and len(feed)):
+        while (time.monotonic() < drain_until and (collector.count() < sent or (sender and sender.done() < sent))) \
+                or (feed is not None and len(feed)):
             publish_due_labels()
             if progress and time.monotonic() - last_report >= 1.0:
                 last_report = time.monotonic()
@@ -285,9 +376,25 @@ def run_load(bootstrap: str, rate: float, duration_s: float, requests_topic: str
             raise RuntimeError(f"{len(errors)} records could not be sent to Kafka: {errors[0]}")
     finally:
         collector.stop()
+        if sender is not None:
+            sender.close()
     report = build_report(rate, duration_s, sent, labels, collector.answers, collector.duplicates,
                           collector.first_answer_s, collector.last_answer_s)
-    client = [collector.received_ms[rid] - sent_ms[rid] for rid in collector.received_ms if rid in sent_ms]
+    if sender is not None:  # the caller's view: when its call returned the answer
+        report.path = "gateway"
+        status: Counter = Counter()
+        client = []
+        for rid, (code, received, body) in sender.results.items():
+            status[str(code)] += 1
+            if code == 200 and rid in sent_ms:
+                client.append(received - sent_ms[rid])
+                recorded = collector.answers.get(rid)
+                if recorded is not None and not same_answer(body, recorded):
+                    report.gateway_mismatches += 1
+        status["unfinished"] = len(sent_ms) - len(sender.results)
+        report.gateway_status = {k: v for k, v in status.items() if v}
+    else:
+        client = [collector.received_ms[rid] - sent_ms[rid] for rid in collector.received_ms if rid in sent_ms]
     report.client_latency_p50_ms = percentile(client, 0.5)
     report.client_latency_p99_ms = percentile(client, 0.99)
     report.conflicting_answers = collector.conflicting

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from control.errors import RuntimeStartError
 from control.kafka_io import ensure_topics
-from control.runtime import mlserver, supervisor
+from control.runtime import gateway, mlserver, supervisor
 from control.runtime.flink import (
     ensure_taskmanagers,
     flink_healthy,
@@ -110,6 +110,10 @@ def status(s: RuntimeSettings | None = None) -> list[Component]:
     spid = supervisor.running(s)
     comps.append(Component("supervisor", bool(spid), spid, str(s.log_dir / "supervisor.log"),
                            "restarts what dies" if spid else "not running: nothing restarts what dies"))
+    for gw in gateway.recorded(s):
+        up_ = gateway.ready(gw)
+        comps.append(Component("gateway", up_, gw.pid if gw.running() else None, gw.url,
+                               "Open Inference Protocol (V2 REST)" if up_ else f"not ready: see {gw.log_file}"))
     return comps
 
 
@@ -196,6 +200,12 @@ def up(s: RuntimeSettings | None = None, progress: Progress | None = print) -> l
     spid = supervisor.start(s)
     say(progress, f"supervisor running (pid {spid}): restarts the broker, JobManager or TaskManager if one dies "
                   f"(log: {s.log_dir / 'supervisor.log'})")
+    if s.start_gateway:
+        running = [gw for gw in gateway.recorded(s) if gw.port == s.gateway_port and gw.running()]
+        if running:
+            say(progress, f"gateway already running on {running[0].url} (pid {running[0].pid})")
+        else:
+            gateway.start(s, progress=progress)
     say(progress, f"runtime up in {time.monotonic() - t0:.1f}s")
     return status(s)
 
@@ -214,6 +224,10 @@ def down(s: RuntimeSettings | None = None, progress: Progress | None = print) ->
     if supervisor.running(s):  # first, or it would bring back what is stopped next
         say(progress, "stopping the supervisor")
     supervisor.stop(s)
+    for gw in gateway.recorded(s):  # before Kafka: its callers get answers or errors, not hangs
+        if gw.running():
+            say(progress, f"stopping the gateway on port {gw.port}")
+        gateway.stop(gw)
     stop_flink(s, progress)
     stop_kafka(s, progress)
     for port in mlserver.recorded_ports(s):  # model servers started by the demo

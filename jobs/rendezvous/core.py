@@ -17,7 +17,8 @@ Rules (docs/architecture.md, "The rendezvous"):
 - The answer goes out the moment the current stage's most preferred model has answered; or when every
   model of the stage has answered (nothing better can come); or at the stage's deadline with the best
   answer available; else the next stage is considered. Error scores never win.
-- Exactly one answer per request id. Scores after the answer are late scores (analytics only). Scores
+- Exactly one answer per request id; a request with a return address (`reply_to`, a gateway's reply topic)
+  has it sent there too (`Effects.reply_to`). Scores after the answer are late scores (analytics only). Scores
   before their request are held (bounded) until the request comes or the orphan timeout passes.
   A duplicate request does not produce a second answer. State is kept `answered_retention_ms` after
   the answer (to recognise late scores and duplicates), then cleared.
@@ -92,6 +93,7 @@ def find_score(scores: dict[str, HeldScore], entry: str) -> tuple[str, HeldScore
 @dataclass
 class Effects:
     answer: Answer | None = None
+    reply_to: str | None = None  # where a copy of the answer goes too: the request's return address
     late: list[LateScore] = field(default_factory=list)
     timers: list[int] = field(default_factory=list)
     cancel_timers: list[int] = field(default_factory=list)  # deadline timers made useless by an early answer
@@ -116,9 +118,12 @@ class Rendezvous:
         self.config = config or RendezvousConfig()
 
     # ----------------------------------------------------------------------------------- events
-    def on_request(self, mb: Mailbox, request_time_ms: int, schedule: Schedule, now: int) -> Effects:
+    def on_request(self, mb: Mailbox, request_time_ms: int, schedule: Schedule, now: int,
+                   reply_to: str | None = None) -> Effects:
+        """`reply_to`: the request's return address (checked by the caller), kept until the answer goes out."""
         if mb.has_request:
             return Effects(duplicate_request=True, changed=False)
+        mb.reply_to = reply_to
         mb.request_time_ms = request_time_ms
         mb.received_at_ms = now
         mb.expires_at_ms = None  # the request came: held scores are no longer orphans
@@ -243,6 +248,7 @@ class Rendezvous:
             budget_spent=mb.received_at_ms >= base + schedule.stages[-1].deadline_ms,
             timings=timings,
         )
+        eff.reply_to, mb.reply_to = mb.reply_to, None
         mb.answered_at_ms = now
         mb.scores.clear()  # answered: only the tombstone is needed from now on
         mb.expires_at_ms = now + self.config.answered_retention_ms

@@ -14,6 +14,10 @@ A reader of a newer version than it knows fails loudly instead of guessing.
 
 Versions: 1 keyed scores by model id (one score per model); 2 keys them by `id@version` (two versions of
 one model side by side). Version 1 state is read (its keys become `id@version`) and written back as 2.
+Version 3 (`REPLY_STATE_VERSION`) is version 2 plus one last element, `reply_to`: the request's return address
+(a gateway's reply topic) until it is answered. It is written only for a mailbox that holds one, so a mailbox
+without one is still written as version 2, byte for byte as before: a savepoint taken while no gateway sent
+requests restores into the release before return addresses too.
 """
 
 from __future__ import annotations
@@ -25,7 +29,14 @@ from typing import Any
 from schemas.records import Score
 
 MAILBOX_STATE_VERSION = 2
-"""Version of the tuple layout written by `to_state`; bump it (and keep reading the old one) on change."""
+"""Version of the tuple layout written by `to_state` for a mailbox without a return address; bump it (and keep
+reading the old one) on change."""
+
+REPLY_STATE_VERSION = 3
+"""Version 2 plus the return address as a last element: written for a mailbox that holds one."""
+
+_LENGTHS = {1: 9, MAILBOX_STATE_VERSION: 9, REPLY_STATE_VERSION: 10}
+"""Elements of the state tuple of each encoding this code reads."""
 
 
 class StateVersionError(ValueError):
@@ -71,6 +82,7 @@ class Mailbox:
     answered_at_ms: int | None = None
     expires_at_ms: int | None = None  # when this mailbox is cleared (orphan timeout or retention)
     scores: dict[str, HeldScore] = field(default_factory=dict)  # first score per model `id@version`
+    reply_to: str | None = None  # the request's return address until it is answered (a gateway's reply topic)
 
     @property
     def has_request(self) -> bool:
@@ -87,20 +99,25 @@ def to_state(mb: Mailbox) -> tuple:
         (key, h.model_version, json.dumps(h.output, separators=(",", ":")) if h.output is not None else None,
          h.error, h.started_at_ms, h.finished_at_ms, h.arrived_at_ms, h.request_time_ms, h.received_at_ms)
         for key, h in mb.scores.items())
-    return (MAILBOX_STATE_VERSION, mb.first_seen_ms, mb.request_time_ms, mb.received_at_ms, mb.schedule_version,
-            mb.stage, mb.answered_at_ms, mb.expires_at_ms, scores)
+    base = (mb.first_seen_ms, mb.request_time_ms, mb.received_at_ms, mb.schedule_version, mb.stage,
+            mb.answered_at_ms, mb.expires_at_ms, scores)
+    if mb.reply_to is None:
+        return (MAILBOX_STATE_VERSION, *base)
+    return (REPLY_STATE_VERSION, *base, mb.reply_to)
 
 
 def from_state(request_id: str, value: tuple) -> Mailbox:
     """The mailbox stored by `to_state`."""
-    if not isinstance(value, tuple) or not value or value[0] not in (1, MAILBOX_STATE_VERSION):
-        found = value[0] if isinstance(value, tuple) and value else type(value).__name__
-        raise StateVersionError(f"mailbox state of {request_id!r} has encoding {found!r}; this code reads version "
-                                f"{MAILBOX_STATE_VERSION}. Restore the savepoint with the version that wrote it.")
-    encoding, first_seen, request_time, received, schedule_version, stage, answered, expires, scores = value
+    if not (isinstance(value, tuple) and value and isinstance(value[0], int) and _LENGTHS.get(value[0]) == len(value)):
+        found = (f"{value[0]!r} with {len(value)} elements" if isinstance(value, tuple) and value
+                 else type(value).__name__)
+        raise StateVersionError(f"mailbox state of {request_id!r} has encoding {found}; this code reads versions "
+                                f"{sorted(_LENGTHS)} ({_LENGTHS} elements). Restore the savepoint with the version "
+                                "that wrote it.")
+    encoding, first_seen, request_time, received, schedule_version, stage, answered, expires, scores = value[:9]
     mb = Mailbox(request_id=request_id, first_seen_ms=first_seen, request_time_ms=request_time,
                  received_at_ms=received, schedule_version=schedule_version, stage=stage, answered_at_ms=answered,
-                 expires_at_ms=expires)
+                 expires_at_ms=expires, reply_to=value[9] if encoding == REPLY_STATE_VERSION else None)
     for key, version, output_json, error, started, finished, arrived, req_time, rcv in scores:
         if encoding == 1:  # keyed by model id then
             key = f"{key}@{version}"

@@ -27,6 +27,7 @@ from jobs.rendezvous.mailbox import Mailbox, from_state, to_state
 # of the first job that imported it, whose files Flink deletes when that job ends; a submodule imported
 # later (the first restored run calls the recovery scan) is then "No module named jobs.rendezvous.recovery".
 from jobs.rendezvous.recovery import answered_after_checkpoint
+from jobs.rendezvous.replies import ReplyTopics, kafka_topic_lister
 from jobs.rendezvous.schedule import ScheduleStore
 from jobs.rendezvous.settings import RendezvousSettings
 from schemas.records import Answer, LateScore, QuarantineRecord, Reason, Schedule, Score
@@ -48,6 +49,7 @@ class Env(NamedTuple):
     finished_at_ms: int | None = None
     received_at_ms: int | None = None
     raw: str | None = None
+    reply_to: str | None = None  # a request's return address, as written (checked by the function)
 
 
 ENVELOPE = Types.PICKLED_BYTE_ARRAY()
@@ -61,9 +63,9 @@ def envelope(raw: str) -> Env:
         rec = json.loads(raw)
         if isinstance(rec, dict) and isinstance(rec.get("request"), dict):
             r = rec["request"]
-            rid, t = r["request_id"], r["event_time_ms"]
+            rid, t, reply = r["request_id"], r["event_time_ms"], r.get("reply_to")
             if isinstance(rid, str) and rid and isinstance(t, int) and not isinstance(t, bool):
-                return Env("request", rid, t)
+                return Env("request", rid, t, reply_to=reply if isinstance(reply, str) and reply else None)
         elif isinstance(rec, dict) and "model_id" in rec:
             s = Score.model_validate(rec)
             return Env("score", s.request_id, s.request_time_ms, s.model_id, s.model_version,
@@ -97,6 +99,10 @@ class Routes:
 
     def answer(self, a: Answer) -> Row:
         return Row(self.answers, a.request_id, a.to_json())
+
+    def reply(self, topic: str, a: Answer) -> Row:
+        """The copy of an answer for its request's return address (a gateway's reply topic)."""
+        return Row(topic, a.request_id, a.to_json())
 
     def late_score(self, ls: LateScore) -> Row:
         return Row(self.late, ls.score.request_id, ls.to_json())
@@ -139,6 +145,8 @@ class RendezvousFunction(KeyedBroadcastProcessFunction):
         self.routes = Routes(settings.answers_topic, settings.late_topic, settings.invalid_topic)
         self.recovery = (settings.kafka, settings.group_id, [settings.augmented_topic, settings.scores_topic],
                          settings.answers_topic, settings.recovery_margin_ms) if settings.recover_answers else None
+        self.reply_lookup = (settings.answers_topic, settings.kafka, f"{settings.group_id}-replies",
+                             settings.reply_topics_refresh_ms)
         # a first attempt replays nothing already answered unless it resumes the group's offsets or a snapshot
         self.recover_first_attempt = settings.start == "committed" or settings.restored
 
@@ -150,6 +158,9 @@ class RendezvousFunction(KeyedBroadcastProcessFunction):
             .set_state_visibility(StateTtlConfig.StateVisibility.NeverReturnExpired).build())
         self.mailbox = runtime_context.get_state(mailbox)
         self.core = Rendezvous(self.config)
+        answers_topic, kafka, client_id, refresh_ms = self.reply_lookup
+        list_topics, self._close_lister = kafka_topic_lister(kafka, client_id)
+        self.replies = ReplyTopics(answers_topic, list_topics, refresh_ms)
         # the schedules, in memory: reading broadcast state per record is a JVM round trip in process mode.
         # Empty after a restore until the first record reads them back from the broadcast state.
         self.store = ScheduleStore(Schedule.parse(self.builtin_json))
@@ -162,11 +173,14 @@ class RendezvousFunction(KeyedBroadcastProcessFunction):
         try:
             group = runtime_context.get_metrics_group().add_group("rendezvous")
             for name in ("answers", "answers_default", "late_scores", "duplicate_requests", "dropped_scores",
-                         "invalid", "recovered_answers", "recovery_failed"):
+                         "invalid", "recovered_answers", "recovery_failed", "replies", "reply_dropped"):
                 self.counters[name] = group.counter(name)
         except Exception:  # noqa: BLE001 - metrics are optional (not every execution mode has them)
             self.counters = {}
         self._count("recovery_failed", int(self._recovery_failed))
+
+    def close(self):
+        self._close_lister()
 
     def _recover(self) -> dict[str, int]:
         """The requests answered after the checkpoint this run restores (jobs/rendezvous/recovery.py)."""
@@ -246,6 +260,9 @@ class RendezvousFunction(KeyedBroadcastProcessFunction):
             self._count("answers")
             self._count("answers_default", int(eff.answer.is_default))
             yield self.routes.answer(eff.answer)
+            if eff.reply_to is not None:
+                self._count("replies")
+                yield self.routes.reply(eff.reply_to, eff.answer)
 
     def _load(self, request_id: str, now: int) -> Mailbox:
         value = self.mailbox.value()
@@ -260,7 +277,11 @@ class RendezvousFunction(KeyedBroadcastProcessFunction):
             return
         mb = self._load(value.request_id, now)
         if value.kind == "request":
-            eff = self.core.on_request(mb, value.request_time_ms, self._schedule(ctx, None), now)
+            reply = value.reply_to
+            if reply is not None and not self.replies.allowed(reply, now):
+                self._count("reply_dropped")  # not a reply topic of this answers topic, or none that exists
+                reply = None
+            eff = self.core.on_request(mb, value.request_time_ms, self._schedule(ctx, None), now, reply_to=reply)
         else:
             sched = self._schedule(ctx, mb.schedule_version) if mb.has_request else None
             eff = self.core.on_score(mb, score_of(value), sched, now)
@@ -278,8 +299,8 @@ class RendezvousFunction(KeyedBroadcastProcessFunction):
 
 def build(env: StreamExecutionEnvironment, settings: RendezvousSettings, source: DataStream | None = None,
           schedules: DataStream | None = None, sink=None) -> DataStream:
-    """`sink` receives (topic, key, payload) rows (`jobs.common.kafka.ROUTED`): answers and late scores keyed by
-    request id, quarantine records."""
+    """`sink` receives (topic, key, payload) rows (`jobs.common.kafka.ROUTED`): answers (and their copies for
+    return addresses) and late scores keyed by request id, quarantine records."""
     from jobs.common.kafka import ROUTED, kafka_source, routed_kafka_sink
 
     data = source if source is not None else kafka_source(

@@ -36,6 +36,9 @@ class RendezvousSettings(JobSettings):
     recovery_margin_ms: int = Field(default=5_000, ge=0)
     """How far before the checkpoint the recovery scan starts (clock skew; answers topics that keep
     producer timestamps)."""
+    reply_topics_refresh_ms: int = Field(default=5_000, gt=0)
+    """How often at most the broker's topic list is read again when a request names a reply topic not seen yet
+    (jobs/rendezvous/replies.py: replies go only to existing `<answers_topic>.*` topics)."""
     max_deadline_ms: int = 600_000
     """The largest stage deadline a schedule may have (schemas.records.Stage); sizes the state TTL."""
 

@@ -112,14 +112,16 @@ class Sim:
         self.accepted: dict[str, dict[str, tuple[int, Score]]] = defaultdict(dict)  # held by the current mailbox
         self.request_arrivals: dict[str, list[int]] = defaultdict(list)  # of the current mailbox
         self.score_events = 0
+        self.reply_address: dict[str, str | None] = {}  # the return address each request came with
+        self.replies: dict[str, list[str]] = defaultdict(list)  # request id -> where copies of its answer went
 
     # ------------------------------------------------------------------ scripting
     def _push(self, at: int, kind: str, rid: str, payload: Any) -> None:
         heapq.heappush(self.queue, (at, self.tiebreak(), next(self._seq), kind, rid, payload))
 
     def request(self, rid: str, at: int, schedule: Schedule | None = None,
-                request_time_ms: int = REQUEST_TIME) -> None:
-        self._push(at, "request", rid, (schedule or self.schedule, request_time_ms))
+                request_time_ms: int = REQUEST_TIME, reply_to: str | None = None) -> None:
+        self._push(at, "request", rid, (schedule or self.schedule, request_time_ms, reply_to))
 
     def score(self, rid: str, model: str, at: int, **kw) -> Score:
         s = make_score(rid, model, at=at, **kw)
@@ -167,11 +169,11 @@ class Sim:
             before = copy.deepcopy(mb)
             eff = self.core.on_timer(mb, self.request_schedule.get(rid) if mb.has_request else None, at)
         elif kind == "request":
-            schedule, request_time_ms = payload
+            schedule, request_time_ms, reply_to = payload
             mb = self._mailbox(rid, at)
             had_request = mb.has_request
             before = copy.deepcopy(mb)
-            eff = self.core.on_request(mb, request_time_ms, schedule, at)
+            eff = self.core.on_request(mb, request_time_ms, schedule, at, reply_to=reply_to)
             assert eff.duplicate_request == had_request
             if had_request:
                 assert fx(eff) == E(duplicate_request=True)
@@ -181,6 +183,7 @@ class Sim:
                 assert mb.schedule_version == schedule.version
                 self.request_schedule[rid] = schedule
                 self.request_arrivals[rid].append(at)
+                self.reply_address[rid] = reply_to
         else:
             score: Score = payload
             self.score_events += 1
@@ -215,10 +218,15 @@ class Sim:
             if (rid, t) not in self.pending_timers:  # Flink keeps one timer per key and timestamp
                 self.pending_timers.add((rid, t))
                 self._push(t + self.timer_delay(t), "timer", rid, t)
+        assert eff.reply_to is None or eff.answer is not None, "a reply goes out only with an answer"
         if eff.answer is not None:
             a = eff.answer
             assert a.request_id == rid and a.answered_at_ms == now and mb.answered_at_ms == now
             assert mb.scores == {}, "an answered mailbox keeps only the tombstone"
+            assert mb.reply_to is None, "an answered mailbox forgets the return address"
+            assert eff.reply_to == self.reply_address.get(rid), "the reply goes where the request asked"
+            if eff.reply_to is not None:
+                self.replies[rid].append(eff.reply_to)
             self.answers[rid].append(Answered(a, self.request_schedule[rid], dict(self.accepted[rid]),
                                               list(self.request_arrivals[rid])))
             self.accepted[rid] = {}

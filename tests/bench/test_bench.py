@@ -45,3 +45,17 @@ def test_the_fault_table_is_generated_from_the_fault_tests_results(tmp_path):
         "default_share": 0.667, "faults": 1, "recover_answers": True}))
     table = markdown(load(tmp_path))
     assert "| taskmanager killed (1x, 50/s for 30 s) | 1,500 | 1,500 | 0 | 0 | 0 | 18.9 s | 66.7 % |" in table
+
+
+def test_the_paths_table_puts_each_path_of_a_rate_side_by_side():
+    from bench.table import paths_markdown
+
+    def fig(p50, p99):
+        return {"latency_p50_ms": p50, "latency_p99_ms": p99, "latency_p50_runs_ms": [p50, p50 + 1],
+                "latency_p99_runs_ms": [p99, None], "unanswered": 0, "default_share": 0.1, "cpu_ms_per_request": 7.0}
+
+    table = paths_markdown({"runs": 2, "duration_s": 15, "paths": ["kafka", "gateway"], "sets": {"synthetic": {
+        "paths": {"kafka": {"100": fig(40.0, 200.0)}, "gateway": {"100": fig(43.5, 210.0)}}}}})
+    assert "`python -m bench --paths kafka gateway`" in table
+    assert "| synthetic | 100/s | kafka | 40.0 ms | 200.0 ms | 40.0, 41.0 | 200.0, - | 0 | 10.0 % | 7.00 ms |" in table
+    assert "| synthetic | 100/s | gateway | 43.5 ms | 210.0 ms |" in table

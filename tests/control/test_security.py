@@ -54,9 +54,14 @@ def test_each_role_may_do_what_its_job_does_and_nothing_else():
     assert allowed(gs, "model") == {("READ", "requests.augmented"), ("WRITE", "scores")}
     assert allowed(gs, "rendezvous") == {("READ", "requests.augmented"), ("READ", "scores"), ("READ", "schedules"),
                                          ("READ", "answers"), ("WRITE", "answers"), ("WRITE", "scores.late"),
-                                         ("WRITE", "requests.quarantine")}
+                                         ("WRITE", "requests.quarantine"), ("WRITE", "answers.")}
     assert allowed(gs, "quality") == {("READ", "requests"), ("WRITE", "quality")}
-    assert allowed(gs, "client") == {("WRITE", "requests"), ("WRITE", "labels"), ("READ", "answers")}
+    assert allowed(gs, "client") == {("WRITE", "requests"), ("WRITE", "labels"), ("READ", "answers"),
+                                     ("READ", "schedules"), ("CREATE", "answers."), ("READ", "answers.")}
+    # the gateways' reply topics go by prefix: every `answers.<gateway id>`, and only those
+    assert {(g.principal, g.operation) for g in gs if g.name == "answers."} == {
+        (principal("client"), "CREATE"), (principal("client"), "READ"), (principal("rendezvous"), "WRITE")}
+    assert all(g.pattern == "PREFIXED" for g in gs if g.name == "answers.")
     # the operators read and manage everything but write only the control topics; they are no super user
     op = allowed(gs, "operator")
     assert {n for o, n in op if o == "WRITE"} == {"schedules", "lifecycle", "models"}
@@ -64,8 +69,10 @@ def test_each_role_may_do_what_its_job_does_and_nothing_else():
     assert {g.principal for g in gs if g.operation == "WRITE" and g.name == "answers"} == {principal("rendezvous")}
     assert {g.principal for g in gs if g.operation == "WRITE" and g.name in ("schedules", "lifecycle", "models")} \
         == {principal("operator")}
-    # topics by literal name (a prefix `requests` would also match requests.augmented), groups by prefix
-    assert all(g.pattern == "LITERAL" for g in gs if g.resource == "TOPIC")
+    # topics by literal name (a prefix `requests` would also match requests.augmented), groups by prefix; the
+    # one topic prefix is the reply topics' `answers.`, which names no topic of the system
+    assert all(g.pattern == "LITERAL" for g in gs if g.resource == "TOPIC" and g.name != "answers.")
+    assert not [n for n in TopicNames().__dict__.values() if n.startswith("answers.")]
     assert {g.name for g in gs if g.resource == "TOPIC" and g.name == "*"} == {"*"}  # the operators' wildcard only
     assert {g.principal for g in gs if g.name == "*"} == {principal("operator")}
     assert {(g.principal, g.name) for g in gs if g.resource == "GROUP" and g.pattern == "PREFIXED"} == \
@@ -76,6 +83,7 @@ def test_suffixed_topics_get_their_own_literal_acls_and_acl_objects_are_made():
     t = TopicNames.suffixed("ab12")
     gs = grants(t)
     assert ("READ", "answers-ab12") in allowed(gs, "client")
+    assert ("WRITE", "answers-ab12.") in allowed(gs, "rendezvous")
     acls = to_acls(gs)
     assert len(acls) == len(gs) and all(a.host == "*" for a in acls)
 
