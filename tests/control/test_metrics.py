@@ -7,7 +7,11 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from control.runtime.flink import PROMETHEUS_PLUGIN, flink_plugins_dir, render_flink_conf
+from control.runtime.flink import (
+    PROMETHEUS_PLUGIN,
+    flink_plugins_dir,
+    render_flink_conf,
+)
 from control.runtime.metrics import endpoint_url, parse, reporter_ports
 from control.settings import RuntimeSettings
 
