@@ -139,10 +139,13 @@ def read_to_end(bootstrap: str, topic: str, timeout: float = 10.0) -> list[tuple
     return [(r.key, r.value) for r in records_to_end(bootstrap, topic, timeout)]
 
 
-def records_to_end(bootstrap: str, topic: str, timeout: float = 10.0, since_ms: int | None = None) -> list:
+def records_to_end(bootstrap: str, topic: str, timeout: float = 10.0, since_ms: int | None = None,
+                   contains: bytes | None = None) -> list:
     """Every record (kafka-python ConsumerRecord: key, value, timestamp, partition, offset) in `topic` from its
     beginning, or from the first whose Kafka timestamp is at or after `since_ms` (found by the broker's time
-    index), to its end as of now, in order per partition. A topic that does not exist reads as empty."""
+    index), to its end as of now, in order per partition; with `contains`, only the records whose value holds
+    those bytes (a search: the rest is not kept). A topic that does not exist reads as empty. `timeout`: per
+    10,000 records read (a long topic takes longer)."""
     from kafka import TopicPartition
 
     c = consumer(bootstrap, enable_auto_commit=False, group_id=None)
@@ -164,8 +167,10 @@ def records_to_end(bootstrap: str, topic: str, timeout: float = 10.0, since_ms: 
             if time.monotonic() > deadline:
                 raise TimeoutError(f"could not read topic {topic} to its end within {timeout:.0f} s "
                                    "(is the broker up? `rendezvous status`)")
-            for tp, recs in c.poll(timeout_ms=200).items():
-                out += [r for r in recs if r.offset < end[tp]]
+            for tp, recs in c.poll(timeout_ms=200, max_records=10_000).items():
+                deadline = max(deadline, time.monotonic() + timeout * len(recs) / 10_000)
+                out += [r for r in recs if r.offset < end[tp] and (contains is None or (r.value or b"").find(
+                    contains) >= 0)]
         return out
     finally:
         c.close()
@@ -260,3 +265,15 @@ def partition_count(bootstrap_servers: str, topic: str) -> int:
         return len(c.partitions_for_topic(topic) or ())
     finally:
         c.close()
+
+
+def delete_topics(bootstrap_servers: str, names: Iterable[str]) -> None:
+    """Delete these topics (the ones that exist); side topics of a finished run."""
+    a = admin(bootstrap_servers)
+    try:
+        existing = set(a.list_topics())
+        gone = [n for n in names if n in existing]
+        if gone:
+            a.delete_topics(gone)
+    finally:
+        a.close()

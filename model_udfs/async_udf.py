@@ -8,7 +8,8 @@ the model job is not scored at all (load shedding under overload; counted in the
 Metrics, in the operator's group `model` with the variable `model` = the card's `id@version` (a Prometheus label):
 `scores` and `errors` (scores written, of them error scores), `latency_ms_sum` (the sum of each score's time
 in the UDF, from taking the request to the score: the model's latency; `latency_ms_sum / scores` is its mean,
-`rate(latency_ms_sum) / rate(scores)` over a window) and `skipped_stale`. They are plain ints kept on the event
+`rate(latency_ms_sum) / rate(scores)` over a window), `skipped_stale`, and `peak_rss_mb` (the Python worker's
+peak resident memory, what `rendezvous replay` reports). They are plain ints kept on the event
 loop and exported as gauges: PyFlink reads a gauge at the end of each bundle, on the bundle's thread, while a
 counter incremented on the async function's event loop thread is dropped (Beam's metrics container is
 per thread; seen here: `skipped_stale` as a counter never reached Flink).
@@ -26,6 +27,13 @@ from pyflink.datastream.functions import AsyncFunction
 from model_udfs.base import ModelRunner
 from schemas.model_card import ModelCard
 from schemas.records import MAX_RECORD_BYTES, Score
+
+
+def _peak_rss_mb() -> int:
+    """The peak resident memory of this process (the Python worker, in process mode), in MiB (Linux: KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
 
 
 def _now_ms() -> int:
@@ -77,6 +85,7 @@ class ModelAsyncFunction(AsyncFunction):
             group.gauge("errors", lambda: self.errors)
             group.gauge("latency_ms_sum", lambda: self.latency_ms_sum)
             group.gauge("skipped_stale", lambda: self.skipped)
+            group.gauge("peak_rss_mb", _peak_rss_mb)
         except Exception:  # noqa: BLE001 - metrics are optional
             pass
 

@@ -501,6 +501,112 @@ def metrics_endpoints() -> None:
         sys.exit(3)
 
 
+@main.group("archive")
+def archive_group() -> None:
+    """The decoy: archives every input exactly as the models read it, with every score, answer and label, to
+    Parquet partitioned by date and hour (README, "The decoy archive")."""
+
+
+@archive_group.command("start")
+@click.option("--archive", "where", default=None, help="directory or file-system URL  [default: run/archive, "
+              "or RENDEZVOUS_ARCHIVE]")
+@click.option("--parallelism", type=click.IntRange(1, jobs_lib.MAX_PARALLELISM), default=None)
+@_report_suffix
+def archive_start_cmd(where, parallelism, topics_suffix) -> None:
+    """Submit the decoy job; prints its id."""
+    from control.ops import archive as arch
+
+    try:
+        click.echo(arch.start(topics=_topics(topics_suffix), archive=where, parallelism=parallelism))
+    except ControlError as e:
+        _fail(e)
+
+
+@archive_group.command("stop")
+@_report_suffix
+def archive_stop_cmd(topics_suffix) -> None:
+    """Cancel the decoy (a new start resumes from its committed offsets)."""
+    from control.ops import archive as arch
+
+    ids = arch.stop(topics=_topics(topics_suffix))
+    click.echo("\n".join(f"cancelled {j}" for j in ids) or "no decoy was running")
+
+
+@main.command("explain")
+@click.argument("request_id")
+@click.option("--source", type=click.Choice(["auto", "live", "archive"]), default="auto", show_default=True,
+              help="auto: the live topics, else the archive")
+@click.option("--archive", "where", default=None, help="the archive  [default: run/archive]")
+@click.option("--json", "as_json", is_flag=True, help="print the story as JSON")
+@_report_suffix
+def explain_cmd(request_id, source, where, as_json, topics_suffix) -> None:
+    """One request's story: its features, every model's score and latency (late ones too), the answer, the
+    schedule version that applied and why the answer won; exit 3 when the request is not found."""
+    import json as json_lib
+
+    from control.ops import explain
+
+    try:
+        st = explain.story_of(request_id, topics=_topics(topics_suffix), archive=where, source=source)
+    except (ControlError, TimeoutError) as e:
+        _fail(e)
+    click.echo(json_lib.dumps(st.as_dict(), indent=2) if as_json else explain.render(st))
+    if not st.found:
+        sys.exit(3)
+
+
+def _when(text: str | None) -> int | None:
+    """Epoch ms of `--since/--until`: epoch ms, or an ISO 8601 time (UTC unless it says otherwise)."""
+    if text is None:
+        return None
+    from datetime import datetime, timezone
+
+    if text.isdigit():
+        return int(text)
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is neither epoch ms nor an ISO 8601 time (e.g. 2026-11-29T14:00)")
+    return int((t if t.tzinfo else t.replace(tzinfo=timezone.utc)).timestamp() * 1000)
+
+
+@main.command("replay")
+@click.argument("card", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--since", default=None, help="archived requests from this time (ISO 8601 UTC, or epoch ms)")
+@click.option("--until", default=None, help="... up to this time, excluded")
+@click.option("--against", default=None, help="id@version whose recorded scores to compare with  [default: the "
+              "model that answered most of those requests]")
+@click.option("--threshold", default=0.5, type=float, show_default=True)
+@click.option("--output-field", default="fraud_probability", show_default=True)
+@click.option("--archive", "where", default=None, help="the archive  [default: run/archive]")
+@click.option("--out", default=None, type=click.Path(file_okay=False, path_type=Path),
+              help="where the scores (Parquet) and report.json go  [default: run/replay/<run>]")
+@click.option("--fail-if", "fail_if", multiple=True, help="exit 1 when it holds, e.g. 'agreement<0.95', "
+              "'p99_ms>50', 'recall<0.8', 'peak_rss_mb>500' (repeatable)")
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+@_report_suffix
+def replay_cmd(card, since, until, against, threshold, output_field, where, out, fail_if, as_json,
+               topics_suffix) -> None:
+    """Score archived requests with a candidate model card (side topics, never the production scores) and
+    compare it with the recorded answers' model: agreement, correlation, disagreements, precision/recall/AUC
+    with the labels, latency distribution, the Python worker's peak memory. Exit 1 when a --fail-if holds."""
+    import json as json_lib
+
+    from control.ops import replay as rp
+    from schemas.model_card import ModelCard
+
+    try:
+        report = rp.replay(ModelCard.load(card), topics=_topics(topics_suffix), archive=where,
+                           since_ms=_when(since), until_ms=_when(until), against=against, threshold=threshold,
+                           output_field=output_field, out_dir=out, fail_if=list(fail_if),
+                           progress=None if as_json else click.echo)
+    except (ControlError, TimeoutError) as e:
+        _fail(e)
+    click.echo(json_lib.dumps(report.as_dict(), indent=2) if as_json else rp.render(report))
+    if report.failed:
+        sys.exit(1)
+
+
 def _topics(suffix):
     from schemas.topics import TopicNames
 

@@ -143,10 +143,14 @@ def test_the_archive_holds_every_record_exactly_once_through_a_taskmanager_kill(
             return (r["request_id"], r.get("model_id"), r["kafka_time_ms"])
         assert Counter(map(ident, got[table])) == Counter(
             (r.get("request", r)["request_id"], r.get("model_id"), r["kafka_time_ms"]) for r in rows), table
-    # per hour, the requests sent (their event time's hour, UTC)
+    # per hour, the requests sent (their event time's hour, UTC). The external-state job's sink is at least
+    # once: after the kill it wrote some requests twice, and the models saw (and scored) both copies, so the
+    # archive holds both too (equal to the topic, above); by request id, the hours hold exactly what was sent
     per_hour = Counter(hour_of(r["event_time_ms"]) for r in sent)
-    assert Counter((r["dt"], r["hr"]) for r in got["requests"]) == per_hour
-    assert len(got["requests"]) == len(sent) == 400
+    assert Counter((r["dt"], r["hr"]) for r in {r["request_id"]: r for r in got["requests"]}.values()) == per_hour
+    assert {r["request_id"] for r in got["requests"]} == {r["request_id"] for r in sent} and len(sent) == 400
+    print(f"[archive] {len(got['requests'])} archived requests for {len(sent)} sent (more: written twice "
+          f"upstream by the failover), {len(got['scores'])} scores, {len(got['answers'])} answers")
     # as the models saw them: the augmented record's JSON, and its fields as columns
     aug = {json.loads(r["augmented_json"])["request"]["request_id"]: r for r in got["requests"]}
     some = next(iter(aug.values()))
@@ -163,3 +167,75 @@ def test_the_archive_holds_every_record_exactly_once_through_a_taskmanager_kill(
     def answer(r):
         return (r["request_id"], r["model"], r["trigger"], r["stage"], r["schedule_version"], r["answered_at_ms"])
     assert Counter(map(answer, got["answers"])) == Counter(map(answer, expected["answers"]))
+
+
+def test_explain_tells_the_story_from_the_topics_and_from_the_archive_alone(stack, archived):
+    from click.testing import CliRunner
+
+    from control.ops import explain
+    from tools.cli import main
+
+    t, where = archived["topics"], archived["archive"]
+    rid = archived["sent"][7]["request_id"]
+    live = explain.story_of(rid, stack, t, where, source="live")
+    assert live.source == "live topics" and live.augmented.request.request_id == rid
+    assert {x.key for x in live.scores} >= {CHAMPION.key, CANARY.key}
+    assert len(live.answers) == 1 and live.answers[0].schedule_version == archived["schedule"].version
+    assert live.schedule == archived["schedule"] and live.labels and live.labels[0].request_id == rid
+    # from the archive only: a topic set that never held it (auto falls back to the archive)
+    gone = TopicNames.suffixed(f"none{os.urandom(4).hex()}")
+    old = explain.story_of(rid, stack, gone, where, source="auto")
+    assert old.source.startswith("archive")
+    assert old.augmented == live.augmented  # exactly as the models read it
+    assert sorted((x.key, x.finished_at_ms, x.output) for x in old.scores) == sorted(
+        (x.key, x.finished_at_ms, x.output) for x in live.scores)
+    assert [a.model_dump() for a in old.answers] == [a.model_dump() for a in live.answers]
+    assert old.labels == live.labels
+    res = CliRunner().invoke(main, ["explain", rid, "--source", "archive", "--archive", where,
+                                    "--topics-suffix", t.requests.removeprefix("requests-")])
+    assert res.exit_code == 0, res.output
+    assert f"request {rid}" in res.output and "why: " in res.output and CHAMPION.key in res.output
+    assert f"schedule v{archived['schedule'].version}" in res.output and "features features-v1" in res.output
+    missing = CliRunner().invoke(main, ["explain", "no-such-id", "--source", "archive", "--archive", where])
+    assert missing.exit_code == 3 and "not found" in missing.output
+
+
+def test_replay_reproduces_the_champion_and_reports_a_shifted_model_s_disagreement(stack, archived, tmp_path):
+    import pyarrow.parquet as pq
+    from click.testing import CliRunner
+
+    from control.ops import replay
+    from tools.cli import main
+
+    t, where = archived["topics"], archived["archive"]
+    recorded = {}
+    for r in archive.read("scores", where).to_pylist():
+        if (r["model_id"], r["model_version"]) == (CHAMPION.model_id, CHAMPION.version):
+            recorded[r["request_id"]] = float(dict(r["output"])["fraud_probability"])
+    same = replay.replay(CHAMPION, stack, t, where, out_dir=tmp_path / "same", progress=None)
+    assert (same.requests, same.scored, same.compared, same.against) == (400, 400, 400, CHAMPION.key)
+    # the same code on the same archived input: the same decisions, and the same probabilities up to the last
+    # bits (scikit-learn scores a batch at a time; another batch size rounds a few ulps differently)
+    assert same.agreement == 1.0 and same.disagreements == [] and same.max_abs_diff < 1e-12
+    replayed = {r["request_id"]: r["score"] for r in pq.read_table(tmp_path / "same" / "scores.parquet").to_pylist()}
+    assert replayed.keys() == recorded.keys()
+    assert [replayed[k] for k in recorded] == pytest.approx(list(recorded.values()), rel=1e-9, abs=1e-15)
+    print(f"[replay] champion over {same.requests} archived requests: max |difference| {same.max_abs_diff:.2g}, "
+          f"p50 {same.p50_ms} ms, p99 {same.p99_ms} ms, worker peak {same.peak_rss_mb} MiB")
+    assert same.labelled == 400 and same.peak_rss_mb and same.peak_rss_mb > 50 and same.p99_ms is not None
+
+    shifted = CHAMPION.model_copy(update={"model_id": "fraud-shifted", "version": "1",
+                                          "params": {**CHAMPION.params, "score_shift": -0.6}})
+    card = tmp_path / "shifted.json"
+    card.write_text(shifted.model_dump_json())
+    # the card's artifact is absolute (ModelCard.load resolved it): the copy loads the same model
+    res = CliRunner().invoke(main, ["replay", str(card), "--archive", where, "--out", str(tmp_path / "shifted"),
+                                    "--topics-suffix", t.requests.removeprefix("requests-"), "--json",
+                                    "--fail-if", "agreement<0.999", "--fail-if", "p99_ms>100000"])
+    assert res.exit_code == 1, res.output  # the agreement condition holds: the gate fails
+    report = json.loads(res.output)
+    flagged = sum(1 for p in recorded.values() if p >= 0.5)
+    assert flagged > 0 and report["compared"] == 400
+    assert report["disagreement"] == pytest.approx(flagged / 400)  # exactly the champion's frauds fall below
+    assert report["recall"] == 0.0 and report["against_recall"] > 0.5
+    assert [f.split(" ")[0] for f in report["failed"]] == ["agreement<0.999"]
