@@ -148,6 +148,7 @@ def local_table_env(s: RuntimeSettings, batch: bool = True):
     jars = [j for j in s.connector_jars if "kafka" in j.name]
     if not jars:
         raise SqlError(f"the Flink Kafka SQL connector jar is missing from {s.flink_jar_dir}; run `make setup`")
+    jars += s.parquet_jars  # the archive's tables (Parquet)
     t_env = TableEnvironment.create(EnvironmentSettings.in_batch_mode() if batch
                                     else EnvironmentSettings.in_streaming_mode())
     conf = t_env.get_config()
@@ -182,6 +183,24 @@ def _execute_last(t_env, stmt: str):
     return table.execute()
 
 
+def register_archive(t_env, s: RuntimeSettings, archive: str | None = None) -> list[str]:
+    """The decoy archive's tables (`archive_requests`, `archive_scores`, `archive_answers`, `archive_labels`),
+    those that have files, when the archive is a local directory; returns their names."""
+    from jobs.sql.archive import TABLES as ARCHIVE_TABLES
+    from jobs.sql.archive import create_archive_table
+
+    where = archive or s.archive
+    if "://" in where or not s.parquet_jars:
+        return []
+    names = []
+    for t in ARCHIVE_TABLES:
+        d = Path(where) / t.name
+        if d.is_dir() and any(p.is_file() and not p.name.startswith((".", "_")) for p in d.rglob("*")):
+            t_env.execute_sql(create_archive_table(t, str(Path(where).resolve())))
+            names.append(f"archive_{t.name}")
+    return names
+
+
 def query(sql: str, s: RuntimeSettings | None = None, topics: TopicNames = TopicNames(),
           bootstrap: str | None = None, role: str = "operator", limit: int | None = None) -> QueryResult:
     """Run `sql` (one statement, or several separated by `;` of which the last gives the result, e.g. SET
@@ -202,6 +221,7 @@ def query(sql: str, s: RuntimeSettings | None = None, topics: TopicNames = Topic
     t_env = local_table_env(s)
     registered = register_tables(t_env, bootstrap, props, topics, bounded=True,
                                  only_topics=present)
+    registered += register_archive(t_env, s)
     try:
         for stmt in stmts[:-1]:
             kv = set_option(stmt)

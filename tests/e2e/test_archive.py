@@ -239,3 +239,18 @@ def test_replay_reproduces_the_champion_and_reports_a_shifted_model_s_disagreeme
     assert report["disagreement"] == pytest.approx(flagged / 400)  # exactly the champion's frauds fall below
     assert report["recall"] == 0.0 and report["against_recall"] > 0.5
     assert [f.split(" ")[0] for f in report["failed"]] == ["agreement<0.999"]
+
+
+def test_the_archive_is_queryable_with_rendezvous_sql(stack, archived):
+    from control.ops import sql as sql_lib
+
+    where = archived["archive"]
+    s = stack.model_copy(update={"archive_override": where})
+    r = sql_lib.query("SELECT 'requests', COUNT(DISTINCT request_id) FROM archive_requests UNION ALL "
+                      "SELECT 'answers', COUNT(*) FROM archive_answers UNION ALL "
+                      "SELECT 'scores', COUNT(*) FROM archive_scores", s, archived["topics"])
+    got = dict(r.rows)
+    assert got == {"requests": 400, "answers": 400, "scores": archive.read("scores", where).num_rows}
+    by_model = sql_lib.query("SELECT model, COUNT(*) FROM archive_answers GROUP BY model", s, archived["topics"])
+    assert dict(by_model.rows) == Counter(a["model"] for a in archive.read("answers", where).to_pylist())
+    print(f"[archive] answers by model, in SQL over the archive: {dict(by_model.rows)}")
