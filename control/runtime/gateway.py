@@ -9,8 +9,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from control.errors import RuntimeStartError
 from control.runtime.process import (
     Progress,
     cmdline_contains,
+    http_status,
     pid_alive,
     port_in_use,
     read_pid,
@@ -55,16 +54,6 @@ def _pid_file(s: RuntimeSettings, port: int) -> Path:
     return s.pid_dir / f"gateway-{port}.pid"
 
 
-def _status(url: str, timeout: float = 2.0) -> int | None:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return r.status
-    except urllib.error.HTTPError as e:
-        return e.code
-    except Exception:  # noqa: BLE001 - not answering
-        return None
-
-
 def _is_gateway(pid: int) -> bool:
     return cmdline_contains(pid, MODULE)
 
@@ -100,7 +89,7 @@ def start(s: RuntimeSettings | None = None, *, port: int | None = None, rendezvo
     pid_file.write_text(str(proc.pid))
     gw = GatewayProcess(pid=proc.pid, url=url, port=port, log_file=log_file, pid_file=pid_file, _proc=proc)
     deadline = time.monotonic() + timeout
-    while _status(f"{url}/v2/health/ready") != 200:
+    while http_status(f"{url}/v2/health/ready") != 200:
         if proc.poll() is not None or time.monotonic() > deadline:
             tail = log_file.read_text(errors="replace")[-3000:]
             stop(gw, 5.0)
@@ -138,4 +127,4 @@ def recorded(s: RuntimeSettings) -> list[GatewayProcess]:
 
 
 def ready(gw: GatewayProcess) -> bool:
-    return gw.running() and _status(f"{gw.url}/v2/health/ready") == 200
+    return gw.running() and http_status(f"{gw.url}/v2/health/ready") == 200

@@ -18,8 +18,6 @@ import os
 import signal
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +26,7 @@ from control.runtime.process import (
     Progress,
     cmdline_contains,
     group_members,
+    http_status,
     pid_alive,
     port_in_use,
     read_pid,
@@ -118,16 +117,6 @@ def served_models(models_dir: Path) -> list[ServedModel]:
                             f"models with `.venv/bin/python -m training.train --out DIR` and serve "
                             f"DIR/<model_id>/<version> (or DIR).")
     return sorted(out, key=lambda m: (m.name, m.version or ""))
-
-
-def _http_status(url: str, timeout: float = 2.0) -> int | None:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return resp.status
-    except urllib.error.HTTPError as e:
-        return e.code
-    except (urllib.error.URLError, OSError, ValueError):
-        return None
 
 
 def _log_tail(path: Path, since: int = 0, n: int = 3000) -> str:
@@ -309,7 +298,7 @@ def _wait_ready(server: MLServerProcess, timeout: float) -> None:
             raise MLServerError(f"MLServer exited during startup (exit code {server._proc.returncode}).{hint} "
                                 f"End of {server.log_file}:\n{tail}")
         while pending:
-            code = _http_status(server.url + pending[0])
+            code = http_status(server.url + pending[0])
             last[pending[0]] = code
             if code != 200:
                 break

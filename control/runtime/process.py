@@ -44,6 +44,20 @@ def cmdline_contains(pid: int, needle: str) -> bool:
         return False
 
 
+def http_status(url: str, timeout: float = 2.0) -> int | None:
+    """The HTTP status a GET of `url` answers with; None when nothing answers."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
 def port_in_use(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(0.5)
