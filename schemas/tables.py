@@ -168,20 +168,21 @@ def with_clause(options: dict[str, str]) -> str:
     return ",\n".join(f"  {literal(k)} = {literal(v)}" for k, v in options.items())
 
 
-def create_table(table: TableDef, options: dict[str, str], watermark: bool = True) -> str:
-    """The `CREATE TABLE` statement of one stream."""
+def create_table(table: TableDef, options: dict[str, str], watermark: bool = True,
+                 watermark_delay_s: int | None = None) -> str:
+    """The `CREATE TABLE` statement of one stream; `watermark_delay_s`: instead of `WATERMARK_DELAY`."""
     cols = [f"  {quote(n)} {t}" for n, t in columns(table.record)]
     cols += [f"  {quote(n)} {t} METADATA FROM {literal(key)} VIRTUAL" for n, t, key in METADATA_COLUMNS]
     if watermark:
         cols.append(f"  WATERMARK FOR {quote('kafka_time')} AS {quote('kafka_time')} - INTERVAL "
-                    f"{literal(WATERMARK_DELAY)} SECOND")
+                    f"{literal(str(watermark_delay_s) if watermark_delay_s else WATERMARK_DELAY)} SECOND")
     return (f"CREATE TABLE {quote(table.name)} (\n" + ",\n".join(cols) + "\n) WITH (\n" + with_clause(options)
             + "\n)")
 
 
 def create_tables(bootstrap_servers: str, topics: TopicNames = TopicNames(), properties: dict[str, str] | None = None,
                   bounded: bool = False, start: str = "earliest", group_id: str | None = None,
-                  only_topics: set[str] | None = None) -> dict[str, str]:
+                  only_topics: set[str] | None = None, watermark_delay_s: int | None = None) -> dict[str, str]:
     """`CREATE TABLE` of every stream by table name (those whose topic is in `only_topics`, when given)."""
     out = {}
     for t in TABLES:
@@ -189,5 +190,5 @@ def create_tables(bootstrap_servers: str, topics: TopicNames = TopicNames(), pro
         if only_topics is not None and topic not in only_topics:
             continue
         out[t.name] = create_table(t, connector_options(topic, bootstrap_servers, properties, bounded, start,
-                                                        group_id))
+                                                        group_id), watermark_delay_s=watermark_delay_s)
     return out

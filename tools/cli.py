@@ -464,9 +464,11 @@ def metrics_group() -> None:
               help="seconds two scores of one request (or an answer and its request) may be apart to be matched")
 @click.option("--label-horizon", "label_horizon_s", default=120, type=click.IntRange(1), show_default=True,
               help="seconds after its score a label still counts in precision/recall")
+@click.option("--lateness", "lateness_s", default=15, type=click.IntRange(1), show_default=True,
+              help="seconds a record may come after later-stamped ones and still count (the watermark's lag)")
 @click.option("--parallelism", type=click.IntRange(1, jobs_lib.MAX_PARALLELISM), default=None)
 @_report_suffix
-def metrics_start_cmd(window_s, threshold, output_field, join_within_s, label_horizon_s, parallelism,
+def metrics_start_cmd(window_s, threshold, output_field, join_within_s, label_horizon_s, lateness_s, parallelism,
                       topics_suffix) -> None:
     """Submit the metrics job (a Flink SQL job); prints its id."""
     from control.ops import metrics as metrics_ops
@@ -474,7 +476,7 @@ def metrics_start_cmd(window_s, threshold, output_field, join_within_s, label_ho
 
     try:
         cfg = MetricsConfig(window_s=window_s, threshold=threshold, output_field=output_field,
-                            join_within_s=join_within_s, label_horizon_s=label_horizon_s)
+                            join_within_s=join_within_s, label_horizon_s=label_horizon_s, lateness_s=lateness_s)
         click.echo(metrics_ops.start(topics=_topics(topics_suffix), cfg=cfg, parallelism=parallelism))
     except (ControlError, ValueError) as e:
         _fail(e)

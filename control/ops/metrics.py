@@ -44,7 +44,7 @@ def start(s: RuntimeSettings | None = None, topics: TopicNames = TopicNames(), c
     kafka_io.ensure_topics(s.bootstrap_servers, topics.specs(), partitions=s.topic_partitions)
     name = job_name(topics)
     return sql.submit(metrics_script(cfg), s, topics, job_name=name, start=start_from, group_id=name,
-                      parallelism=parallelism, wait=wait)
+                      parallelism=parallelism, wait=wait, watermark_delay_s=cfg.lateness_s)
 
 
 def stop(s: RuntimeSettings | None = None, topics: TopicNames = TopicNames()) -> list[str]:

@@ -259,7 +259,8 @@ def topic_overrides(topics: TopicNames) -> dict[str, str]:
 
 def submit(script: str, s: RuntimeSettings | None = None, topics: TopicNames = TopicNames(),
            job_name: str = "sql", start: str = "earliest", group_id: str | None = None,
-           parallelism: int | None = None, wait: bool = True, extra_jars=()) -> str:
+           parallelism: int | None = None, wait: bool = True, extra_jars=(),
+           watermark_delay_s: int | None = None) -> str:
     """Submit `script` (SET, CREATE TABLE/VIEW and INSERT INTO statements; `${kafka}` in a WITH clause
     stands for the Kafka connection's options) as a continuous job (`jobs.sql.main`); returns its job id.
     The script is checked here first (it has an INSERT INTO)."""
@@ -270,7 +271,8 @@ def submit(script: str, s: RuntimeSettings | None = None, topics: TopicNames = T
 
     s = s or RuntimeSettings()
     settings = deploy.job_settings(SqlSettings, s, script=script, job_name=job_name, start=start,
-                                   group_id=group_id or f"sql-{job_name}", topics=topic_overrides(topics))
+                                   group_id=group_id or f"sql-{job_name}", topics=topic_overrides(topics),
+                                   watermark_delay_s=watermark_delay_s)
     try:
         statements_of(settings)
     except ValueError as e:

@@ -36,7 +36,8 @@ def run(settings: SqlSettings) -> None:
     conf.set("pipeline.name", settings.job_name)
     conf.set("execution.checkpointing.interval", f"{settings.checkpoint_interval_ms} ms")
     register_tables(t_env, settings.kafka.bootstrap_servers, settings.kafka.properties,
-                    TopicNames(**settings.topics), start=settings.start, group_id=settings.group_id)
+                    TopicNames(**settings.topics), start=settings.start, group_id=settings.group_id,
+                    watermark_delay_s=settings.watermark_delay_s)
     inserts = t_env.create_statement_set()
     for s in stmts:
         kv = set_option(s)

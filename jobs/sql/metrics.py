@@ -13,8 +13,9 @@ kind, all in one job:
 - `budget`: `answers` joined with `augmented_requests` on the request id, the chosen model's timings split
   into the hops of a request's latency.
 
-Windows close when the watermark (the largest Kafka timestamp seen, `schemas.tables.WATERMARK_DELAY`
-behind, idle inputs excluded after `idle_timeout_s`) passes their end; an interval join holds its output
+Windows close when the watermark (the largest Kafka timestamp seen, `lateness_s` behind, idle inputs excluded
+after `idle_timeout_s`) passes their end (a score's Kafka timestamp is its request's: the model job's sink keeps
+the element's time; a model job lagging the others by more than `lateness_s` has its scores dropped); an interval join holds its output
 back by its interval, so `pair` and `budget` rows come `join_within_s` later, `accuracy` rows
 `label_horizon_s` later. A window whose records stop coming (no traffic) closes when traffic resumes.
 Quantiles are Flink's PERCENTILE (exact, linear interpolation between the two nearest values).
@@ -45,9 +46,12 @@ class MetricsConfig:
     """How long after its score a label still counts (outcomes known later are not in `accuracy`)."""
     idle_timeout_s: int = 10
     """A partition without records for this long no longer holds the watermark back."""
+    lateness_s: int = 15
+    """How far the watermark lags behind the largest Kafka timestamp seen: a score stamped with its request's
+    time that comes later than this (a model job lagging behind the others) is dropped by the windows."""
 
     def __post_init__(self) -> None:
-        for name in ("window_s", "join_within_s", "label_horizon_s", "idle_timeout_s"):
+        for name in ("window_s", "join_within_s", "label_horizon_s", "idle_timeout_s", "lateness_s"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a whole number of seconds >= 1, not {getattr(self, name)!r}")
         if not self.output_field:

@@ -22,5 +22,9 @@ class SqlSettings(JobSettings):
     """The SQL statements (`;`-separated): SET, CREATE TABLE/VIEW (`${kafka}` in a WITH clause stands for
     the Kafka connection's options), and at least one INSERT INTO; all INSERTs run as one job."""
 
+    watermark_delay_s: int | None = Field(default=None, ge=1)
+    """How far the tables' event-time watermark lags behind the largest Kafka timestamp seen (None: the
+    catalog's, schemas.tables.WATERMARK_DELAY): records later than that are dropped by event-time windows."""
+
     topics: dict[str, str] = Field(default_factory=dict)
     """The topic names (schemas.topics.TopicNames fields) where they differ from the defaults."""

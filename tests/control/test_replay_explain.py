@@ -3,7 +3,17 @@
 import pytest
 
 from control.ops import explain, replay
-from schemas.records import Answer, AugmentedRequest, Features, Label, ModelTiming, Request, Schedule, Score, Stage
+from schemas.records import (
+    Answer,
+    AugmentedRequest,
+    Features,
+    Label,
+    ModelTiming,
+    Request,
+    Schedule,
+    Score,
+    Stage,
+)
 
 T0 = 1_764_000_000_000
 
