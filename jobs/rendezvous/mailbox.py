@@ -27,6 +27,13 @@ from schemas.records import Score
 MAILBOX_STATE_VERSION = 2
 """Version of the tuple layout written by `to_state`; bump it (and keep reading the old one) on change."""
 
+MAILBOX_READS = (1, MAILBOX_STATE_VERSION)
+"""Every encoding `from_state` reads. Declared for upgrades (`RendezvousSettings.state_encodings`): a savepoint
+holding an encoding the new code does not read is refused before the running job is stopped."""
+
+MAILBOX_UID = "rendezvous-mailbox"
+"""The uid of the operator that keeps the mailboxes (jobs/rendezvous/pipeline.py)."""
+
 
 class StateVersionError(ValueError):
     """State written by a newer (or unknown) encoding than this code reads."""
@@ -93,10 +100,11 @@ def to_state(mb: Mailbox) -> tuple:
 
 def from_state(request_id: str, value: tuple) -> Mailbox:
     """The mailbox stored by `to_state`."""
-    if not isinstance(value, tuple) or not value or value[0] not in (1, MAILBOX_STATE_VERSION):
+    if not isinstance(value, tuple) or not value or value[0] not in MAILBOX_READS:
         found = value[0] if isinstance(value, tuple) and value else type(value).__name__
-        raise StateVersionError(f"mailbox state of {request_id!r} has encoding {found!r}; this code reads version "
-                                f"{MAILBOX_STATE_VERSION}. Restore the savepoint with the version that wrote it.")
+        raise StateVersionError(f"mailbox state of {request_id!r} has encoding {found!r}; this code reads versions "
+                                f"{', '.join(map(str, MAILBOX_READS))}. Restore the savepoint with the version that "
+                                f"wrote it.")
     encoding, first_seen, request_time, received, schedule_version, stage, answered, expires, scores = value
     mb = Mailbox(request_id=request_id, first_seen_ms=first_seen, request_time_ms=request_time,
                  received_at_ms=received, schedule_version=schedule_version, stage=stage, answered_at_ms=answered,
