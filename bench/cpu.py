@@ -1,8 +1,8 @@
 """CPU used by each process of the system during a measurement (psutil), for ms of CPU per request.
 
-Labels: the Flink TaskManager JVM (thread-mode Python jobs run inside it), each process-mode Python
-worker (model jobs), the JobManager, the Kafka broker, MLServer (with its workers), gateways, and this process
-(the load generator)."""
+Labels: the Flink TaskManager JVMs (the shared one, and those of the thread-mode jobs, whose Python runs
+inside them: control.runtime.pinned), each process-mode Python worker (model jobs), the JobManager, the
+Kafka broker, MLServer (with its workers), gateways, and this process (the load generator)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import os
 
 import psutil
 
-from control.runtime import gateway
+from control.runtime import gateway, pinned
 from control.runtime.flink import flink_pid_files
 from control.runtime.kafka import KAFKA_PID
 from control.runtime.mlserver import recorded_ports
@@ -42,6 +42,10 @@ def snapshot(s: RuntimeSettings) -> dict[str, float]:
                 name = " ".join(child.cmdline()[:3]) if child.is_running() else ""
                 if "python" in name or "beam" in name or "pyflink" in name:
                     out[f"python worker {child.pid}"] = _cpu(child)
+    for pin in pinned.pins(s):  # a thread-mode job's own TaskManagers (its Python runs in their JVMs)
+        for pid in pinned.pids(s, pin):
+            if psutil.pid_exists(pid):
+                out["taskmanager jvm"] = out.get("taskmanager jvm", 0.0) + _cpu(psutil.Process(pid))
     for port in recorded_ports(s):
         pid = read_pid(s.pid_dir / f"mlserver-{port}.pid")
         if pid and psutil.pid_exists(pid):

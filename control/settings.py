@@ -57,8 +57,13 @@ class RuntimeSettings(BaseSettings):
     this many parallel source subtasks. Control topics (schedules, lifecycle, models) keep one."""
 
     taskmanagers: int | None = Field(default=None, ge=1)
-    """Flink TaskManagers `up` runs on this machine (`up --taskmanagers N`), each with its own JVM and, for
-    thread-mode jobs, its own Python interpreter. Unset: as many as run now (1 on a fresh start)."""
+    """Shared Flink TaskManagers `up` runs on this machine (`up --taskmanagers N`), each with its own JVM, for
+    the process-mode jobs. Unset: as many as run now (1 on a fresh start). Thread-mode jobs get TaskManagers
+    of their own (control/runtime/pinned.py)."""
+
+    pinned_taskmanager_memory: str = "1536m"
+    """`taskmanager.memory.process.size` of each TaskManager started for a thread-mode job (one per subtask:
+    one slot, one Python interpreter). Its keyed state lives on this heap (hashmap state backend)."""
 
     startup_timeout_s: float = 90.0
     """How long `up` waits for each component to become healthy."""

@@ -8,8 +8,9 @@ recovery scan on its first restore) then fails with `No module named ...`, thoug
 `sys.path`. Each package of the code shipped to the cluster (`jobs`, `schemas`, `model_udfs` and their
 subpackages) sets `__path__ = LivePath(__name__, __path__)`: its directories as imported while they exist,
 else the same package's directory in the first `sys.path` entry (or import hook) that has it now.
-Thread mode imports a module once per TaskManager, and the submission refuses changed code
-(`control.ops.jobs.check_thread_mode_code`), so every copy found is the same code.
+On the embedded cluster each thread-mode job has TaskManagers of its own (`control.runtime.pinned`), so the
+copies found are that job's own; where thread-mode jobs share a TaskManager (a cluster named by
+RENDEZVOUS_FLINK_ADDRESS), the first job's code is what every later one runs.
 """
 
 from __future__ import annotations

@@ -169,6 +169,21 @@ def job_rescale(job_id, parallelism) -> None:
         _fail(e)
 
 
+@job.command("upgrade")
+@click.argument("job_id")
+@click.option("--code", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="A checkout of the project with the new code (its schemas/, jobs/, model_udfs/) [default: this one].")
+def job_upgrade(job_id, code) -> None:
+    """Run JOB_ID's new code with its state: check that the new code reads the job's state (refused, the job left
+    running, if not), stop it with a savepoint, start the new code from there; prints the new job id."""
+    from control.ops import upgrade
+
+    try:
+        click.echo(upgrade.upgrade(job_id, code, progress=lambda m: click.echo(f"  {m}", err=True)).job_id)
+    except ControlError as e:
+        _fail(e)
+
+
 @main.command()
 @click.option("--rate", default=100.0, show_default=True, help="requests/s")
 @click.option("--duration", default=60.0, show_default=True, help="seconds of load")

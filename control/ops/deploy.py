@@ -77,25 +77,30 @@ def job_settings(cls: type[JobSettings], s: RuntimeSettings, **fields: Any) -> J
 
 def submit_job(settings: JobSettings, s: RuntimeSettings, savepoint: str | None = None, wait: bool = True,
                execution_mode: str = "process", allow_non_restored: bool = False,
-               parallelism: int | None = None, extra_jars: Sequence[Path] = ()) -> str:
+               parallelism: int | None = None, code: Path | None = None,
+               extra_jars: Sequence[Path] = ()) -> str:
     """Submit the job that `settings` configures; returns its Flink job id. `parallelism`: of every operator
     (default 1); a source reads at most as many partitions as its topic has, so give the topics at least as
-    many (`rendezvous up --partitions N`)."""
+    many (`rendezvous up --partitions N`). `code`: the root of the code to submit (default: this checkout).
+    A thread-mode job runs on TaskManagers of its own (`control.ops.jobs.submit`)."""
     jid = jobs_lib.submit(ENTRY_POINTS[type(settings)], settings.to_argv(), savepoint=savepoint, s=s,
                           allow_non_restored=allow_non_restored, parallelism=parallelism,
-                          extra_conf={"python.execution-mode": execution_mode}, extra_jars=extra_jars)
+                          extra_conf={"python.execution-mode": execution_mode}, code=code,
+                          extra_jars=extra_jars)
     if wait:
         jobs_lib.wait_running(jid, s)
     return jid
 
 
 def deploy_external_state(s: RuntimeSettings | None = None, savepoint: str | None = None, wait: bool = True,
-                          execution_mode: str = "thread", parallelism: int | None = None, **fields) -> str:
+                          execution_mode: str = "thread", parallelism: int | None = None, code: Path | None = None,
+                          **fields) -> str:
     """Thread mode by default: keyed state access is in-process (measured ~4x the records/s of process mode
-    here); see docs/architecture.md, "Execution modes". `fields`: ExternalStateSettings fields."""
+    here); see docs/architecture.md, "Execution modes". `fields`: ExternalStateSettings fields. `code`: the root
+    of the code to deploy (default: this checkout)."""
     s = s or RuntimeSettings()
     settings = job_settings(ExternalStateSettings, s, **fields)
-    jid = submit_job(settings, s, savepoint, wait, execution_mode, parallelism=parallelism)
+    jid = submit_job(settings, s, savepoint, wait, execution_mode, parallelism=parallelism, code=code)
     _record(s, LifecycleEvent(kind="job_submitted", job_id=jid, at_ms=now_ms(),
                               detail={"job": "external_state", "name": settings.job_name, "savepoint": savepoint}))
     return jid
@@ -114,7 +119,7 @@ def check_model_ready(card: ModelCard) -> None:
 
 def deploy_model(card: ModelCard | str | Path, s: RuntimeSettings | None = None, savepoint: str | None = None,
                  wait: bool = True, preflight: bool = True, lifecycle_topic: str = LIFECYCLE,
-                 parallelism: int | None = None, **fields) -> str:
+                 parallelism: int | None = None, code: Path | None = None, **fields) -> str:
     """Start the model job of one deployment (model id + version) from its card. `fields`: ModelJobSettings
     fields. Process mode: PyFlink's Python AsyncFunction runs only there.
 
@@ -130,7 +135,7 @@ def deploy_model(card: ModelCard | str | Path, s: RuntimeSettings | None = None,
     settings = job_settings(ModelJobSettings, s, card=card_obj, **fields)
     if preflight:
         check_model_ready(card_obj)
-    jid = submit_job(settings, s, savepoint, False, "process", parallelism=parallelism)
+    jid = submit_job(settings, s, savepoint, False, "process", parallelism=parallelism, code=code)
     if wait:
         try:
             jobs_lib.wait_running(jid, s)
@@ -162,9 +167,11 @@ def rendezvous_answering_on(answers_topic: str, s: RuntimeSettings | None = None
 
 
 def deploy_rendezvous(s: RuntimeSettings | None = None, savepoint: str | None = None, wait: bool = True,
-                      execution_mode: str = "thread", parallelism: int | None = None, **fields) -> str:
+                      execution_mode: str = "thread", parallelism: int | None = None, code: Path | None = None,
+                      **fields) -> str:
     """`fields`: RendezvousSettings fields. Refused while another rendezvous answers on the same answers
-    topic: two would give every request two answers (possibly different ones)."""
+    topic: two would give every request two answers (possibly different ones). `code`: the root of the code to
+    deploy (default: this checkout)."""
     s = s or RuntimeSettings()
     if savepoint:
         fields.setdefault("restored", True)
@@ -175,7 +182,7 @@ def deploy_rendezvous(s: RuntimeSettings | None = None, savepoint: str | None = 
                            f"{', '.join(running)}); a second one would answer every request again. Stop it first "
                            f"(`rendezvous job stop {running[0]}` takes a savepoint to deploy the new one from), or "
                            f"give the new one other topics.")
-    jid = submit_job(settings, s, savepoint, wait, execution_mode, parallelism=parallelism)
+    jid = submit_job(settings, s, savepoint, wait, execution_mode, parallelism=parallelism, code=code)
     _record(s, LifecycleEvent(kind="job_submitted", job_id=jid, at_ms=now_ms(),
                               detail={"job": "rendezvous", "name": settings.job_name,
                                       "execution_mode": execution_mode}))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import time
@@ -13,6 +14,7 @@ from typing import Callable, Sequence
 from control.errors import JobError, SubmissionError
 from control.runtime.flink import flink_env, flink_rest, render_flink_conf
 from control.settings import RuntimeSettings
+from jobs.common.entry import CODE
 
 JOB_ID_RE = re.compile(r"JobID\s+([0-9a-f]{32})")
 MAX_PARALLELISM = 128
@@ -35,80 +37,80 @@ def parse_job_id(output: str) -> str:
     return m.group(1)
 
 
-def module_path(s: RuntimeSettings, module: str) -> Path:
-    """`jobs.smoke.main` -> <home>/jobs/smoke/main.py (a path is returned as is)."""
+def module_path(s: RuntimeSettings, module: str, code: Path | None = None) -> Path:
+    """`jobs.smoke.main` -> <code>/jobs/smoke/main.py, <code> the project's root by default (a path is returned
+    as is, or under <code> when relative)."""
+    root = code or s.home
     p = Path(module)
     if p.suffix == ".py":
-        return p if p.is_absolute() else (s.home / p)
-    return s.home / (module.replace(".", "/") + ".py")
+        return p if p.is_absolute() else (root / p)
+    return root / (module.replace(".", "/") + ".py")
 
 
 SOURCE_PACKAGES = ("schemas", "jobs", "model_udfs")
-"""What the cluster imports (shipped with `flink run -pyfs`, and counted by the thread-mode code check);
-the control plane, tools and training never run inside Flink."""
+"""What the cluster imports (shipped with `flink run -pyfs`); the control plane, tools and training never run
+inside Flink."""
+
+CODE_CONF = CODE
+"""The `flink run -D` key carrying the digest of the submitted code (`sources_digest`); the job records it in its
+job parameters (`jobs.common.entry`)."""
 
 
-def package_sources(s: RuntimeSettings) -> Path:
-    """Zip the project's packages for `-pyfs`, so the cluster's Python workers import the code
-    that was submitted (wherever the cluster runs), not whatever happens to be installed there."""
-    out = s.run_dir / "pyfiles" / "rendezvous_src.zip"
+def package_sources(s: RuntimeSettings, code: Path | None = None) -> Path:
+    """Zip the packages of the code at `code` (default: this project's root) for `-pyfs`, so the cluster's Python
+    workers import the code that was submitted (wherever the cluster runs), not whatever is installed there."""
+    root = code or s.home
+    out = s.run_dir / "pyfiles" / f"rendezvous_src-{sources_digest(root)[:16]}.zip"
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
+    tmp = out.with_suffix(f".{os.getpid()}.tmp")
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
         for pkg in SOURCE_PACKAGES:
-            for f in sorted((s.home / pkg).rglob("*")):
+            for f in sorted((root / pkg).rglob("*")):
                 if f.is_file() and "__pycache__" not in f.parts and f.suffix in (".py", ".json", ".yaml", ".yml"):
-                    zf.write(f, f.relative_to(s.home).as_posix())
+                    zf.write(f, f.relative_to(root).as_posix())
     tmp.replace(out)
+    for old in out.parent.glob("rendezvous_src*.zip"):  # other versions' bundles, once no submission can use them
+        try:
+            if old != out and time.time() - old.stat().st_mtime > 3600:
+                old.unlink()
+        except OSError:
+            pass
     return out
 
 
-def sources_digest(s: RuntimeSettings) -> str:
-    """sha256 over the project's Python sources (what a thread-mode TaskManager imports once)."""
+def sources_digest(root: Path) -> str:
+    """sha256 over the Python sources of the packages shipped to the cluster, under the project root `root`."""
     import hashlib
 
     h = hashlib.sha256()
     for pkg in SOURCE_PACKAGES:
-        for f in sorted((s.home / pkg).rglob("*.py")):
+        for f in sorted((root / pkg).rglob("*.py")):
             if "__pycache__" not in f.parts:
-                h.update(f.relative_to(s.home).as_posix().encode())
+                h.update(f.relative_to(root).as_posix().encode())
                 h.update(f.read_bytes())
     return h.hexdigest()
 
 
-def thread_mode_marker(s: RuntimeSettings) -> Path:
-    """Digest of the code the embedded TaskManager's CPython has imported; removed when Flink stops."""
-    return s.pid_dir / "thread-mode-code.sha256"
-
-
-def check_thread_mode_code(s: RuntimeSettings) -> None:
-    """Thread-mode jobs share one CPython per TaskManager, and modules are imported once: a changed
-    job submitted in thread mode would silently run the code imported earlier. Refuse instead."""
-    if s.flink_address_override:  # a remote cluster: its TaskManagers are not ours to track
-        return
-    marker = thread_mode_marker(s)
-    digest = sources_digest(s)
-    if marker.exists():
-        if marker.read_text().strip() != digest:
-            raise SubmissionError(
-                "the TaskManager already runs thread-mode Python code of an older version of this project, "
-                "and thread mode imports modules once per TaskManager: the new code would not run. Cancel the "
-                "thread-mode jobs and restart the cluster (`rendezvous down && rendezvous up`), or deploy "
-                "this job with execution_mode='process'.")
-        return
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(digest)
+def check_code(s: RuntimeSettings, module: str, code: Path | None) -> Path:
+    """The code root to submit from: `code` must hold the shipped packages and the job's entry module."""
+    root = (code or s.home).resolve()
+    missing = [p for p in SOURCE_PACKAGES if not (root / p / "__init__.py").exists()]
+    if missing:
+        raise SubmissionError(f"{root} is not a copy of this project's code: it has no {', '.join(missing)} package "
+                              f"(it needs {', '.join(SOURCE_PACKAGES)})")
+    if not module_path(s, module, root).exists():
+        raise SubmissionError(f"no job entry point at {module_path(s, module, root)}")
+    return root
 
 
 def flink_run_command(s: RuntimeSettings, module: str, job_args: Sequence[str] = (),
                       savepoint: str | None = None, allow_non_restored: bool = False,
                       parallelism: int | None = None, extra_conf: dict[str, str] | None = None,
-                      extra_jars: Sequence[Path] = ()) -> list[str]:
+                      code: Path | None = None, extra_jars: Sequence[Path] = ()) -> list[str]:
     """The `flink run` command of a job module. `extra_jars`: shipped with this job only (e.g. the Parquet
     format of the archive job), besides the connectors every job gets."""
-    script = module_path(s, module)
-    if not script.exists():
-        raise SubmissionError(f"no job entry point at {script}")
+    root = check_code(s, module, code)
+    script = module_path(s, module, root)
     if not s.connector_jars:
         raise SubmissionError("the Flink Kafka connector jar is missing; run `make setup`.")
     missing = [str(j) for j in extra_jars if not Path(j).is_file()]
@@ -116,10 +118,10 @@ def flink_run_command(s: RuntimeSettings, module: str, job_args: Sequence[str] =
         raise SubmissionError(f"jars missing: {', '.join(missing)}; run `make setup`.")
     all_jars = [*s.connector_jars, *extra_jars]
     jars = ";".join(f"file://{j}" for j in all_jars)
-    bundle = package_sources(s)
+    bundle = package_sources(s, root)
     entry = ["-pym", module] if not module.endswith(".py") else ["-py", str(script)]
     cmd = [str(s.flink_home / "bin" / "flink"), "run", "-d", "-m", s.flink_address,
-           *entry, "-pyfs", str(bundle), f"-Dpipeline.jars={jars}"]
+           *entry, "-pyfs", str(bundle), f"-Dpipeline.jars={jars}", f"-D{CODE_CONF}={sources_digest(root)}"]
     for j in all_jars:  # the client JVM that compiles the Python program needs them too
         cmd += ["-C", f"file://{j}"]
     for k, v in (extra_conf or {}).items():
@@ -133,28 +135,52 @@ def flink_run_command(s: RuntimeSettings, module: str, job_args: Sequence[str] =
     return cmd + list(job_args)
 
 
+def pins_taskmanagers(s: RuntimeSettings, extra_conf: dict[str, str] | None) -> bool:
+    """Whether a submission gets TaskManagers of its own: a thread-mode job on the embedded cluster (on a cluster
+    named by RENDEZVOUS_FLINK_ADDRESS the TaskManagers are not ours to start)."""
+    return (extra_conf or {}).get("python.execution-mode") == "thread" and not s.flink_address_override
+
+
 def submit(module: str, job_args: Sequence[str] = (), savepoint: str | None = None,
            allow_non_restored: bool = False, s: RuntimeSettings | None = None,
            extra_conf: dict[str, str] | None = None, timeout: float = 180.0, parallelism: int | None = None,
-           extra_jars: Sequence[Path] = ()) -> str:
+           code: Path | None = None, extra_jars: Sequence[Path] = ()) -> str:
     """Submit a job module (e.g. `jobs.smoke.main`) detached; returns its Flink job id. `parallelism`: of every
-    operator (`flink run -p`; default: the cluster's, 1)."""
+    operator (`flink run -p`; default: the cluster's, 1). `code`: the root of the project's code to submit (its
+    `schemas/`, `jobs/`, `model_udfs/`; default: this checkout's), e.g. a new version's checkout.
+
+    A thread-mode job gets TaskManagers of its own, one per subtask, started while `flink run` compiles it
+    (control.runtime.pinned): its Python interpreter starts with its code, so another version of the same job
+    can run beside it; they are stopped when the job ends."""
+    from control.runtime import pinned
+
     if parallelism is not None and not 1 <= parallelism <= MAX_PARALLELISM:
         raise SubmissionError(f"parallelism must be between 1 and {MAX_PARALLELISM} (pipeline.max-parallelism in "
                               f"flink-conf/config.yaml), not {parallelism}")
     s = s or RuntimeSettings()
     render_flink_conf(s)
-    if (extra_conf or {}).get("python.execution-mode") == "thread":
-        check_thread_mode_code(s)
+    conf = dict(extra_conf or {})
     cmd = flink_run_command(s, module, job_args, savepoint, allow_non_restored, parallelism=parallelism,
-                            extra_conf=extra_conf, extra_jars=extra_jars)
-    out = subprocess.run(cmd, env=flink_env(s), capture_output=True, text=True, timeout=timeout,
-                         cwd=s.home, stdin=subprocess.DEVNULL)
-    text = out.stdout + out.stderr
-    if out.returncode != 0:
-        raise SubmissionError(f"`flink run` failed (exit {out.returncode}) for {module}:\n{text[-6000:]}\n"
-                            f"Is the cluster up (`rendezvous status`)?")
-    return parse_job_id(text)
+                            extra_conf=conf, code=code, extra_jars=extra_jars)  # checks the code first
+    pin = None
+    if pins_taskmanagers(s, conf):
+        pin = pinned.start(s, parallelism or 1)
+        cmd.insert(cmd.index("-pyfs"), f"-D{pinned.RESOURCE_CONF}={pin}")
+    try:
+        out = subprocess.run(cmd, env=flink_env(s), capture_output=True, text=True, timeout=timeout,
+                             cwd=check_code(s, module, code), stdin=subprocess.DEVNULL)
+        text = out.stdout + out.stderr
+        if out.returncode != 0:
+            raise SubmissionError(f"`flink run` failed (exit {out.returncode}) for {module}:\n{text[-6000:]}\n"
+                                  f"Is the cluster up (`rendezvous status`)?")
+        jid = parse_job_id(text)
+    except BaseException:
+        if pin:
+            pinned.retire(s, pin)
+        raise
+    if pin:
+        pinned.record_job(s, pin, jid)
+    return jid
 
 
 def list_jobs(s: RuntimeSettings | None = None) -> list[JobInfo]:
@@ -212,7 +238,9 @@ def wait_running(job_id: str, s: RuntimeSettings | None = None, timeout: float =
         if state == "RUNNING" and all(v["status"] == "RUNNING" for v in info.get("vertices", [])):
             return
         time.sleep(0.5)
-    raise JobError(f"job {job_id} not running after {timeout:.0f}s (state {state})")
+    from control.runtime import pinned
+
+    raise JobError(f"job {job_id} not running after {timeout:.0f}s (state {state}){pinned.describe(s, job_id)}")
 
 
 def wait_terminal(job_id: str, s: RuntimeSettings | None = None, timeout: float = 60.0) -> str:
@@ -222,34 +250,47 @@ def wait_terminal(job_id: str, s: RuntimeSettings | None = None, timeout: float 
         state = job_state(job_id, s)
         if state in ("CANCELED", "FAILED", "FINISHED"):
             return state
-        time.sleep(0.3)
+        time.sleep(0.2)
     raise JobError(f"job {job_id} did not end within {timeout:.0f}s")
 
 
 def cancel(job_id: str, s: RuntimeSettings | None = None, wait: float = 60.0) -> None:
+    """Cancel the job; its own TaskManagers (a thread-mode job's) are stopped once it has ended."""
+    from control.runtime import pinned
+
     s = s or RuntimeSettings()
     flink_rest(s, f"/jobs/{job_id}?mode=cancel", method="PATCH")
     wait_terminal(job_id, s, wait)
+    pinned.reap(s)
 
 
 def stop_with_savepoint(job_id: str, s: RuntimeSettings | None = None, target_dir: str | None = None,
-                        timeout: float = 180.0, progress: Callable[[str], None] | None = None) -> str:
-    """Stop the job, taking a savepoint (the seed's snapshot token); returns the savepoint path."""
+                        timeout: float = 180.0, progress: Callable[[str], None] | None = None,
+                        retire: bool = True) -> str:
+    """Stop the job, taking a savepoint (the seed's snapshot token); returns the savepoint path. With `retire`, a
+    thread-mode job's own TaskManagers are stopped before returning (seconds: their JVMs shut down); without,
+    later (the caller's `control.runtime.pinned.reap`, or the supervisor's next round)."""
     s = s or RuntimeSettings()
     target = target_dir or f"file://{s.savepoint_dir}"
     trig = flink_rest(s, f"/jobs/{job_id}/stop", method="POST",
                       body={"targetDirectory": target, "drain": False, "formatType": "CANONICAL"})
     trigger_id = trig["request-id"]
     deadline = time.monotonic() + timeout
+    said = False
     while time.monotonic() < deadline:
         st = flink_rest(s, f"/jobs/{job_id}/savepoints/{trigger_id}")
         if st["status"]["id"] == "COMPLETED":
             op = st.get("operation", {})
             if "location" in op:
+                from control.runtime import pinned
+
                 wait_terminal(job_id, s, timeout=max(10.0, deadline - time.monotonic()))
+                if retire:
+                    pinned.reap(s)  # its own TaskManagers, if it had some
                 return op["location"]
             raise JobError(f"stop-with-savepoint of {job_id} failed: {op.get('failure-cause')}")
-        if progress:
+        if progress and not said:
             progress(f"savepoint of {job_id} in progress")
-        time.sleep(0.5)
+            said = True
+        time.sleep(0.2)
     raise JobError(f"stop-with-savepoint of {job_id} did not finish within {timeout:.0f}s")

@@ -8,16 +8,18 @@ reports each component.
 from __future__ import annotations
 
 import time
+import urllib.error
 from dataclasses import dataclass
 
 from control.errors import RuntimeStartError
 from control.kafka_io import ensure_topics
-from control.runtime import gateway, mlserver, supervisor
+from control.runtime import gateway, mlserver, pinned, supervisor
 from control.runtime.flink import (
     ensure_taskmanagers,
     flink_healthy,
     flink_overview,
     flink_pid_files,
+    flink_rest,
     live_taskmanagers,
     start_flink,
     stop_flink,
@@ -94,6 +96,7 @@ def status(s: RuntimeSettings | None = None) -> list[Component]:
     pids = flink_pid_files(s)
     jpid = read_pid(pids["jobmanager"])
     tms, wanted = live_taskmanagers(s), wanted_taskmanagers(s)
+    own = [p for pin in pinned.pins(s) for p in pinned.pids(s, pin) if pid_alive(p)]
     comps.append(Component("flink jobmanager", bool(jpid and pid_alive(jpid) and ov), jpid,
                            f"http://{s.flink_address}",
                            f"{ov.get('jobs-running', 0)} jobs running" if ov else "REST not answering"))
@@ -101,7 +104,8 @@ def status(s: RuntimeSettings | None = None) -> list[Component]:
                            tms[0] if tms else None, f"{s.host}",
                            ", ".join(x for x in (
                                f"{len(tms)}/{wanted} running" if wanted > 1 or len(tms) != wanted else "",
-                               f"{ov.get('slots-available', 0)}/{ov.get('slots-total', 0)} slots free" if ov else "")
+                               f"{ov.get('slots-available', 0)}/{ov.get('slots-total', 0)} slots free" if ov else "",
+                               f"+{len(own)} of thread-mode jobs" if own else "")
                                if x)))
     for c in comps:
         n = supervisor.restarts_of(s, c.name)
@@ -167,6 +171,7 @@ def up(s: RuntimeSettings | None = None, progress: Progress | None = print) -> l
         say(progress, f"Flink cluster running (JobManager pid {jpid}, {tms} TaskManager(s))")
     else:
         if jpid or taskmanager_pids(s):  # half a cluster: stop it and start cleanly
+            pinned.stop_all(s, progress)
             stop_flink(s, progress)
         for port in (s.flink_rest_port, s.jobmanager_rpc_port, s.blob_port):
             if port_in_use(s.host, port):
@@ -215,8 +220,17 @@ def set_taskmanagers(n: int, s: RuntimeSettings | None = None, progress: Progres
     exactly `n`. A stopped TaskManager's tasks fail over to the others."""
     s = s or RuntimeSettings()
     ensure_taskmanagers(s, n, progress)
-    wait_for(lambda: (flink_overview(s) or {}).get("taskmanagers") == n, s.startup_timeout_s,
-             f"{n} registered TaskManagers")
+    wait_for(lambda: shared_taskmanagers_registered(s) == n, s.startup_timeout_s, f"{n} registered TaskManagers")
+
+
+def shared_taskmanagers_registered(s: RuntimeSettings) -> int | None:
+    """How many TaskManagers the JobManager counts, without those of thread-mode jobs (control.runtime.pinned);
+    None when it does not answer."""
+    try:
+        tms = flink_rest(s, "/taskmanagers", timeout=3.0, attempts=1).get("taskmanagers", [])
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+    return sum(1 for tm in tms if not pinned.is_pinned(tm["id"]))
 
 
 def down(s: RuntimeSettings | None = None, progress: Progress | None = print) -> None:
@@ -228,6 +242,7 @@ def down(s: RuntimeSettings | None = None, progress: Progress | None = print) ->
         if gw.running():
             say(progress, f"stopping the gateway on port {gw.port}")
         gateway.stop(gw)
+    pinned.stop_all(s, progress)  # the thread-mode jobs' own TaskManagers
     stop_flink(s, progress)
     stop_kafka(s, progress)
     for port in mlserver.recorded_ports(s):  # model servers started by the demo

@@ -127,6 +127,16 @@ def flink_env(s: RuntimeSettings) -> dict[str, str]:
     return env
 
 
+def taskmanager_cwd(s: RuntimeSettings) -> Path:
+    """The working directory TaskManagers are started in: an empty one. A process-mode Python worker runs
+    `python -m ...` in the TaskManager's working directory, which Python puts first on `sys.path`: started in a
+    checkout, every job's workers would import that checkout's `jobs`, `schemas` and `model_udfs` instead of the
+    code submitted with the job (`-pyfs`)."""
+    d = s.run_dir / "taskmanager-cwd"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
 def flink_pid_files(s: RuntimeSettings) -> dict[str, Path]:
     return {
         "jobmanager": next(iter(s.pid_dir.glob("flink-*-standalonesession.pid")), s.pid_dir / "flink-standalonesession.pid"),
@@ -237,7 +247,7 @@ def _ensure_taskmanagers(s: RuntimeSettings, n: int, progress: Progress | None) 
     for i in range(missing):
         say(progress, f"starting Flink TaskManager {len(alive) + i + 1}/{n}")
         out = subprocess.run(["bash", str(s.flink_home / "bin" / "taskmanager.sh"), "start"], env=env,
-                             capture_output=True, text=True, stdin=subprocess.DEVNULL)
+                             capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd=taskmanager_cwd(s))
         if out.returncode != 0:
             raise RuntimeStartError(f"starting a Flink TaskManager failed:\n{out.stdout}{out.stderr}\n"
                                     f"See the logs in {s.log_dir}.")
@@ -280,6 +290,7 @@ def orphaned_python_workers(s: RuntimeSettings) -> list[int]:
 
 
 def stop_flink(s: RuntimeSettings, progress: Progress | None) -> None:
+    """Stop the JobManager and the shared TaskManagers (those of thread-mode jobs: `control.runtime.pinned`)."""
     pids = flink_pid_files(s)
     for role in ("taskmanager", "jobmanager"):
         path = pids[role]
@@ -295,7 +306,5 @@ def stop_flink(s: RuntimeSettings, progress: Progress | None) -> None:
     (s.pid_dir / TASKMANAGERS_FILE).unlink(missing_ok=True)
     for pid in orphaned_python_workers(s):
         terminate_tree(pid, timeout=5)
-    # a new TaskManager has imported no thread-mode code yet (see control.ops.jobs.check_thread_mode_code)
-    (s.pid_dir / "thread-mode-code.sha256").unlink(missing_ok=True)
 
 

@@ -9,8 +9,9 @@ process is gone is restarted under a bounded policy (`RestartPolicy`: at most `m
 on that component and says so. Restarts are recorded in `run/pids/supervisor.json`, which
 `rendezvous status` shows.
 
-A restarted TaskManager starts with a fresh Python interpreter (thread-mode code is imported anew);
-a restarted JobManager has lost the jobs of the session cluster (no high availability here): they
+Each round it also tends the TaskManagers started for thread-mode jobs (`control.runtime.pinned.tend`):
+those of ended jobs are stopped, a dead one whose job still runs is started again (its job restarts there).
+A restarted JobManager has lost the jobs of the session cluster (no high availability here): they
 must be deployed again from their savepoints.
 """
 
@@ -25,6 +26,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from control.runtime import pinned
 from control.runtime.process import pid_alive, read_pid
 from control.settings import RuntimeSettings
 
@@ -109,17 +111,11 @@ def _restart(s: RuntimeSettings, component: str, log) -> int | None:
             return None
         return _pid_of(s, component)
     if component == "flink taskmanager":
-        from control.runtime.flink import (
-            ensure_taskmanagers,
-            live_taskmanagers,
-            orphaned_python_workers,
-        )
+        from control.runtime.flink import ensure_taskmanagers, orphaned_python_workers
         from control.runtime.process import terminate_tree
 
         for pid in orphaned_python_workers(s):  # the dead TaskManager's Python workers
             terminate_tree(pid, timeout=5)
-        if not live_taskmanagers(s):  # no TaskManager has imported thread-mode code any more
-            (s.pid_dir / "thread-mode-code.sha256").unlink(missing_ok=True)
         try:
             _, started = ensure_taskmanagers(s, None, log)  # the count recorded when it holds the lock
         except Exception as e:  # noqa: BLE001 - logged; the policy bounds the retries
@@ -184,6 +180,11 @@ def watch(s: RuntimeSettings, interval_s: float = 1.0, policy: RestartPolicy | N
             log(f"restarted {c}: pid {known[c]} -> {new} (restart {len(policies[c].recent(time.monotonic()))}"
                 f"/{policies[c].max_restarts} within {policies[c].window_s:.0f} s)")
             known[c] = new
+        if not stop["now"]:
+            try:  # the thread-mode jobs' own TaskManagers: retire those of ended jobs, restart dead ones
+                pinned.tend(s, log)
+            except Exception as e:  # noqa: BLE001 - logged; tried again next round
+                log(f"tending the thread-mode jobs' TaskManagers failed: {e}")
         time.sleep(interval_s)
     log("stopped")
 

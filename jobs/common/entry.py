@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Callable
 
 from jobs.common.settings import JobSettings
@@ -9,17 +10,43 @@ from jobs.common.settings import JobSettings
 SETTINGS_CLASS = "rendezvous.settings-class"
 SETTINGS = "rendezvous.settings"
 EXECUTION_MODE = "rendezvous.execution-mode"
+STATE = "rendezvous.state"
+CODE = "rendezvous.code"
+"""Job parameters; CODE is also the `flink run -D` key the control plane sets (control.ops.jobs.CODE_CONF)."""
+
+TASKMANAGER_RESOURCE = "rendezvous.taskmanager-resource"
+"""The `flink run -D` key naming the external resource that only the job's own TaskManagers declare
+(control.runtime.pinned): every slot of the job asks for one unit of it."""
 
 
-def job_parameters(settings: JobSettings, execution_mode: str) -> dict[str, str]:
+def job_parameters(settings: JobSettings, execution_mode: str, code: str | None = None) -> dict[str, str]:
     """What the job records of itself in Flink's global job parameters (shown by the REST API under
-    /jobs/<id>/config), so the control plane can submit it again (e.g. `rendezvous job rescale`): its
+    /jobs/<id>/config), so the control plane can submit it again (`rendezvous job rescale`, `job upgrade`): its
     settings class, its settings without the Kafka connection (credentials stay out of the job graph's
-    readable config; a resubmission takes the current ones) and its Python execution mode."""
+    readable config; a resubmission takes the current ones), its Python execution mode, the encodings of the
+    state it keeps (`JobSettings.state_encodings`: what an upgrade's new code must read) and the digest of its
+    code."""
     cls = type(settings)
-    return {SETTINGS_CLASS: f"{cls.__module__}:{cls.__qualname__}",
-            SETTINGS: settings.model_dump_json(exclude={"kafka"}),
-            EXECUTION_MODE: execution_mode}
+    encodings = cls.state_encodings()
+    params = {SETTINGS_CLASS: f"{cls.__module__}:{cls.__qualname__}",
+              SETTINGS: settings.model_dump_json(exclude={"kafka"}),
+              EXECUTION_MODE: execution_mode}
+    if encodings is not None:
+        params[STATE] = json.dumps({k: v.as_json() for k, v in encodings.items()}, sort_keys=True)
+    if code:
+        params[CODE] = code
+    return params
+
+
+def pin_to_own_taskmanagers(env, resource: str) -> None:
+    """Every slot of the job asks for 1 CPU and one unit of `resource`, which only the job's own TaskManagers
+    declare (1 CPU and 1 unit each): the job runs there alone. All operators are in the default slot-sharing
+    group (no job sets another), so registering that group's resources covers the whole job."""
+    from pyflink.datastream.slot_sharing_group import SlotSharingGroup
+
+    env.register_slot_sharing_group(SlotSharingGroup.builder("default").set_cpu_cores(1.0)
+                                    .set_task_heap_memory_mb(64).set_managed_memory_mb(16)
+                                    .set_external_resource(resource, 1.0).build())
 
 
 def run(build: Callable, settings: JobSettings) -> None:
@@ -29,7 +56,10 @@ def run(build: Callable, settings: JobSettings) -> None:
     env = StreamExecutionEnvironment.get_execution_environment()
     env.enable_checkpointing(settings.checkpoint_interval_ms)
     env.set_buffer_timeout(settings.buffer_timeout_ms)
-    mode = env._j_stream_execution_environment.getConfiguration().toMap().get("python.execution-mode")
-    env.get_config().set_global_job_parameters(job_parameters(settings, str(mode or "process")))
+    conf = env._j_stream_execution_environment.getConfiguration().toMap()
+    env.get_config().set_global_job_parameters(
+        job_parameters(settings, str(conf.get("python.execution-mode") or "process"), conf.get(CODE)))
+    if conf.get(TASKMANAGER_RESOURCE):
+        pin_to_own_taskmanagers(env, str(conf.get(TASKMANAGER_RESOURCE)))
     build(env, settings)
     env.execute(settings.job_name)

@@ -10,6 +10,7 @@ settings from the environment and the defaults.
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -68,6 +69,27 @@ class JobSettings(BaseSettings):
 
     def to_argv(self) -> list[str]:
         return ["--settings", self.model_dump_json()]
+
+    @classmethod
+    def state_encodings(cls) -> dict[str, StateEncoding] | None:
+        """The versioned state the job keeps, by the uid of the operator that keeps it: what a savepoint of the
+        job may hold, and what the code reads. Recorded in the job's parameters (`jobs.common.entry`);
+        `rendezvous job upgrade` compares a running job's with the new code's before stopping it. {}: no state of
+        its own (Flink's source offsets and in-flight records are not versioned by the project); None: not
+        declared, and no upgrade is offered."""
+        return None
+
+
+@dataclass(frozen=True)
+class StateEncoding:
+    """The encoding of one operator's state: the version this code writes, and every version it reads (a
+    savepoint of this code may hold any of them: entities not seen since an earlier upgrade keep theirs)."""
+
+    writes: int
+    reads: tuple[int, ...]
+
+    def as_json(self) -> dict:
+        return {"writes": self.writes, "reads": sorted(set(self.reads) | {self.writes})}
 
 
 S = TypeVar("S", bound=JobSettings)

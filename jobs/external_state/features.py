@@ -60,6 +60,13 @@ ENTITY_STATE_VERSION = 1
 """Version of the tuple layout written by `EntityState.to_state`; bump it (and keep reading the old one) on
 change."""
 
+ENTITY_STATE_READS = (0, ENTITY_STATE_VERSION)
+"""Every encoding of the entity state this code reads: 0 the typed row states (`EntityState.from_rows`), 1 the
+tuple (`EntityState.from_state`). Declared for upgrades (`ExternalStateSettings.state_encodings`)."""
+
+FEATURES_UID = "external-state-features"
+"""The uid of the operator that keeps the entity state (jobs/external_state/pipeline.py)."""
+
 
 class StateVersionError(ValueError):
     """State written by a newer (or unknown) encoding than this code reads."""

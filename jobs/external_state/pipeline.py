@@ -19,7 +19,7 @@ from pyflink.datastream.state import (
     ValueStateDescriptor,
 )
 
-from jobs.external_state.features import EntityState, FeatureComputer
+from jobs.external_state.features import FEATURES_UID, EntityState, FeatureComputer
 from jobs.external_state.settings import ExternalStateSettings
 from jobs.external_state.validation import validate
 from schemas.records import AugmentedRequest, Request
@@ -109,7 +109,7 @@ def build(env: StreamExecutionEnvironment, settings: ExternalStateSettings,
     quarantined = valid.get_side_output(QUARANTINE_TAG)
     augmented = valid.key_by(lambda r: r.entity_id, key_type=Types.STRING()) \
         .process(AugmentWithFeatures(settings.window_ms, settings.state_ttl_days), output_type=Types.STRING()) \
-        .uid("external-state-features").name("features")
+        .uid(FEATURES_UID).name("features")
     augmented.sink_to(sink if sink is not None
                       else kafka_sink(settings.kafka, settings.sink_topic, settings.sink_linger_ms)) \
         .uid("external-state-sink").name(settings.sink_topic)

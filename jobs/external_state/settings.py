@@ -5,7 +5,12 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from jobs.common.settings import JobSettings
+from jobs.common.settings import JobSettings, StateEncoding
+from jobs.external_state.features import (
+    ENTITY_STATE_READS,
+    ENTITY_STATE_VERSION,
+    FEATURES_UID,
+)
 from schemas.features import DEFAULT_WINDOW_MS
 
 
@@ -22,3 +27,8 @@ class ExternalStateSettings(JobSettings):
     state_ttl_days: int = Field(default=30, gt=0)
     """Per-entity state not written for this long is dropped."""
     checkpoint_interval_ms: int = 5_000
+
+    @classmethod
+    def state_encodings(cls) -> dict[str, StateEncoding]:
+        """Per entity: the features' running state (jobs/external_state/features.py)."""
+        return {FEATURES_UID: StateEncoding(ENTITY_STATE_VERSION, ENTITY_STATE_READS)}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from jobs.common.settings import JobSettings, Start
+from jobs.common.settings import JobSettings, Start, StateEncoding
 from schemas.model_card import ModelCard
 from schemas.topics import SCORES
 
@@ -51,6 +51,12 @@ class ModelJobSettings(JobSettings):
             raise ValueError(f"a replay (start=earliest) would write past inputs' scores into the production "
                              f"topic {PRODUCTION_SCORES!r}; give it its own sink_topic (e.g. 'scores.replay')")
         return self
+
+    @classmethod
+    def state_encodings(cls) -> dict[str, StateEncoding]:
+        """None of its own: a model job's state is Flink's (its source's offsets, the async operator's requests
+        in flight)."""
+        return {}
 
     @property
     def uid_prefix(self) -> str:

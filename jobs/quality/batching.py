@@ -8,6 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 BATCH_STATE_VERSION = 1
+BATCH_STATE_READS = (BATCH_STATE_VERSION,)
+"""Every encoding `OpenBatch.from_state` reads (declared for upgrades: `QualitySettings.state_encodings`)."""
+BATCHES_UID = "quality-batches"
+"""The uid of the operator that keeps the open batch (jobs/quality/pipeline.py)."""
 
 
 @dataclass(frozen=True)
@@ -25,7 +29,7 @@ class OpenBatch:
     def from_state(cls, t: tuple | None) -> "OpenBatch | None":
         if t is None:
             return None
-        if t[0] != BATCH_STATE_VERSION:
+        if t[0] not in BATCH_STATE_READS:
             raise ValueError(f"unknown batch state version {t[0]} (this code reads {BATCH_STATE_VERSION}); "
                              f"deploy the version of the quality job that wrote the savepoint, or start without it")
         return cls(*t[1:])

@@ -21,7 +21,7 @@ from pyflink.datastream import (
 )
 from pyflink.datastream.state import ListStateDescriptor, ValueStateDescriptor
 
-from jobs.quality.batching import BatchPolicy, Decision, OpenBatch
+from jobs.quality.batching import BATCHES_UID, BatchPolicy, Decision, OpenBatch
 from jobs.quality.settings import QualitySettings
 from jobs.quality.validate import BatchValidator
 from schemas.records import LifecycleEvent, QualityResult
@@ -92,7 +92,7 @@ def build(env: StreamExecutionEnvironment, settings: QualitySettings,
         name=settings.source_topic, start=settings.start)
     out = raw.key_by(lambda _: 0, key_type=Types.INT()) \
         .process(QualityBatchFunction(settings), output_type=ROUTED) \
-        .uid(f"{p}-batches").name(f"quality {settings.suite['name']}")
+        .uid(BATCHES_UID).name(f"quality {settings.suite['name']}")
     out.sink_to(sink if sink is not None else routed_kafka_sink(settings.kafka, settings.sink_linger_ms)) \
         .uid(f"{p}-sink").name(f"{settings.sink_topic} | {settings.lifecycle_topic or '-'}")
     return out

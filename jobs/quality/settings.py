@@ -7,7 +7,8 @@ from typing import Any
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from jobs.common.settings import JobSettings
+from jobs.common.settings import JobSettings, StateEncoding
+from jobs.quality.batching import BATCH_STATE_READS, BATCH_STATE_VERSION, BATCHES_UID
 
 
 class QualitySettings(JobSettings):
@@ -30,6 +31,11 @@ class QualitySettings(JobSettings):
     """... or this long after its first record, whichever comes first."""
     max_examples: int = Field(default=10, ge=0, le=20)
     """Unexpected values reported per failed expectation."""
+
+    @classmethod
+    def state_encodings(cls) -> dict[str, StateEncoding]:
+        """The open micro-batch (jobs/quality/batching.py; its records are list state of the raw strings)."""
+        return {BATCHES_UID: StateEncoding(BATCH_STATE_VERSION, BATCH_STATE_READS)}
 
     @field_validator("suite")
     @classmethod

@@ -38,6 +38,13 @@ REPLY_STATE_VERSION = 3
 _LENGTHS = {1: 9, MAILBOX_STATE_VERSION: 9, REPLY_STATE_VERSION: 10}
 """Elements of the state tuple of each encoding this code reads."""
 
+MAILBOX_READS = tuple(sorted(_LENGTHS))
+"""Every encoding `from_state` reads. Declared for upgrades (`RendezvousSettings.state_encodings`): a savepoint
+holding an encoding the new code does not read is refused before the running job is stopped."""
+
+MAILBOX_UID = "rendezvous-mailbox"
+"""The uid of the operator that keeps the mailboxes (jobs/rendezvous/pipeline.py)."""
+
 
 class StateVersionError(ValueError):
     """State written by a newer (or unknown) encoding than this code reads."""

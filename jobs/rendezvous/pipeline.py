@@ -21,7 +21,7 @@ from pyflink.datastream.state import (
 )
 
 from jobs.rendezvous.core import Effects, Rendezvous, RendezvousConfig
-from jobs.rendezvous.mailbox import Mailbox, from_state, to_state
+from jobs.rendezvous.mailbox import MAILBOX_UID, Mailbox, from_state, to_state
 
 # Imported here, not where it is used: in thread mode a TaskManager's one CPython keeps the `jobs` package
 # of the first job that imported it, whose files Flink deletes when that job ends; a submodule imported
@@ -312,7 +312,7 @@ def build(env: StreamExecutionEnvironment, settings: RendezvousSettings, source:
     keyed = data.map(EnvelopeMap(), output_type=ENVELOPE).uid("rendezvous-envelope").name("envelope") \
         .key_by(lambda e: e[1], key_type=Types.STRING())
     out = keyed.connect(sched.broadcast(SCHEDULES_STATE)).process(RendezvousFunction(settings), output_type=ROUTED) \
-        .uid("rendezvous-mailbox").name("rendezvous")
+        .uid(MAILBOX_UID).name("rendezvous")
     out.sink_to(sink if sink is not None else routed_kafka_sink(settings.kafka, settings.sink_linger_ms)) \
         .uid("rendezvous-sink") \
         .name(f"{settings.answers_topic} | {settings.late_topic} | {settings.invalid_topic}")

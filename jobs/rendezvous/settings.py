@@ -5,7 +5,8 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from jobs.common.settings import JobSettings
+from jobs.common.settings import JobSettings, StateEncoding
+from jobs.rendezvous.mailbox import MAILBOX_READS, MAILBOX_STATE_VERSION, MAILBOX_UID
 from jobs.rendezvous.schedule import BUILTIN_SCHEDULE
 from schemas.records import Schedule
 
@@ -41,6 +42,12 @@ class RendezvousSettings(JobSettings):
     (jobs/rendezvous/replies.py: replies go only to existing `<answers_topic>.*` topics)."""
     max_deadline_ms: int = 600_000
     """The largest stage deadline a schedule may have (schemas.records.Stage); sizes the state TTL."""
+
+    @classmethod
+    def state_encodings(cls) -> dict[str, StateEncoding]:
+        """Per request id: the mailbox (jobs/rendezvous/mailbox.py). The schedules' broadcast state (each schedule's
+        JSON by version) is read by `ScheduleStore` as the records it holds."""
+        return {MAILBOX_UID: StateEncoding(MAILBOX_STATE_VERSION, MAILBOX_READS)}
 
     @property
     def state_ttl_ms(self) -> int:

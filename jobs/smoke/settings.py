@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic_settings import SettingsConfigDict
 
-from jobs.common.settings import JobSettings
+from jobs.common.settings import JobSettings, StateEncoding
 
 
 class SmokeSettings(JobSettings):
@@ -15,3 +15,8 @@ class SmokeSettings(JobSettings):
     source_topic: str
     sink_topic: str
     start: str = "earliest"
+
+    @classmethod
+    def state_encodings(cls) -> dict[str, StateEncoding]:
+        """A pass-through: no state of its own."""
+        return {}

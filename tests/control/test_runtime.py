@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from control import runtime
-from control.errors import ControlError, RuntimeStartError, SubmissionError
+from control.errors import RuntimeStartError, SubmissionError
 from control.ops import jobs
 from control.runtime import flink, kafka, process
 from control.settings import RuntimeSettings
@@ -147,17 +147,27 @@ def test_flink_run_command_ships_sources_and_connector(tmp_path):
     assert cmd[-2:] == ["--x", "1"]
 
 
-def test_thread_mode_code_check_refuses_changed_code_until_the_cluster_restarts(tmp_path):
-    home = tmp_path
-    for pkg in jobs.SOURCE_PACKAGES:
-        (home / pkg).mkdir()
-        (home / pkg / "__init__.py").write_text("")
-    (home / "jobs" / "x.py").write_text("VERSION = 1\n")
-    s = RuntimeSettings(home=home)
-    jobs.check_thread_mode_code(s)  # first thread-mode submission records the code
-    jobs.check_thread_mode_code(s)  # same code: fine
-    (home / "jobs" / "x.py").write_text("VERSION = 2\n")
-    with pytest.raises(ControlError, match="rendezvous down && rendezvous up"):
-        jobs.check_thread_mode_code(s)
-    flink.stop_flink(s, progress=None)  # what `down` does: the marker goes with the TaskManager
-    jobs.check_thread_mode_code(s)
+def test_a_thread_mode_job_gets_taskmanagers_only_its_slots_fit():
+    from control.runtime import pinned
+
+    s = RuntimeSettings()
+    pin = pinned.new_pin()
+    assert pin.isalnum() and pin.islower()  # a segment of Flink config keys
+    conf = dict(a.split("=", 1) for a in pinned.taskmanager_args(s, pin, 1) if a != "-D")
+    assert conf["taskmanager.numberOfTaskSlots"] == "1" and conf["taskmanager.cpu.cores"] == "1"
+    assert conf["external-resources"] == pin and conf[f"external-resource.{pin}.amount"] == "1"
+    assert conf["taskmanager.resource-id"] == pinned.resource_id(pin, 1)
+    assert pinned.is_pinned(pinned.resource_id(pin, 1))
+    assert conf["taskmanager.memory.process.size"] == s.pinned_taskmanager_memory
+    assert jobs.pins_taskmanagers(s, {"python.execution-mode": "thread"})
+    assert not jobs.pins_taskmanagers(s, {"python.execution-mode": "process"})
+    assert not jobs.pins_taskmanagers(RuntimeSettings(RENDEZVOUS_FLINK_ADDRESS="elsewhere:8081"),
+                                      {"python.execution-mode": "thread"})  # not our TaskManagers to start
+
+
+def test_taskmanagers_start_outside_any_checkout(tmp_path):
+    """A process-mode worker runs `python -m` in its TaskManager's working directory, first on its sys.path."""
+    s = RuntimeSettings(RENDEZVOUS_RUN_DIR=tmp_path)
+    cwd = flink.taskmanager_cwd(s)
+    assert cwd.is_dir() and not any(cwd.iterdir())
+

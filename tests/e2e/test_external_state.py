@@ -21,8 +21,8 @@ def topics(stack, unique):
 
 
 def start(stack, t, unique, job_cleanup, savepoint=None, name="es"):
-    # process mode: this test's code may differ from what a thread-mode TaskManager imported earlier
-    jid = deploy.deploy_external_state(stack, savepoint=savepoint, execution_mode="process",
+    # thread mode, as deployed in production: the job gets a TaskManager (and an interpreter) of its own
+    jid = deploy.deploy_external_state(stack, savepoint=savepoint,
                                        source_topic=t["req"], sink_topic=t["aug"], quarantine_topic=t["q"],
                                        group_id=f"es-{unique}", window_ms=10_000, job_name=f"{name}-{unique}",
                                        checkpoint_interval_ms=2000)

@@ -21,7 +21,7 @@ import pytest
 from control import kafka_io
 from control.ops import deploy, jobs, schedules
 from control.ops.jobs import flink_rest
-from control.runtime import mlserver, supervisor
+from control.runtime import mlserver, pinned, supervisor
 from control.runtime.flink import flink_pid_files
 from control.runtime.process import pid_alive, read_pid
 from schemas.model_card import ModelCard
@@ -252,14 +252,21 @@ def test_the_broker_stopped_and_restarted_by_the_supervisor_loses_nothing(pipeli
 
 
 def test_a_killed_taskmanager_is_restarted_and_every_request_keeps_one_answer(pipeline):
+    """Every TaskManager of the pipeline killed at once: the shared one (the model jobs) and the external state's
+    and the rendezvous's own; the supervisor starts them again and every job restores from its checkpoint."""
     p, s = pipeline, pipeline["stack"]
     before = supervisor.restarts_of(s, "flink taskmanager")
+    own = [pinned.of_job(s, p["jobs"][name]) for name in ("external-state", "rendezvous")]
+    own_before = [pinned.restarts(s, pin) for pin in own]
 
     def kill_tm():
-        os.kill(read_pid(flink_pid_files(s)["taskmanager"]), signal.SIGKILL)
+        for pid in [read_pid(flink_pid_files(s)["taskmanager"])] + [x for pin in own for x in pinned.pids(s, pin)]:
+            os.kill(pid, signal.SIGKILL)
 
     report = run(p, "taskmanager killed", inject=kill_tm, at_s=10, every_s=20 if SCALE > 1 else None)
     assert supervisor.restarts_of(s, "flink taskmanager") > before
+    assert all(pinned.restarts(s, pin) > n for pin, n in zip(own, own_before)), \
+        "a job's own TaskManager was not restarted"
     # the restored rendezvous read back what it answered since its checkpoint (without that: duplicates)
     assert report.duplicate_answers == 0, f"{report.duplicate_answers} requests answered twice"
     print(f"[taskmanager killed] recovered: no answer for {report.max_answer_gap_ms / 1000:.1f} s at most")

@@ -9,6 +9,7 @@ import pytest
 
 from control import kafka_io, runtime
 from control.ops import deploy, jobs, scaling, schedules
+from control.runtime import pinned
 from control.runtime.flink import flink_rest, wanted_taskmanagers
 from schemas.model_card import ModelCard
 from schemas.records import Answer
@@ -115,12 +116,17 @@ def test_the_same_requests_get_the_same_answers_at_parallelism_1_and_2(two_taskm
     scores = {json.dumps(a.output, sort_keys=True) for a in a1.values()}
     assert len(scores) > 10  # real model scores, not one constant: the comparison can tell pipelines apart
 
-    # parallelism 2 really ran as two subtasks per operator, and the jobs on both TaskManagers (where each
-    # subtask goes is the scheduler's choice: slots spread by load, not pinned per operator)
+    # parallelism 2 really ran as two subtasks per operator; the model jobs on both shared TaskManagers (where each
+    # subtask goes is the scheduler's choice: slots spread by load, not pinned per operator), each subtask of a
+    # thread-mode job (external state, rendezvous) on a TaskManager of its own (one interpreter each)
     subtasks = [st for jid in p2 for st in _subtasks(s, jid)]
     for v in {st["vertex"] for st in subtasks}:
         assert len([st for st in subtasks if st["vertex"] == v]) == 2, v
-    assert len({st["taskmanager-id"] for st in subtasks}) == 2
+    shared = {st["taskmanager-id"] for jid in p2[1:3] for st in _subtasks(s, jid)}
+    assert len(shared) == 2 and not any(map(pinned.is_pinned, shared))
+    own = [{st["taskmanager-id"] for st in _subtasks(s, jid)} for jid in (p2[0], p2[-1])]
+    assert [len(tms) for tms in own] == [2, 2] and not own[0] & own[1]
+    assert all(pinned.is_pinned(tm) for tms in own for tm in tms)
     # and both rendezvous subtasks decided requests: each read more than its copy of the broadcast schedule
     # (the REST API's metrics are refreshed every few seconds: wait for them to show the records)
     def rendezvous_reads() -> list[int]:

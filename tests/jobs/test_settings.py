@@ -98,3 +98,38 @@ def test_control_topics_keep_one_partition_under_any_names():
     specs = TopicNames.suffixed("x").specs()
     assert {s.name for s in specs if s.single_partition} == {f"{n}-x" for n in single}
     assert next(s for s in specs if s.name == "answers-x").config == {"message.timestamp.type": "LogAppendTime"}
+
+
+@pytest.mark.parametrize("settings", EXAMPLES, ids=lambda s: type(s).__name__)
+def test_jobs_record_the_encodings_of_their_state_and_their_code(settings):
+    """What `rendezvous job upgrade` compares with the new code before it stops a job: per operator uid, the
+    version written and every version read (the writer's included)."""
+    import json
+
+    from jobs.common.entry import CODE, STATE, job_parameters
+
+    params = job_parameters(settings, "thread", "abc123")
+    state = json.loads(params[STATE])
+    assert state == {uid: e.as_json() for uid, e in type(settings).state_encodings().items()}
+    assert all(e["writes"] in e["reads"] for e in state.values())
+    assert params[CODE] == "abc123"
+
+
+def test_the_declared_readers_are_the_code_that_reads():
+    from jobs.external_state.features import ENTITY_STATE_VERSION, FEATURES_UID
+    from jobs.quality.batching import BATCHES_UID
+    from jobs.rendezvous.mailbox import (
+        MAILBOX_READS,
+        MAILBOX_UID,
+        StateVersionError,
+        from_state,
+    )
+
+    assert RendezvousSettings.state_encodings()[MAILBOX_UID].reads == MAILBOX_READS
+    assert ExternalStateSettings.state_encodings()[FEATURES_UID].writes == ENTITY_STATE_VERSION
+    assert set(QualitySettings.state_encodings()) == {BATCHES_UID}
+    assert ModelJobSettings.state_encodings() == {} and SmokeSettings.state_encodings() == {}
+    for v in MAILBOX_READS:  # every declared version is read (its layout: 9 fields)
+        assert from_state("r", (v, 1, None, None, None, 0, None, None, ())).request_id == "r"
+    with pytest.raises(StateVersionError, match="reads versions 1, 2"):
+        from_state("r", (max(MAILBOX_READS) + 1, 1, None, None, None, 0, None, None, ()))

@@ -1,0 +1,275 @@
+"""TaskManagers of their own for thread-mode jobs: one Python interpreter per job, started with its code.
+
+A thread-mode job runs its Python in the TaskManager's one CPython (pemja), which imports a module once:
+two versions of a job on one TaskManager would both run the code imported first. So every thread-mode job
+submitted to the embedded cluster gets TaskManagers started for it (one per subtask, one slot each), and
+only its slots fit there, by Flink's fine-grained resource management (the only slot manager in Flink 2):
+
+- each of its TaskManagers declares an external resource named after the job's pin
+  (`external-resources: <pin>`, `external-resource.<pin>.amount: 1`) and 1 CPU;
+- the job asks, for its slot-sharing group, 1 CPU and 1 unit of that resource per slot
+  (`jobs.common.entry.run` registers the group when `rendezvous.taskmanager-resource` names the pin).
+
+No other TaskManager declares the resource, so the job's slots land only on its own TaskManagers; once a
+slot holds the TaskManager's one CPU, no slot of unknown profile (every other job's) fits there either.
+The TaskManagers are started while `flink run` compiles the job, so they register about when the job asks
+for slots; a slot of another job that is requested in between can still land on an idle one (the pin is
+then retired only once that job has left it).
+
+Each pin is a directory `run/pids/pinned/<pin>/` with `pin.json` (its job id once known, its size) and
+one pid file per TaskManager (Flink's daemon script, FLINK_PID_DIR pointed there). `reap` retires the
+TaskManagers of pins whose job has ended (cancel, stop-with-savepoint and the supervisor call it); the
+supervisor also restarts a pinned TaskManager that died while its job runs (`tend`). `down` stops all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import urllib.error
+from pathlib import Path
+
+from control.errors import RuntimeStartError
+from control.runtime.process import Progress, pid_alive, say, terminate_tree
+from control.settings import RuntimeSettings
+from jobs.common.entry import TASKMANAGER_RESOURCE
+
+RESOURCE_CONF = TASKMANAGER_RESOURCE
+"""The `flink run -D` key naming the pin whose TaskManagers the job's slots must use (read by
+`jobs.common.entry.run`)."""
+
+ID_PREFIX = "pinned-"
+"""`taskmanager.resource-id` of a pinned TaskManager: pinned-<pin>-<i> (how REST readers tell them apart)."""
+
+TERMINAL = ("FINISHED", "CANCELED", "FAILED")
+ABANDONED_AFTER_S = 600.0
+"""A pin whose submission never recorded a job id (the submitting process died) is retired after this."""
+MAX_RESTARTS, RESTART_WINDOW_S = 5, 600.0
+"""A pinned TaskManager that died is started again at most this often within the window (as the supervisor's
+`RestartPolicy` bounds the shared ones)."""
+
+
+def pins_dir(s: RuntimeSettings) -> Path:
+    return s.pid_dir / "pinned"
+
+
+def new_pin() -> str:
+    """A fresh pin name: lowercase letters and digits (it is a Flink config key segment)."""
+    return "tm" + os.urandom(5).hex()
+
+
+def resource_id(pin: str, i: int) -> str:
+    return f"{ID_PREFIX}{pin}-{i}"
+
+
+def is_pinned(taskmanager_id: str) -> bool:
+    return taskmanager_id.startswith(ID_PREFIX)
+
+
+def taskmanager_args(s: RuntimeSettings, pin: str, i: int) -> list[str]:
+    """Dynamic properties of pinned TaskManager `i`: one slot, one CPU, one unit of the pin's resource, its own
+    resource id, and a smaller memory budget than a shared TaskManager (it runs one subtask of one job)."""
+    conf = {
+        "taskmanager.numberOfTaskSlots": "1",
+        "taskmanager.cpu.cores": "1",
+        "external-resources": pin,
+        f"external-resource.{pin}.amount": "1",
+        "taskmanager.resource-id": resource_id(pin, i),
+        "taskmanager.memory.process.size": s.pinned_taskmanager_memory,
+        "taskmanager.memory.jvm-metaspace.size": "384m",
+        "taskmanager.memory.managed.size": "64m",
+    }
+    return [a for k, v in conf.items() for a in ("-D", f"{k}={v}")]
+
+
+def _pid_file(s: RuntimeSettings, pin: str, i: int) -> Path:
+    return pins_dir(s) / pin / f"flink-{resource_id(pin, i)}-taskexecutor.pid"
+
+
+def _start_one(s: RuntimeSettings, pin: str, i: int) -> int | None:
+    from control.runtime.flink import flink_env, taskmanager_cwd
+
+    path = _pid_file(s, pin, i)
+    path.unlink(missing_ok=True)  # Flink's script appends; this file names one TaskManager
+    env = flink_env(s)
+    env["FLINK_PID_DIR"] = str(path.parent)
+    env["FLINK_IDENT_STRING"] = resource_id(pin, i)  # its own pid file and log file names
+    out = subprocess.run(["bash", str(s.flink_home / "bin" / "taskmanager.sh"), "start", *taskmanager_args(s, pin, i)],
+                         env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd=taskmanager_cwd(s))
+    if out.returncode != 0:
+        raise RuntimeStartError(f"starting TaskManager {resource_id(pin, i)} failed:\n{out.stdout}{out.stderr}\n"
+                                f"See the logs in {s.log_dir}.")
+    return _pid(path)
+
+
+def _pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def read(s: RuntimeSettings, pin: str) -> dict | None:
+    try:
+        return json.loads((pins_dir(s) / pin / "pin.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write(s: RuntimeSettings, pin: str, record: dict) -> None:
+    path = pins_dir(s) / pin / "pin.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record))
+    tmp.replace(path)
+
+
+def start(s: RuntimeSettings, slots: int, progress: Progress | None = None) -> str:
+    """Start `slots` TaskManagers for one thread-mode job (returns at once; they register with the JobManager
+    within seconds). Returns the pin to submit the job with (`RESOURCE_CONF`)."""
+    pin = new_pin()
+    (pins_dir(s) / pin).mkdir(parents=True)
+    _write(s, pin, {"pin": pin, "slots": slots, "job_id": None, "created_at": time.time(), "restarts": []})
+    say(progress, f"starting {slots} TaskManager(s) of its own ({resource_id(pin, 0)}"
+                  + (f"..{slots - 1}" if slots > 1 else "") + ")")
+    try:
+        for i in range(slots):
+            _start_one(s, pin, i)
+    except Exception:
+        retire(s, pin)
+        raise
+    return pin
+
+
+def record_job(s: RuntimeSettings, pin: str, job_id: str) -> None:
+    rec = read(s, pin)
+    if rec is not None:
+        _write(s, pin, {**rec, "job_id": job_id})
+
+
+def pins(s: RuntimeSettings) -> list[str]:
+    d = pins_dir(s)
+    return sorted(p.name for p in d.iterdir() if p.is_dir()) if d.exists() else []
+
+
+def pids(s: RuntimeSettings, pin: str) -> list[int]:
+    """The pin's TaskManager pids (alive or not)."""
+    return [p for p in (_pid(f) for f in sorted((pins_dir(s) / pin).glob("*.pid"))) if p]
+
+
+def of_job(s: RuntimeSettings, job_id: str) -> str | None:
+    return next((p for p in pins(s) if (read(s, p) or {}).get("job_id") == job_id), None)
+
+
+def retire(s: RuntimeSettings, pin: str, progress: Progress | None = None) -> None:
+    """Stop the pin's TaskManagers (with whatever runs in them) and forget the pin."""
+    for pid in pids(s, pin):
+        if pid_alive(pid):
+            say(progress, f"stopping TaskManager pid {pid} of {pin}")
+            terminate_tree(pid)
+    d = pins_dir(s) / pin
+    for f in d.glob("*"):
+        f.unlink(missing_ok=True)
+    try:
+        d.rmdir()
+    except OSError:
+        pass
+
+
+def _job_states(s: RuntimeSettings) -> dict[str, str] | None:
+    """Every job's state by id, or None when the JobManager does not answer (then nothing is retired)."""
+    from control.runtime.flink import flink_rest
+
+    try:
+        return {j["jid"]: j["state"] for j in flink_rest(s, "/jobs/overview", timeout=5.0).get("jobs", [])}
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def _foreign_slots(s: RuntimeSettings, pin: str, job_id: str | None) -> list[str]:
+    """Jobs other than the pin's own with slots on its TaskManagers (see the module's docstring)."""
+    from control.runtime.flink import flink_rest
+
+    out = []
+    try:
+        tms = flink_rest(s, "/taskmanagers", timeout=5.0).get("taskmanagers", [])
+        for tm in tms:
+            if tm["id"].startswith(f"{ID_PREFIX}{pin}-"):
+                detail = flink_rest(s, f"/taskmanagers/{tm['id']}", timeout=5.0)
+                out += [a["jobId"] for a in detail.get("allocatedSlots", []) if a.get("jobId") != job_id]
+    except (urllib.error.URLError, OSError, ValueError, KeyError):
+        return []
+    return out
+
+
+def reap(s: RuntimeSettings, progress: Progress | None = None) -> list[str]:
+    """Retire the pins whose job has ended or is unknown to the JobManager (e.g. a restarted one), and those
+    abandoned before their job id was recorded; returns them. A pin that another job's slot landed on
+    stays until that job leaves."""
+    if not pins(s):
+        return []
+    states = _job_states(s)
+    if states is None:
+        return []
+    retired = []
+    for pin in pins(s):
+        rec = read(s, pin) or {}
+        jid = rec.get("job_id")
+        if jid is None:
+            if time.time() - rec.get("created_at", 0) < ABANDONED_AFTER_S:
+                continue
+        elif states.get(jid) not in TERMINAL and jid in states:
+            continue
+        foreign = _foreign_slots(s, pin, jid)
+        if foreign:
+            continue
+        retire(s, pin, progress)
+        retired.append(pin)
+    return retired
+
+
+def restarts(s: RuntimeSettings, pin: str) -> int:
+    """How often the supervisor restarted the pin's TaskManagers."""
+    return len((read(s, pin) or {}).get("restarts", []))
+
+
+def tend(s: RuntimeSettings, log) -> None:
+    """The supervisor's round: retire the pins of ended jobs, restart a pinned TaskManager that died while its
+    job runs (at most MAX_RESTARTS per pin within RESTART_WINDOW_S); the job then restarts there."""
+    reap(s, log)
+    for pin in pins(s):
+        rec = read(s, pin)
+        if not rec or rec.get("job_id") is None:
+            continue
+        for i in range(rec["slots"]):
+            pid = _pid(_pid_file(s, pin, i))
+            if pid and pid_alive(pid):
+                continue
+            recent = [t for t in rec.get("restarts", []) if time.time() - t < RESTART_WINDOW_S]
+            if len(recent) >= MAX_RESTARTS:
+                continue
+            log(f"TaskManager {resource_id(pin, i)} of job {rec['job_id']} (pid {pid}) is gone; restarting it")
+            try:
+                new = _start_one(s, pin, i)
+                log(f"restarted TaskManager {resource_id(pin, i)}: pid {new}")
+            except RuntimeStartError as e:
+                log(str(e))
+            rec["restarts"] = recent + [time.time()]
+            _write(s, pin, rec)
+
+
+def stop_all(s: RuntimeSettings, progress: Progress | None = None) -> None:
+    for pin in pins(s):
+        retire(s, pin, progress)
+
+
+def describe(s: RuntimeSettings, job_id: str) -> str:
+    """For error messages: the job's own TaskManagers, alive or not, and where their logs are."""
+    pin = of_job(s, job_id)
+    if not pin:
+        return ""
+    found = [(resource_id(pin, i), _pid(_pid_file(s, pin, i))) for i in range((read(s, pin) or {}).get("slots", 0))]
+    shown = ", ".join(f"{rid} pid {p} ({'alive' if p and pid_alive(p) else 'dead'})" for rid, p in found)
+    return (f"\nIts TaskManagers: {shown or 'none started'}; logs: "
+            f"{s.log_dir}/flink-{ID_PREFIX}{pin}-*-taskexecutor-*.log")

@@ -1,0 +1,54 @@
+"""The upgrade's state check (pure) and the code it submits (no JVM)."""
+
+import pytest
+
+from control.errors import ControlError
+from control.ops import jobs
+from control.ops.upgrade import state_problems
+from control.settings import RuntimeSettings
+
+MAILBOX = {"rendezvous-mailbox": {"writes": 2, "reads": [1, 2]}}
+
+
+def test_the_same_or_a_wider_reader_takes_the_state_over():
+    assert state_problems(MAILBOX, MAILBOX) == []
+    assert state_problems(MAILBOX, {"rendezvous-mailbox": {"writes": 3, "reads": [1, 2, 3]}}) == []
+    assert state_problems({}, {"x": {"writes": 1, "reads": [1]}}) == []  # new state starts empty
+    assert state_problems({}, {}) == []  # a model job: no state of its own
+
+
+def test_an_encoding_the_new_code_does_not_read_is_named():
+    [problem] = state_problems(MAILBOX, {"rendezvous-mailbox": {"writes": 3, "reads": [3]}})
+    assert problem.startswith("rendezvous-mailbox:") and "not 1, 2" in problem
+    # versions the running job only reads may still be in its savepoint (entities not seen since)
+    [problem] = state_problems(MAILBOX, {"rendezvous-mailbox": {"writes": 2, "reads": [2]}})
+    assert "not 1" in problem
+
+
+def test_a_state_the_new_code_no_longer_keeps_or_an_undeclared_one_is_refused():
+    [problem] = state_problems(MAILBOX, {"rendezvous-mailboxes": {"writes": 2, "reads": [1, 2]}})
+    assert "removed or renamed" in problem
+    [problem] = state_problems(MAILBOX, None)
+    assert "does not declare" in problem
+
+
+def test_code_from_another_checkout_is_submitted_from_there(tmp_path):
+    s = RuntimeSettings()
+    if not s.connector_jars:
+        pytest.skip("jars not resolved")
+    for pkg in jobs.SOURCE_PACKAGES:
+        (tmp_path / pkg).mkdir()
+        (tmp_path / pkg / "__init__.py").write_text("")
+    (tmp_path / "jobs" / "smoke").mkdir()
+    (tmp_path / "jobs" / "smoke" / "main.py").write_text("VERSION = 'other'\n")
+    cmd = jobs.flink_run_command(s, "jobs.smoke.main", code=tmp_path)
+    import zipfile
+
+    bundle = zipfile.ZipFile(cmd[cmd.index("-pyfs") + 1])
+    assert bundle.read("jobs/smoke/main.py") == b"VERSION = 'other'\n"
+    assert f"-D{jobs.CODE_CONF}={jobs.sources_digest(tmp_path)}" in cmd
+    assert jobs.sources_digest(tmp_path) != jobs.sources_digest(s.home)
+    with pytest.raises(ControlError, match="not a copy of this project's code"):
+        jobs.flink_run_command(s, "jobs.smoke.main", code=tmp_path / "jobs")
+    with pytest.raises(ControlError, match="no job entry point"):
+        jobs.flink_run_command(s, "jobs.rendezvous.main", code=tmp_path)
