@@ -80,6 +80,7 @@ def test_scores_errors_latency_and_shed_requests_are_gauges_labelled_with_the_mo
     fn.open(ctx)
     assert ctx.groups == [("model", "m@1")]
     values = {name: get() for name, get in ctx.gauges.items()}
+    assert values.pop("peak_rss_mb") > 10  # this process's peak memory, MiB
     assert values == {"scores": 0, "errors": 0, "latency_ms_sum": 0, "skipped_stale": 0}
     run(fn, augmented(0))
     run(fn, augmented(5_000))  # shed
