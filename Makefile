@@ -6,7 +6,7 @@ RDV    := $(VENV)/bin/rendezvous
 # MLServer's dependencies clash with PyFlink's: it gets its own virtualenv, as it would get its own container
 MLSV   := .venv-mlserver
 
-.PHONY: setup demo test test-unit chaos bench bench-stages bench-model up down status clean
+.PHONY: setup demo test test-unit faults chaos bench bench-stages bench-model up down status clean
 
 setup: $(VENV)/.installed $(MLSV)/.installed build/jars/.resolved build/jars/flink/rendezvous-jvm.jar build/jars/beam/rendezvous-beam-loopback.jar build/jars/metrics/rendezvous-metrics-prometheus.jar artifacts/models/.trained
 
@@ -94,7 +94,11 @@ build/.chromium:
 	fi
 
 test: setup build/.chromium
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q tests -m "not faults" --durations=15
+
+# the fault tests (a TaskManager, the broker, a Python worker, a model server killed under load): minutes
+faults: setup
+	$(PY) -m pytest -q -s tests/e2e/test_faults.py
 
 test-unit: setup
 	$(PY) -m pytest -q tests -m "not e2e"

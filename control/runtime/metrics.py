@@ -61,14 +61,17 @@ def _listening(pid: int) -> list[tuple[str, int]]:
 
 
 def endpoints(s: RuntimeSettings | None = None) -> list[Endpoint]:
-    """The scrape endpoint of the JobManager and of each TaskManager this machine runs (`rendezvous up`), in
-    that order; a process without one has `url` None."""
+    """The scrape endpoint of the JobManager and of each TaskManager this machine runs (`rendezvous up`'s, then
+    those started for thread-mode jobs), in that order; a process without one has `url` None."""
     s = s or RuntimeSettings()
     procs = []
     jpid = read_pid(flink_pid_files(s)["jobmanager"])
     if jpid and pid_alive(jpid):
         procs.append(("jobmanager", jpid))
     procs += [("taskmanager", pid) for pid in live_taskmanagers(s)]
+    from control.runtime import pinned  # a thread-mode job's own TaskManagers (the rendezvous's counters are there)
+
+    procs += [("taskmanager", pid) for pin in pinned.pins(s) for pid in pinned.pids(s, pin) if pid_alive(pid)]
     out = []
     for role, pid in procs:
         found = reporter_ports(_listening(pid), s.prometheus_port_range)

@@ -47,9 +47,9 @@ EDITS = {  # harmless changes that show in the output of the code that runs
     "jobs/rendezvous/pipeline.py": [('message="neither an augmented', 'message="v2: neither an augmented')],
     "model_udfs/python_runners.py": [("        score = 0.05\n", "        score = 0.04\n")],
 }
-INCOMPATIBLE = {  # a new mailbox encoding that no longer reads versions 1 and 2
-    "jobs/rendezvous/mailbox.py": [("MAILBOX_STATE_VERSION = 2\n", "MAILBOX_STATE_VERSION = 3\n"),
-                                   ("MAILBOX_READS = (1, MAILBOX_STATE_VERSION)",
+INCOMPATIBLE = {  # a new mailbox encoding that no longer reads versions 1 to 3
+    "jobs/rendezvous/mailbox.py": [("MAILBOX_STATE_VERSION = 2\n", "MAILBOX_STATE_VERSION = 4\n"),
+                                   ("MAILBOX_READS = tuple(sorted(_LENGTHS))",
                                     "MAILBOX_READS = (MAILBOX_STATE_VERSION,)")],
 }
 
