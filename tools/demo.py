@@ -117,10 +117,12 @@ def run(progress=print, rate: float = 100.0, duration_s: float = 60.0, report_pa
     ids["external-state"] = deploy.deploy_external_state(s, job_name=DEMO_PREFIX + "external-state", start="latest",
                                                          wait=False)
     ids["rendezvous"] = deploy.deploy_rendezvous(s, job_name=DEMO_PREFIX + "rendezvous", start="latest", wait=False)
-    # the live meta-analytics, with windows short enough to see several in one demo
+    # the live meta-analytics, with windows short enough to see several in one demo, and a short lateness: the
+    # model jobs are warm before the load (the warm-up gate), and a window closes only lateness after its end
+    # while traffic flows (the demo's traffic stops with its load)
     metrics_ops.stop(s)
-    ids["metrics (SQL)"] = metrics_ops.start(s, cfg=MetricsConfig(window_s=METRICS_WINDOW_S), start_from="latest",
-                                             wait=False)
+    ids["metrics (SQL)"] = metrics_ops.start(s, cfg=MetricsConfig(window_s=METRICS_WINDOW_S, lateness_s=5),
+                                             start_from="latest", wait=False)
     plan = [("champion", "production"), ("challenger", "production"), ("slow", "production"),
             ("canary", "preproduction"), ("next", "preproduction")]
     for role, stage in plan:
