@@ -503,8 +503,7 @@ def metrics_stop_cmd(topics_suffix) -> None:
     """Cancel the metrics job (a new start resumes from its committed offsets)."""
     from control.ops import metrics as metrics_ops
 
-    ids = metrics_ops.stop(topics=_topics(topics_suffix))
-    click.echo("\n".join(f"cancelled {j}" for j in ids) or "no metrics job was running")
+    _cancelled(metrics_ops.stop(topics=_topics(topics_suffix)), "metrics job")
 
 
 @metrics_group.command("endpoints")
@@ -545,8 +544,7 @@ def archive_stop_cmd(topics_suffix) -> None:
     """Cancel the decoy (a new start resumes from its committed offsets)."""
     from control.ops import archive as arch
 
-    ids = arch.stop(topics=_topics(topics_suffix))
-    click.echo("\n".join(f"cancelled {j}" for j in ids) or "no decoy was running")
+    _cancelled(arch.stop(topics=_topics(topics_suffix)), "decoy")
 
 
 @main.command("explain")
@@ -622,6 +620,10 @@ def replay_cmd(card, since, until, against, threshold, output_field, where, out,
     click.echo(json_lib.dumps(report.as_dict(), indent=2) if as_json else rp.render(report))
     if report.failed:
         sys.exit(1)
+
+
+def _cancelled(ids: list[str], what: str) -> None:
+    click.echo("\n".join(f"cancelled {j}" for j in ids) or f"no {what} was running")
 
 
 def _topics(suffix):

@@ -61,11 +61,11 @@ def stop(s: RuntimeSettings | None = None, topics: TopicNames = TopicNames()) ->
 
 def read(s: RuntimeSettings | None = None, topics: TopicNames = TopicNames(), since_ms: int | None = None) \
         -> list[Metrics]:
-    """The metrics topic's rows (windows starting at or after `since_ms`), oldest window first."""
+    """The metrics topic's rows (windows starting at or after `since_ms`), each once (the report's reading:
+    `control.ops.report.parse_rows`), oldest window first."""
     from control import kafka_io
+    from control.ops.report import parse_rows
 
     s = s or RuntimeSettings()
-    rows = [Metrics.parse(v) for _, v in kafka_io.read_to_end(s.bootstrap_servers, topics.metrics) if v]
-    if since_ms is not None:
-        rows = [m for m in rows if m.window_start_ms >= since_ms]
-    return sorted(rows, key=lambda m: (m.window_start_ms, m.kind, m.model or "", m.versus or ""))
+    rows, _ = parse_rows(kafka_io.read_since(s.bootstrap_servers, topics.metrics, None))
+    return [m for m in rows if since_ms is None or m.window_start_ms >= since_ms]

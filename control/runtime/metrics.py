@@ -69,7 +69,9 @@ def endpoints(s: RuntimeSettings | None = None) -> list[Endpoint]:
     if jpid and pid_alive(jpid):
         procs.append(("jobmanager", jpid))
     procs += [("taskmanager", pid) for pid in live_taskmanagers(s)]
-    from control.runtime import pinned  # a thread-mode job's own TaskManagers (the rendezvous's counters are there)
+    from control.runtime import (
+        pinned,  # a thread-mode job's own TaskManagers (the rendezvous's counters are there)
+    )
 
     procs += [("taskmanager", pid) for pin in pinned.pins(s) for pid in pinned.pids(s, pin) if pid_alive(pid)]
     out = []
