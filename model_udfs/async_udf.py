@@ -26,7 +26,7 @@ from pyflink.datastream.functions import AsyncFunction
 
 from model_udfs.base import ModelRunner
 from schemas.model_card import ModelCard
-from schemas.records import MAX_RECORD_BYTES, Score
+from schemas.records import MAX_RECORD_BYTES, TRANSITION_TOKEN_PREFIX, Score
 
 
 def _peak_rss_mb() -> int:
@@ -111,6 +111,8 @@ class ModelAsyncFunction(AsyncFunction):
 
     async def async_invoke(self, value: str) -> List[str]:
         received = _now_ms()
+        if value.startswith(TRANSITION_TOKEN_PREFIX):
+            return []  # a transition token between two versions of the rendezvous: not a request (nothing to score)
         try:
             aug = json.loads(value)
             request, features = aug["request"], aug["features"]

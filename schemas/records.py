@@ -343,6 +343,49 @@ class QualityResult(Record):
 # --------------------------------------------------------------------------------------------
 # lifecycle (audit log)
 # --------------------------------------------------------------------------------------------
+class TransitionInfo(Record):
+    """What a transition token says: from it on, its partition's records belong to `owner`."""
+
+    upgrade_id: str = Field(min_length=1, max_length=128)
+    topic: str = Field(min_length=1, description="the input topic of the jobs handing over")
+    partition: int = Field(ge=0)
+    owner: str = Field(min_length=1, max_length=128, description="the job version that takes the partition over")
+    previous: str = Field(min_length=1, max_length=128, description="the job version that hands it over")
+    written_at_ms: int
+
+
+TRANSITION_TOKEN_PREFIX = '{"transition":'
+"""How every transition token's JSON starts (pydantic's compact output): the cheap test readers of an input topic
+use to pass tokens by without parsing every record."""
+
+
+class TransitionToken(Record):
+    """A transition token (the seed's "Upgrading the Rendezvous System"), written by `rendezvous upgrade` into one
+    partition of a thread-mode job's input topic: the records before it in that partition belong to the version
+    handing over, the ones after it to the one taking over. Every reader of the topic passes it by: it is not a
+    request (jobs/common/transition.py)."""
+
+    transition: TransitionInfo
+
+
+class TokenPosition(Record):
+    """Where a transition token landed: its partition and offset, and who owns the records after it."""
+
+    upgrade_id: str
+    partition: int = Field(ge=0)
+    offset: int = Field(ge=0)
+    owner: str
+    written_at_ms: int
+
+
+class Transitions(Record):
+    """The transitions registry's record of one input topic (the `transitions` topic is compacted by topic): every
+    token written into it, oldest first. A job restored past a token learns the partition's owner from here."""
+
+    topic: str
+    tokens: list[TokenPosition] = Field(default_factory=list)
+
+
 class LifecycleEvent(Record):
     kind: Literal["model_registered", "stage_changed", "schedule_published", "job_submitted", "job_stopped",
                   "upgrade", "roll_started", "roll_step", "guard_passed", "guard_breached", "rollback",

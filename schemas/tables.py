@@ -67,6 +67,7 @@ TABLES: tuple[TableDef, ...] = (
     TableDef("registry", "registry", records.ModelEntry),  # `models` is a keyword (SHOW MODELS)
     TableDef("labels", "labels", records.Label),
     TableDef("metrics", "metrics", records.Metrics),
+    TableDef("transitions", "transitions", records.Transitions),
 )
 """Every stream of the architecture as a table (docs/architecture.md, "Streams")."""
 

@@ -34,6 +34,7 @@ REGISTRY = "models"
 QUALITY = "quality"
 LABELS = "labels"
 METRICS = "metrics"
+TRANSITIONS = "transitions"
 
 TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(REQUESTS),
@@ -49,6 +50,8 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(QUALITY),
     TopicSpec(LABELS),  # outcomes known later (chargebacks), keyed by request id
     TopicSpec(METRICS),  # the live meta-analytics (jobs/metrics)
+    # where transition tokens landed, by input topic (jobs/common/transition.py)
+    TopicSpec(TRANSITIONS, compacted=True, single_partition=True),
 )
 
 
@@ -69,6 +72,7 @@ class TopicNames:
     quality: str = QUALITY
     labels: str = LABELS
     metrics: str = METRICS
+    transitions: str = TRANSITIONS
 
     @classmethod
     def suffixed(cls, suffix: str) -> "TopicNames":

@@ -184,6 +184,27 @@ def job_upgrade(job_id, code) -> None:
         _fail(e)
 
 
+@main.command("upgrade")
+@click.argument("kind", type=click.Choice(["external-state", "rendezvous"]))
+@click.option("--code", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="A checkout of the project with the new code [default: this one; with --rollback: the code the "
+                   "running version took over from].")
+@click.option("--rollback", is_flag=True, help="Hand back to the code the running version took over from.")
+@click.option("--job", "job_id", default=None, help="The job to hand over [default: the running job of that kind].")
+def upgrade_cmd(kind, code, rollback, job_id) -> None:
+    """Hand the running external state or rendezvous over to a new version without stopping the flow: snapshot
+    token (a savepoint, the job running on), the new version restored from it and caught up, transition tokens in
+    every partition of the input, the old version stopped once it has finished its share. Prints the new job id."""
+    from control.ops import handover
+
+    say = lambda m: click.echo(f"  {m}", err=True)  # noqa: E731
+    try:
+        jid = job_id or handover.running_job(kind, RuntimeSettings())
+        click.echo(handover.hand_over(jid, code, progress=say, rollback=rollback).job_id)
+    except ControlError as e:
+        _fail(e)
+
+
 @main.command()
 @click.option("--rate", default=100.0, show_default=True, help="requests/s")
 @click.option("--duration", default=60.0, show_default=True, help="seconds of load")

@@ -19,11 +19,17 @@ from jobs.common.settings import KafkaSettings
 ROUTED = Types.ROW_NAMED(["topic", "key", "payload"], [Types.STRING(), Types.STRING(), Types.STRING()])
 """A record for `routed_kafka_sink`: the topic it goes to, its Kafka key (None: none), and its JSON."""
 
+POSITIONED = Types.ROW_NAMED(["topic", "partition", "offset", "value"],
+                             [Types.STRING(), Types.INT(), Types.LONG(), Types.STRING()])
+"""A record of a `positioned` source: where it sits (topic, partition, offset) and its value (None: a null value)."""
+
 
 def kafka_source(env: StreamExecutionEnvironment, kafka: KafkaSettings, topics: str | list[str], group_id: str,
                  uid: str, name: str | None = None, start: str = "earliest",
-                 new_group_starts: str = "earliest") -> DataStream:
-    """A stream of the topics' values as str.
+                 new_group_starts: str = "earliest", positioned: bool = False) -> DataStream:
+    """A stream of the topics' values as str; `positioned`: of `POSITIONED` rows (deserialized in the JVM by the
+    project's `io.rendezvous.flink.PositionedRecordDeserializer`), for a job whose records are handed over between
+    versions by transition tokens (jobs/common/transition.py).
 
     `start`: 'committed' (the group's committed offsets: a redeployed job goes on where the last one
     stopped; a group with none starts at `new_group_starts`, 'earliest' or 'latest'), 'earliest' or
@@ -49,6 +55,12 @@ def kafka_source(env: StreamExecutionEnvironment, kafka: KafkaSettings, topics: 
     )
     for k, v in kafka.properties.items():
         builder = builder.set_property(k, v)
+    if positioned:
+        from pyflink.java_gateway import get_gateway
+
+        builder._j_builder.setDeserializer(get_gateway().jvm.io.rendezvous.flink.PositionedRecordDeserializer())
+        return env.from_source(builder.build(), WatermarkStrategy.no_watermarks(), name or uid,
+                               type_info=POSITIONED).uid(uid)
     builder._j_builder.setDeserializer(_null_tolerant_values())
     return env.from_source(builder.build(), WatermarkStrategy.no_watermarks(), name or uid).uid(uid)
 

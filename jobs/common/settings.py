@@ -80,6 +80,25 @@ class JobSettings(BaseSettings):
         return None
 
 
+class HandedOverJob(JobSettings):
+    """A thread-mode job whose versions hand its input over with transition tokens (jobs/common/transition.py,
+    control/ops/handover.py): the external state and the rendezvous."""
+
+    owner: str = ""
+    """This version's name in hand-overs: the tokens name the version that owns their partition's records from
+    them on. "" : the job's name. `rendezvous upgrade` names each new version."""
+
+    takes_over: bool = False
+    """Started to take over from a running version: it owns no record until a token names it."""
+
+    transitions_topic: str = "transitions"
+    """The transitions registry (where the tokens landed, by input topic), read when the job opens. "" : none."""
+
+    @property
+    def owner_name(self) -> str:
+        return self.owner or self.job_name
+
+
 @dataclass(frozen=True)
 class StateEncoding:
     """The encoding of one operator's state: the version this code writes, and every version it reads (a

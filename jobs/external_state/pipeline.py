@@ -19,6 +19,7 @@ from pyflink.datastream.state import (
     ValueStateDescriptor,
 )
 
+from jobs.common.transition import Ownership, parse_token, read_registry
 from jobs.external_state.features import FEATURES_UID, EntityState, FeatureComputer
 from jobs.external_state.settings import ExternalStateSettings
 from jobs.external_state.validation import validate
@@ -26,7 +27,9 @@ from schemas.records import AugmentedRequest, Request
 
 QUARANTINE_TAG = OutputTag("quarantine", Types.STRING())
 
-VALID_ROW = Types.ROW_NAMED(["entity_id", "request_json"], [Types.STRING(), Types.STRING()])
+VALID_ROW = Types.ROW_NAMED(["entity_id", "request_json", "mine"], [Types.STRING(), Types.STRING(), Types.BOOLEAN()])
+"""A valid request on its way to the features: `mine` says whether this version writes its augmented request (a
+request another version owns during a hand-over only updates the features, jobs/common/transition.py)."""
 # version 0 of the entity state (read once per entity when restoring an older savepoint)
 LEGACY_STATS_ROW = Types.ROW_NAMED(["count", "mean", "m2", "last_event_ms"],
                                    [Types.LONG(), Types.DOUBLE(), Types.DOUBLE(), Types.LONG()])
@@ -34,16 +37,32 @@ LEGACY_WINDOW_ENTRY = Types.ROW_NAMED(["ts", "amount"], [Types.LONG(), Types.DOU
 
 
 class Validate(ProcessFunction):
-    """Valid requests go on as (entity_id, json); bad ones to the quarantine side output."""
+    """Valid requests go on as (entity_id, json, mine); bad ones to the quarantine side output (by the version that
+    owns them). Reads `jobs.common.kafka.POSITIONED` rows (or plain strings from a test's source): transition tokens
+    in the input decide which requests this version owns (jobs/common/transition.py) and go no further."""
 
-    def __init__(self, source_topic: str):
-        self.source_topic = source_topic
+    def __init__(self, settings: ExternalStateSettings):
+        self.source_topic = settings.source_topic
+        self.hand_over = (settings.owner_name, not settings.takes_over, settings.kafka, settings.transitions_topic)
+
+    def open(self, runtime_context: RuntimeContext):
+        owner, first, kafka, registry = self.hand_over
+        self.ownership = Ownership(owner, first, read_registry(kafka, registry, [self.source_topic]))
 
     def process_element(self, value, ctx):
-        result = validate(value, self.source_topic)
-        if isinstance(result, Request):
-            yield Row(entity_id=result.entity_id, request_json=result.to_json())
+        if value is None or isinstance(value, str):
+            raw, mine = value, self.ownership.first
         else:
+            topic, partition, offset, raw = value[0], value[1], value[2], value[3]
+            info = parse_token(raw)
+            if info is not None:
+                self.ownership.token(topic, partition, offset, info)
+                return
+            mine = self.ownership.owns(topic, partition, offset)
+        result = validate(raw, self.source_topic)
+        if isinstance(result, Request):
+            yield Row(entity_id=result.entity_id, request_json=result.to_json(), mine=mine)
+        elif mine:
             yield QUARANTINE_TAG, result.to_json()
 
 
@@ -93,6 +112,8 @@ class AugmentWithFeatures(KeyedProcessFunction):
         st = self._load()
         features = self.computer.update(st, req)
         self.entity.update(st.to_state())
+        if not value.mine:
+            return  # another version's to write (a hand-over): its features are kept up to date all the same
         yield AugmentedRequest(request=req, features=features, entity_seq=st.count,
                                augmented_at_ms=int(time.time() * 1000)).to_json()
 
@@ -103,8 +124,8 @@ def build(env: StreamExecutionEnvironment, settings: ExternalStateSettings,
 
     raw = source if source is not None else kafka_source(
         env, settings.kafka, settings.source_topic, settings.group_id, uid="external-state-source",
-        name=settings.source_topic, start=settings.start)
-    valid = raw.process(Validate(settings.source_topic), output_type=VALID_ROW) \
+        name=settings.source_topic, start=settings.start, positioned=True)
+    valid = raw.process(Validate(settings), output_type=VALID_ROW) \
         .uid("external-state-validate").name("validate")
     quarantined = valid.get_side_output(QUARANTINE_TAG)
     augmented = valid.key_by(lambda r: r.entity_id, key_type=Types.STRING()) \

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from jobs.common.settings import JobSettings, StateEncoding
+from jobs.common.settings import HandedOverJob, StateEncoding
 from jobs.external_state.features import (
     ENTITY_STATE_READS,
     ENTITY_STATE_VERSION,
@@ -14,7 +14,7 @@ from jobs.external_state.features import (
 from schemas.features import DEFAULT_WINDOW_MS
 
 
-class ExternalStateSettings(JobSettings):
+class ExternalStateSettings(HandedOverJob):
     model_config = SettingsConfigDict(env_prefix="RENDEZVOUS_EXTERNAL_STATE_")  # the rest from JobSettings
 
     job_name: str = "external-state"

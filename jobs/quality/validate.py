@@ -17,7 +17,12 @@ import os
 import time
 from typing import Any, Sequence
 
-from schemas.records import MAX_QUALITY_EXAMPLES, ExpectationOutcome, QualityResult
+from schemas.records import (
+    MAX_QUALITY_EXAMPLES,
+    TRANSITION_TOKEN_PREFIX,
+    ExpectationOutcome,
+    QualityResult,
+)
 
 COLUMNS = ("request_id", "entity_id", "event_time_ms", "amount", "merchant_category", "country")
 NUMERIC = ("event_time_ms", "amount")
@@ -30,6 +35,8 @@ def rows_of(raws: Sequence[str | bytes | None], now_ms: int) -> tuple[list[dict]
     """One row per record (the suite's columns plus event_age_ms), and how many were not JSON objects."""
     rows, unparseable = [], 0
     for raw in raws:
+        if isinstance(raw, str) and raw.startswith(TRANSITION_TOKEN_PREFIX):
+            continue  # a transition token between two versions of the external state (not a request)
         rec = None
         if raw:
             try:

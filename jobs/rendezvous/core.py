@@ -22,6 +22,9 @@ Rules (docs/architecture.md, "The rendezvous"):
   before their request are held (bounded) until the request comes or the orphan timeout passes.
   A duplicate request does not produce a second answer. State is kept `answered_retention_ms` after
   the answer (to recognise late scores and duplicates), then cleared.
+- During a hand-over between two versions of the rendezvous (jobs/common/transition.py), a request owned by the
+  other version gets a foreign mailbox (`on_foreign_request`, `hand_over`): nothing goes out of it, no answer,
+  no late score; its scores are dropped; it is kept `answered_retention_ms` (duplicates), then cleared.
 """
 
 from __future__ import annotations
@@ -101,6 +104,7 @@ class Effects:
     changed: bool = True  # False when the mailbox is untouched (nothing to write back)
     duplicate_request: bool = False
     dropped_scores: int = 0  # duplicates of a model's score for this request, or over the bound
+    handed_over: int = 0  # a request or score of the other version's, during a hand-over (nothing goes out)
 
 
 @dataclass(frozen=True)
@@ -133,8 +137,29 @@ class Rendezvous:
         self._evaluate(mb, schedule, now, eff)
         return eff
 
+    def on_foreign_request(self, mb: Mailbox, request_time_ms: int, now: int) -> Effects:
+        """A request that another version of the rendezvous owns: its mailbox is the other version's."""
+        if mb.has_request:
+            return Effects(duplicate_request=True, changed=False)
+        mb.request_time_ms = request_time_ms
+        mb.received_at_ms = now
+        eff = self.hand_over(mb, now)
+        eff.handed_over = 1
+        return eff
+
+    def hand_over(self, mb: Mailbox, now: int) -> Effects:
+        """Make the mailbox another version's (one restored from the version handing over, by the version taking
+        over): its scores are dropped, its timers go off for nothing, it is cleared after the retention."""
+        mb.foreign = True
+        mb.reply_to = None
+        mb.scores.clear()
+        mb.expires_at_ms = max(mb.expires_at_ms or 0, now + self.config.answered_retention_ms)
+        return Effects(timers=[mb.expires_at_ms])
+
     def on_score(self, mb: Mailbox, score: Score, schedule: Schedule | None, now: int) -> Effects:
         eff = Effects()
+        if mb.foreign:  # the other version's request: its scores are its business
+            return Effects(changed=False, handed_over=1)
         if mb.answered:
             eff.late.append(LateScore(score=score, reason="after_answer", answered_at_ms=mb.answered_at_ms,
                                       observed_at_ms=now))
@@ -157,6 +182,10 @@ class Rendezvous:
 
     def on_timer(self, mb: Mailbox, schedule: Schedule | None, now: int) -> Effects:
         eff = Effects()
+        if mb.foreign:
+            eff.clear = mb.expires_at_ms is not None and now >= mb.expires_at_ms
+            eff.changed = False
+            return eff
         if mb.expires_at_ms is not None and now >= mb.expires_at_ms:
             if not mb.has_request:  # orphaned scores: their request never came
                 eff.late += [LateScore(score=h.to_score(mb.request_id, split_key(k)[0]), reason="orphan_expired",

@@ -18,6 +18,9 @@ Version 3 (`REPLY_STATE_VERSION`) is version 2 plus one last element, `reply_to`
 (a gateway's reply topic) until it is answered. It is written only for a mailbox that holds one, so a mailbox
 without one is still written as version 2, byte for byte as before: a savepoint taken while no gateway sent
 requests restores into the release before return addresses too.
+Version 4 (`HANDED_OVER_STATE_VERSION`) is version 3 plus one last element, `True`: the mailbox belongs to another
+version of the rendezvous (a request on the other side of a transition token, or a mailbox a version taking over
+restored from the one handing over; jobs/common/transition.py). Written only for such a mailbox.
 """
 
 from __future__ import annotations
@@ -35,7 +38,10 @@ reading the old one) on change."""
 REPLY_STATE_VERSION = 3
 """Version 2 plus the return address as a last element: written for a mailbox that holds one."""
 
-_LENGTHS = {1: 9, MAILBOX_STATE_VERSION: 9, REPLY_STATE_VERSION: 10}
+HANDED_OVER_STATE_VERSION = 4
+"""Version 3 plus a last element, True: the mailbox is another version's (written only for such a mailbox)."""
+
+_LENGTHS = {1: 9, MAILBOX_STATE_VERSION: 9, REPLY_STATE_VERSION: 10, HANDED_OVER_STATE_VERSION: 11}
 """Elements of the state tuple of each encoding this code reads."""
 
 MAILBOX_READS = tuple(sorted(_LENGTHS))
@@ -90,6 +96,7 @@ class Mailbox:
     expires_at_ms: int | None = None  # when this mailbox is cleared (orphan timeout or retention)
     scores: dict[str, HeldScore] = field(default_factory=dict)  # first score per model `id@version`
     reply_to: str | None = None  # the request's return address until it is answered (a gateway's reply topic)
+    foreign: bool = False  # another version of the rendezvous owns this request (a hand-over): nothing goes out
 
     @property
     def has_request(self) -> bool:
@@ -108,6 +115,8 @@ def to_state(mb: Mailbox) -> tuple:
         for key, h in mb.scores.items())
     base = (mb.first_seen_ms, mb.request_time_ms, mb.received_at_ms, mb.schedule_version, mb.stage,
             mb.answered_at_ms, mb.expires_at_ms, scores)
+    if mb.foreign:
+        return (HANDED_OVER_STATE_VERSION, *base, mb.reply_to, True)
     if mb.reply_to is None:
         return (MAILBOX_STATE_VERSION, *base)
     return (REPLY_STATE_VERSION, *base, mb.reply_to)
@@ -124,7 +133,8 @@ def from_state(request_id: str, value: tuple) -> Mailbox:
     encoding, first_seen, request_time, received, schedule_version, stage, answered, expires, scores = value[:9]
     mb = Mailbox(request_id=request_id, first_seen_ms=first_seen, request_time_ms=request_time,
                  received_at_ms=received, schedule_version=schedule_version, stage=stage, answered_at_ms=answered,
-                 expires_at_ms=expires, reply_to=value[9] if encoding == REPLY_STATE_VERSION else None)
+                 expires_at_ms=expires, reply_to=value[9] if encoding >= REPLY_STATE_VERSION else None,
+                 foreign=encoding == HANDED_OVER_STATE_VERSION and bool(value[10]))
     for key, version, output_json, error, started, finished, arrived, req_time, rcv in scores:
         if encoding == 1:  # keyed by model id then
             key = f"{key}@{version}"

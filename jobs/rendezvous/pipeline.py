@@ -13,13 +13,14 @@ from typing import NamedTuple
 
 from pyflink.common import Row, Time, Types
 from pyflink.datastream import DataStream, RuntimeContext, StreamExecutionEnvironment
-from pyflink.datastream.functions import KeyedBroadcastProcessFunction, MapFunction
+from pyflink.datastream.functions import FlatMapFunction, KeyedBroadcastProcessFunction
 from pyflink.datastream.state import (
     MapStateDescriptor,
     StateTtlConfig,
     ValueStateDescriptor,
 )
 
+from jobs.common.transition import Ownership, parse_token, read_registry
 from jobs.rendezvous.core import Effects, Rendezvous, RendezvousConfig
 from jobs.rendezvous.mailbox import MAILBOX_UID, Mailbox, from_state, to_state
 
@@ -50,6 +51,7 @@ class Env(NamedTuple):
     received_at_ms: int | None = None
     raw: str | None = None
     reply_to: str | None = None  # a request's return address, as written (checked by the function)
+    mine: bool = True  # a request this version owns (jobs/common/transition.py); else another version's
 
 
 ENVELOPE = Types.PICKLED_BYTE_ARRAY()
@@ -84,9 +86,36 @@ def score_of(e: Env) -> Score:
                                  started_at_ms=e.started_at_ms, finished_at_ms=e.finished_at_ms)
 
 
-class EnvelopeMap(MapFunction):
-    def map(self, value):
-        return envelope(value)
+class Envelopes(FlatMapFunction):
+    """Input records (`jobs.common.kafka.POSITIONED` rows, or plain strings from a test's source) into envelopes.
+    Transition tokens in the augmented topic (jobs/common/transition.py) decide which of its requests (and
+    unreadable records) this version owns; they go no further. Every version reads every score."""
+
+    def __init__(self, settings: RendezvousSettings):
+        self.hand_over = (settings.owner_name, not settings.takes_over, settings.kafka, settings.transitions_topic,
+                          settings.augmented_topic)
+
+    def open(self, runtime_context: RuntimeContext):
+        owner, first, kafka, registry, topic = self.hand_over
+        self.topic = topic
+        self.ownership = Ownership(owner, first, read_registry(kafka, registry, [topic]))
+
+    def flat_map(self, value):
+        if value is None or isinstance(value, str):
+            yield envelope(value)
+            return
+        topic, partition, offset, raw = value[0], value[1], value[2], value[3]
+        if topic != self.topic:
+            yield envelope(raw)
+            return
+        info = parse_token(raw)
+        if info is not None:
+            self.ownership.token(topic, partition, offset, info)
+            return
+        e = envelope(raw)
+        if not self.ownership.owns(topic, partition, offset):
+            e = e._replace(mine=False)
+        yield e
 
 
 # ------------------------------------------------------------------------------------------------- outputs
@@ -149,6 +178,7 @@ class RendezvousFunction(KeyedBroadcastProcessFunction):
                              settings.reply_topics_refresh_ms)
         # a first attempt replays nothing already answered unless it resumes the group's offsets or a snapshot
         self.recover_first_attempt = settings.start == "committed" or settings.restored
+        self.taken_over_at_ms = settings.taken_over_at_ms
 
     def open(self, runtime_context: RuntimeContext):
         mailbox = ValueStateDescriptor("mailbox", Types.PICKLED_BYTE_ARRAY())
@@ -173,7 +203,7 @@ class RendezvousFunction(KeyedBroadcastProcessFunction):
         try:
             group = runtime_context.get_metrics_group().add_group("rendezvous")
             for name in ("answers", "answers_default", "late_scores", "duplicate_requests", "dropped_scores",
-                         "invalid", "recovered_answers", "recovery_failed", "replies", "reply_dropped"):
+                         "invalid", "recovered_answers", "recovery_failed", "replies", "reply_dropped", "handed_over"):
                 self.counters[name] = group.counter(name)
         except Exception:  # noqa: BLE001 - metrics are optional (not every execution mode has them)
             self.counters = {}
@@ -247,6 +277,7 @@ class RendezvousFunction(KeyedBroadcastProcessFunction):
             self.mailbox.update(to_state(mb))
         self._count("duplicate_requests", int(eff.duplicate_request))
         self._count("dropped_scores", eff.dropped_scores)
+        self._count("handed_over", eff.handed_over)
         for late in eff.late:
             self._count("late_scores")
             yield self.routes.late_score(late)
@@ -268,15 +299,31 @@ class RendezvousFunction(KeyedBroadcastProcessFunction):
         value = self.mailbox.value()
         return Mailbox(request_id=request_id, first_seen_ms=now) if value is None else from_state(request_id, value)
 
+    def _inherited(self, mb: Mailbox, now: int) -> Effects | None:
+        """A version taking over restored the mailboxes of the one handing over: the requests received before it
+        started are that version's to answer (it runs on until they are). Made foreign the first time they are
+        touched here."""
+        if (self.taken_over_at_ms is not None and mb.has_request and not mb.foreign
+                and mb.received_at_ms < self.taken_over_at_ms):
+            return self.core.hand_over(mb, now)
+        return None
+
     # ---------------------------------------------------------------- events
     def process_element(self, value, ctx):
         now = int(time.time() * 1000)
         if value.kind == "invalid":
+            if not value.mine:
+                return  # the other version's to quarantine (a hand-over)
             self._count("invalid")
             yield self.routes.quarantine(value.raw)
             return
         mb = self._load(value.request_id, now)
-        if value.kind == "request":
+        inherited = self._inherited(mb, now)
+        if inherited is not None:
+            yield from self._apply(inherited, mb, ctx.timer_service())
+        if value.kind == "request" and not value.mine:
+            eff = self.core.on_foreign_request(mb, value.request_time_ms, now)
+        elif value.kind == "request":
             reply = value.reply_to
             if reply is not None and not self.replies.allowed(reply, now):
                 self._count("reply_dropped")  # not a reply topic of this answers topic, or none that exists
@@ -293,6 +340,9 @@ class RendezvousFunction(KeyedBroadcastProcessFunction):
         if value is None:
             return  # nothing stored for this key (already cleared)
         mb = from_state(ctx.get_current_key(), value)
+        inherited = self._inherited(mb, now)
+        if inherited is not None:
+            yield from self._apply(inherited, mb, ctx.timer_service())
         sched = self._schedule(ctx, mb.schedule_version) if mb.has_request else None
         yield from self._apply(self.core.on_timer(mb, sched, now), mb, ctx.timer_service())
 
@@ -305,11 +355,11 @@ def build(env: StreamExecutionEnvironment, settings: RendezvousSettings, source:
 
     data = source if source is not None else kafka_source(
         env, settings.kafka, [settings.augmented_topic, settings.scores_topic], settings.group_id,
-        uid="rendezvous-source", name="requests.augmented + scores", start=settings.start)
+        uid="rendezvous-source", name="requests.augmented + scores", start=settings.start, positioned=True)
     sched = schedules if schedules is not None else kafka_source(
         env, settings.kafka, settings.schedules_topic, f"{settings.group_id}-schedules",
         uid="rendezvous-schedules-source", name=settings.schedules_topic, start="earliest")
-    keyed = data.map(EnvelopeMap(), output_type=ENVELOPE).uid("rendezvous-envelope").name("envelope") \
+    keyed = data.flat_map(Envelopes(settings), output_type=ENVELOPE).uid("rendezvous-envelope").name("envelope") \
         .key_by(lambda e: e[1], key_type=Types.STRING())
     out = keyed.connect(sched.broadcast(SCHEDULES_STATE)).process(RendezvousFunction(settings), output_type=ROUTED) \
         .uid(MAILBOX_UID).name("rendezvous")

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from jobs.common.settings import JobSettings, StateEncoding
+from jobs.common.settings import HandedOverJob, StateEncoding
 from jobs.rendezvous.mailbox import MAILBOX_READS, MAILBOX_STATE_VERSION, MAILBOX_UID
 from jobs.rendezvous.schedule import BUILTIN_SCHEDULE
 from schemas.records import Schedule
 
 
-class RendezvousSettings(JobSettings):
+class RendezvousSettings(HandedOverJob):
     model_config = SettingsConfigDict(env_prefix="RENDEZVOUS_RENDEZVOUS_")  # the rest from JobSettings
 
     job_name: str = "rendezvous"
@@ -40,6 +40,9 @@ class RendezvousSettings(JobSettings):
     reply_topics_refresh_ms: int = Field(default=5_000, gt=0)
     """How often at most the broker's topic list is read again when a request names a reply topic not seen yet
     (jobs/rendezvous/replies.py: replies go only to existing `<answers_topic>.*` topics)."""
+    taken_over_at_ms: int | None = None
+    """Set by `rendezvous upgrade` on a version taking over: the mailboxes it restored with a request received before
+    this time are the version handing over's (it answers them); this one keeps them only as foreign tombstones."""
     max_deadline_ms: int = 600_000
     """The largest stage deadline a schedule may have (schemas.records.Stage); sizes the state TTL."""
 

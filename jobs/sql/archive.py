@@ -98,8 +98,11 @@ def insert_archive(t: ArchiveTable) -> str:
     sel.append("UNIX_TIMESTAMP(CAST(kafka_time AS STRING), 'yyyy-MM-dd HH:mm:ss.SSS') * 1000 "
                f"+ EXTRACT(MILLISECOND FROM kafka_time) AS {quote('kafka_time_ms')}")
     sel += [f"DATE_FORMAT(TO_TIMESTAMP_LTZ({t.time_ms}, 3), {literal(fmt)}) AS {quote(p)}" for p, fmt in PARTITIONS]
+    where = ""
+    if t.source == RAW_SOURCE:  # transition tokens between two versions of the rendezvous are not requests
+        where = f"\nWHERE `raw` IS NULL OR `raw` NOT LIKE {literal(records.TRANSITION_TOKEN_PREFIX + '%')}"
     return (f"INSERT INTO {quote('archive_' + t.name)}\nSELECT\n  " + ",\n  ".join(sel)
-            + f"\nFROM {quote(t.source)}")
+            + f"\nFROM {quote(t.source)}" + where)
 
 
 def raw_source(augmented_topic: str, group_id: str) -> str:

@@ -177,6 +177,8 @@ def one_of_each(i: int) -> dict:
         Request,
         Schedule,
         Stage,
+        TokenPosition,
+        Transitions,
     )
 
     req = Request(request_id=f"q{i}", entity_id="e", event_time_ms=T0 + i, amount=1.0, merchant_category="m",
@@ -198,6 +200,8 @@ def one_of_each(i: int) -> dict:
         "registry": ModelEntry(model_id=f"m{i}", version="1", card={}, registered_at_ms=T0, stage_since_ms=T0),
         "labels": Label(request_id=f"q{i}", outcome="legit", positive=False, event_time_ms=T0, known_at_ms=T0 + i),
         "metrics": Metrics(kind="model", window_start_ms=T0, window_end_ms=T0 + 10_000, model="m@1", count=i),
+        "transitions": Transitions(topic=f"requests-{i}", tokens=[TokenPosition(
+            upgrade_id="u", partition=0, offset=i, owner="rendezvous#2", written_at_ms=T0 + i)]),
     }
 
 

@@ -94,7 +94,7 @@ def test_control_topics_keep_one_partition_under_any_names():
     from schemas.topics import TOPICS, TopicNames
 
     single = {t.name for t in TOPICS if t.single_partition}
-    assert single == {"schedules", "lifecycle", "models"}
+    assert single == {"schedules", "lifecycle", "models", "transitions"}
     specs = TopicNames.suffixed("x").specs()
     assert {s.name for s in specs if s.single_partition} == {f"{n}-x" for n in single}
     assert next(s for s in specs if s.name == "answers-x").config == {"message.timestamp.type": "LogAppendTime"}
@@ -129,8 +129,8 @@ def test_the_declared_readers_are_the_code_that_reads():
     assert ExternalStateSettings.state_encodings()[FEATURES_UID].writes == ENTITY_STATE_VERSION
     assert set(QualitySettings.state_encodings()) == {BATCHES_UID}
     assert ModelJobSettings.state_encodings() == {} and SmokeSettings.state_encodings() == {}
-    for v in MAILBOX_READS:  # every declared version is read (9 fields; 3 adds the return address)
-        extra = ("answers.gw",) if v == 3 else ()
+    for v in MAILBOX_READS:  # every declared version is read (9 fields; 3 adds the return address, 4 the foreign flag)
+        extra = {3: ("answers.gw",), 4: (None, True)}.get(v, ())
         assert from_state("r", (v, 1, None, None, None, 0, None, None, (), *extra)).request_id == "r"
-    with pytest.raises(StateVersionError, match=r"reads versions \[1, 2, 3\]"):
+    with pytest.raises(StateVersionError, match=r"reads versions \[1, 2, 3, 4\]"):
         from_state("r", (max(MAILBOX_READS) + 1, 1, None, None, None, 0, None, None, ()))

@@ -24,7 +24,7 @@ from schemas.topics import TopicNames
 def test_every_stream_has_a_table_of_its_topic():
     names = {t.name for t in TABLES}
     assert names == {"requests", "augmented_requests", "scores", "late_scores", "answers", "quarantine",
-                     "lifecycle", "quality", "schedules", "registry", "labels", "metrics"}
+                     "lifecycle", "quality", "schedules", "registry", "labels", "metrics", "transitions"}
     assert {t.topic_field for t in TABLES} == set(TopicNames.__dataclass_fields__)
 
 

@@ -1,0 +1,306 @@
+"""`rendezvous upgrade external-state|rendezvous`: the seed's upgrade protocol ("Upgrading the Rendezvous System"),
+on Flink. A new version of a thread-mode job takes over from the running one without a gap in the output:
+
+1. check: the new code takes the running job's settings and reads every state encoding its savepoint may hold
+   (`control.ops.upgrade.check`); nothing is touched otherwise;
+2. snapshot token: a savepoint of the running version, taken without stopping it;
+3. the new version starts from that savepoint, quiescent (it owns no record: `takes_over`), on TaskManagers of
+   its own with its own code, under its own name and consumer group; it catches up from the savepoint's offsets
+   (the external state's features follow every request; the rendezvous sees every request and score) and is
+   caught up (snapshot-complete) when its committed offsets reach the input's end at the snapshot;
+4. transition tokens: one per partition of the input (`requests` for the external state, `requests.augmented` for
+   the rendezvous: it reads its tokens from its input directly, so the model jobs pass nothing), naming the new
+   version; where each landed goes to the transitions registry. Every record after a token is the new version's,
+   every record before it the old one's (jobs/common/transition.py): the old external state stops augmenting at
+   the token and the new one starts; the old rendezvous stops opening mailboxes at the token and answers the ones
+   it has, the new one opens mailboxes from the token on;
+5. the old version has passed every token (its committed offsets are past them); the rendezvous's last mailbox has
+   closed by the longest deadline of the schedules after that; the old version is then stopped with a savepoint.
+
+Each step is a lifecycle event (`upgrade`, `detail.step`). `--rollback` hands back the same way, to the code the
+last upgrade came from.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from control import kafka_io
+from control.errors import ControlError
+from control.ops import deploy, upgrade
+from control.ops import jobs as jobs_lib
+from control.settings import RuntimeSettings
+from jobs.common.entry import SETTINGS
+from jobs.common.settings import HandedOverJob
+from jobs.common.transition import registry_record, token_json
+from jobs.external_state.settings import ExternalStateSettings
+from jobs.rendezvous.settings import RendezvousSettings
+from schemas.records import LifecycleEvent, Schedule, TokenPosition, Transitions, now_ms
+from schemas.topics import LIFECYCLE, TRANSITIONS
+
+KINDS: dict[str, type[HandedOverJob]] = {"external-state": ExternalStateSettings, "rendezvous": RendezvousSettings}
+
+
+def input_topics(settings: HandedOverJob) -> list[str]:
+    """The topics whose partitions are handed over: the one the job's requests come from. (Every version of the
+    rendezvous reads every score: the scores topic carries no tokens.)"""
+    return [settings.source_topic if isinstance(settings, ExternalStateSettings) else settings.augmented_topic]
+
+
+def successor_names(settings: HandedOverJob) -> tuple[str, str]:
+    """The next version's owner name and consumer group: `<job name>#<n+1>`, `<group>#<n+1>` (n: 1 for a job that
+    was never handed over)."""
+    owner = settings.owner_name
+    m = re.fullmatch(r"(.*)#(\d+)", owner)
+    n = int(m.group(2)) if m else 1
+    base_group = re.sub(r"#\d+$", "", settings.group_id)
+    return f"{settings.job_name}#{n + 1}", f"{base_group}#{n + 1}"
+
+
+def running_job(kind: str, s: RuntimeSettings, job_name: str | None = None) -> str:
+    """The id of the one running job of this kind (by job name; default: the kind's default name)."""
+    cls = KINDS[kind]
+    name = job_name or cls.model_fields["job_name"].default
+    found = [j.jid for j in jobs_lib.list_jobs(s) if j.state == "RUNNING" and j.name == name]
+    if len(found) != 1:
+        raise ControlError(f"{'no' if not found else len(found)} running job named {name!r} "
+                           f"({', '.join(found) or 'see `rendezvous job list`'}): name the one to upgrade with --job")
+    return found[0]
+
+
+def savepoint(job_id: str, s: RuntimeSettings, timeout: float = 180.0) -> str:
+    """A savepoint of the running job, which goes on running (the snapshot token); its path."""
+    trig = jobs_lib.flink_rest(s, f"/jobs/{job_id}/savepoints", method="POST",
+                               body={"target-directory": f"file://{s.savepoint_dir}", "cancel-job": False,
+                                     "formatType": "CANONICAL"})
+    return _await_operation(s, f"/jobs/{job_id}/savepoints/{trig['request-id']}", timeout, "savepoint")
+
+
+def checkpoint(job_id: str, s: RuntimeSettings, timeout: float = 120.0) -> None:
+    """Take a checkpoint now (its completion commits the sources' offsets to the job's consumer group)."""
+    trig = jobs_lib.flink_rest(s, f"/jobs/{job_id}/checkpoints", method="POST", body={})
+    _await_operation(s, f"/jobs/{job_id}/checkpoints/{trig['request-id']}", timeout, "checkpoint")
+
+
+def _await_operation(s: RuntimeSettings, path: str, timeout: float, what: str) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        st = jobs_lib.flink_rest(s, path)
+        if st["status"]["id"] == "COMPLETED":
+            op = st.get("operation", {})
+            if "failure-cause" in op:
+                raise ControlError(f"{what} failed: {json.dumps(op['failure-cause'])[:2000]}")
+            return op.get("location", "")
+        time.sleep(0.2)
+    raise ControlError(f"{what} did not complete within {timeout:.0f} s")
+
+
+Positions = dict[tuple[str, int], int]
+"""Offsets by (topic, partition)."""
+
+
+def end_offsets(s: RuntimeSettings, topics: list[str]) -> Positions:
+    from kafka import TopicPartition
+
+    c = kafka_io.consumer(s.bootstrap_servers, enable_auto_commit=False, group_id=None)
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in sorted(c.partitions_for_topic(t) or [])]
+        return {(tp.topic, tp.partition): off for tp, off in c.end_offsets(tps).items()}
+    finally:
+        c.close()
+
+
+def committed(s: RuntimeSettings, group: str, positions: list[tuple[str, int]]) -> Positions:
+    """The group's committed offsets of these partitions (-1: none)."""
+    from kafka import TopicPartition
+
+    c = kafka_io.consumer(s.bootstrap_servers, enable_auto_commit=False, group_id=group)
+    try:
+        return {(t, p): (c.committed(TopicPartition(t, p)) or -1) for t, p in positions}
+    finally:
+        c.close()
+
+
+def wait_committed(job_id: str, s: RuntimeSettings, group: str, at_least: Positions, timeout: float,
+                   what: str) -> float:
+    """Checkpoint the job until its group's committed offsets reach `at_least` in every partition; seconds taken."""
+    t0 = time.monotonic()
+    while True:
+        checkpoint(job_id, s)
+        got = committed(s, group, sorted(at_least))
+        if all(got[tp] >= off for tp, off in at_least.items()):
+            return time.monotonic() - t0
+        if time.monotonic() - t0 > timeout:
+            raise ControlError(f"{what}: after {timeout:.0f} s job {job_id} has committed {got}, not yet {at_least}; "
+                               "it is still running: look at it (`rendezvous job list`), then retry")
+        time.sleep(0.5)
+
+
+def write_tokens(s: RuntimeSettings, topics: list[str], upgrade_id: str, owner: str, previous: str,
+                 registry_topic: str) -> dict[str, list[TokenPosition]]:
+    """One transition token into every partition of each topic; where they landed goes to the registry."""
+    p = kafka_io.producer(s.bootstrap_servers, acks="all")
+    out: dict[str, list[TokenPosition]] = {}
+    try:
+        at = now_ms()
+        futures = {(t, part): p.send(t, token_json(upgrade_id, t, part, owner, previous, at).encode(), partition=part)
+                   for t, part in sorted(end_offsets(s, topics))}
+        p.flush()
+        for (t, part), f in futures.items():
+            out.setdefault(t, []).append(TokenPosition(upgrade_id=upgrade_id, partition=part,
+                                                       offset=f.get(timeout=30).offset, owner=owner, written_at_ms=at))
+        current: dict[str, Transitions] = {}
+        for key, value in kafka_io.read_to_end(s.bootstrap_servers, registry_topic):
+            if key is not None and key.decode() in out and value:
+                current[key.decode()] = Transitions.parse(value)
+        for t, positions in out.items():
+            p.send(registry_topic, registry_record(current.get(t), t, positions).to_json().encode(),
+                   key=t.encode()).get(timeout=30)
+    finally:
+        p.close()
+    return out
+
+
+def longest_deadline_ms(s: RuntimeSettings, settings: RendezvousSettings) -> int:
+    """The longest last-stage deadline of the schedules the rendezvous may be answering by (a mailbox's life)."""
+    longest = settings.builtin_schedule.stages[-1].deadline_ms
+    for _, value in kafka_io.read_to_end(s.bootstrap_servers, settings.schedules_topic):
+        try:
+            longest = max(longest, Schedule.parse(value).stages[-1].deadline_ms)
+        except (ValueError, TypeError):
+            continue
+    return longest
+
+
+@dataclass
+class HandOver:
+    kind: str
+    upgrade_id: str
+    from_job_id: str
+    job_id: str
+    owner: str
+    previous: str
+    snapshot: str
+    tokens: dict[str, list[TokenPosition]]
+    """Where the transition tokens landed, by topic."""
+    old_savepoint: str
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+
+def code_of(digest: str | None, s: RuntimeSettings, lifecycle_topic: str) -> Path:
+    """A directory holding the code with this digest: the checkout, or the code of an earlier upgrade."""
+    candidates = [s.home]
+    for _, value in kafka_io.read_to_end(s.bootstrap_servers, lifecycle_topic):
+        try:
+            e = LifecycleEvent.parse(value)
+        except ValueError:
+            continue
+        if e.kind == "upgrade" and e.detail.get("code_dir"):
+            candidates.append(Path(e.detail["code_dir"]))
+    for c in candidates:
+        if c.is_dir() and (c / "jobs").is_dir() and jobs_lib.sources_digest(c) == digest:
+            return c
+    raise ControlError(f"no directory with the code {str(digest)[:12]} the job was upgraded from (the checkout and "
+                       "earlier upgrades' code differ): pass it with --code DIR")
+
+
+def previous_code(job_id: str, s: RuntimeSettings, lifecycle_topic: str = LIFECYCLE) -> Path:
+    """For `--rollback`: the code the running job's version took over from (its upgrade's lifecycle record)."""
+    for _, value in reversed(kafka_io.read_to_end(s.bootstrap_servers, lifecycle_topic)):
+        try:
+            e = LifecycleEvent.parse(value)
+        except ValueError:
+            continue
+        if e.kind == "upgrade" and e.job_id == job_id and e.detail.get("step") == "completed":
+            return code_of(e.detail.get("from_code"), s, lifecycle_topic)
+    raise ControlError(f"job {job_id} did not take over from another version (no completed `upgrade` of it in "
+                       f"{lifecycle_topic}): there is nothing to roll back to; deploy the code you want with --code")
+
+
+def hand_over(job_id: str, code: Path | None = None, s: RuntimeSettings | None = None,
+              progress: Callable[[str], None] | None = None, lifecycle_topic: str = LIFECYCLE,
+              registry_topic: str | None = None, catch_up_timeout: float = 300.0, rollback: bool = False) -> HandOver:
+    """Hand the running external-state or rendezvous job `job_id` over to a new version from `code` (module doc)."""
+    s = s or RuntimeSettings()
+    say = progress or (lambda m: None)
+    if rollback and code is None:
+        code = previous_code(job_id, s, lifecycle_topic)
+    rec = upgrade.check(job_id, code, s)
+    old = rec.settings
+    if not isinstance(old, HandedOverJob):
+        raise ControlError(f"job {job_id} is a {type(old).__name__} job: only the external state and the rendezvous "
+                           "hand over with tokens; upgrade a model job with `rendezvous job upgrade` or a roll")
+    kind = "rendezvous" if isinstance(old, RendezvousSettings) else "external-state"
+    if "takes_over" not in json.loads(jobs_lib.job_parameters(job_id, s).get(SETTINGS, "{}")):
+        raise ControlError(f"job {job_id} runs code from before transition tokens: it would not stop at a token. "
+                           f"Upgrade it once with `rendezvous job upgrade {job_id}` (stop, then start from the "
+                           "savepoint), and hand over without stopping from then on")
+    root = jobs_lib.check_code(s, deploy.ENTRY_POINTS[type(old)], code)
+    topics = input_topics(old)
+    registry = registry_topic or old.transitions_topic or TRANSITIONS
+    owner, group = successor_names(old)
+    hid = uuid.uuid4().hex[:12]
+    base = {"name": old.job_name, "upgrade_id": hid, "kind": kind, "from_job_id": job_id, "owner": owner,
+            "previous": old.owner_name, "from_code": rec.code, "to_code": jobs_lib.sources_digest(root),
+            "code_dir": str(root), "rollback": rollback}
+    t: dict[str, float] = {}
+
+    def step(name: str, jid: str | None = None, **detail) -> None:
+        deploy._record(s, LifecycleEvent(kind="upgrade", job_id=jid, at_ms=now_ms(),
+                                         detail={**base, "step": name, **detail}), lifecycle_topic)
+
+    say(f"state check passed ({', '.join(sorted(rec.state or {})) or 'no state'}); {old.owner_name} -> {owner}")
+    step("started", job_id)
+    t0 = time.monotonic()
+    snap = savepoint(job_id, s)
+    target = end_offsets(s, topics)
+    t["snapshot_s"] = time.monotonic() - t0
+    say(f"snapshot token: savepoint {snap} of the running {old.owner_name} ({t['snapshot_s']:.1f} s)")
+    step("snapshot", job_id, savepoint=snap, input_end={f"{t}:{p}": o for (t, p), o in target.items()})
+    fields: dict = {"owner": owner, "group_id": group, "takes_over": True}
+    if isinstance(old, RendezvousSettings):
+        fields.update(restored=True, taken_over_at_ms=now_ms())
+    new_settings = old.model_copy(update=fields)
+    t0 = time.monotonic()
+    try:
+        new = deploy.submit_job(new_settings, s, snap, True, rec.execution_mode, parallelism=rec.parallelism,
+                                code=root)
+    except ControlError as e:
+        step("failed", job_id, error=str(e)[:2000])
+        raise ControlError(f"the new version did not start ({e}); {old.owner_name} (job {job_id}) runs on, "
+                           "untouched: nothing was handed over") from e
+    t["start_s"] = time.monotonic() - t0
+    say(f"{owner} runs as job {new}, quiescent ({t['start_s']:.1f} s); catching up from the snapshot")
+    step("quiescent", new)
+    try:
+        t["catch_up_s"] = wait_committed(new, s, group, target, catch_up_timeout, "catching up")
+    except ControlError as e:
+        jobs_lib.cancel(new, s)
+        step("failed", new, error=str(e)[:2000])
+        raise ControlError(f"{e}\nThe new version was cancelled; {old.owner_name} (job {job_id}) runs on, "
+                           "untouched: nothing was handed over") from e
+    say(f"snapshot complete: {owner} has caught up ({t['catch_up_s']:.1f} s)")
+    step("snapshot_complete", new)
+    tokens = write_tokens(s, topics, hid, owner, old.owner_name, registry)
+    landed = {f"{t}:{p.partition}": p.offset for t, ps in tokens.items() for p in ps}
+    say("transition tokens written: " + ", ".join(f"{k} at offset {o}" for k, o in landed.items()))
+    step("transition", new, tokens=landed)
+    t0 = time.monotonic()
+    wait_committed(job_id, s, old.group_id, {(t, p.partition): p.offset + 1 for t, ps in tokens.items() for p in ps},
+                   catch_up_timeout, f"{old.owner_name} passing its tokens")
+    t["old_passed_s"] = time.monotonic() - t0
+    if isinstance(old, RendezvousSettings):
+        drain_ms = longest_deadline_ms(s, old) + 1_000
+        say(f"{old.owner_name} passed the tokens; its last mailboxes close within {drain_ms} ms")
+        time.sleep(drain_ms / 1000)
+        t["drain_s"] = drain_ms / 1000
+    old_sp = jobs_lib.stop_with_savepoint(job_id, s, retire=True)
+    say(f"{old.owner_name} (job {job_id}) stopped with savepoint {old_sp}; {owner} (job {new}) answers alone")
+    step("completed", new, old_savepoint=old_sp, timings_s={k: round(v, 3) for k, v in t.items()})
+    return HandOver(kind, hid, job_id, new, owner, old.owner_name, snap, tokens, old_sp, t)
