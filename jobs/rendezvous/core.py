@@ -153,7 +153,7 @@ class Rendezvous:
         mb.foreign = True
         mb.reply_to = None
         mb.scores.clear()
-        mb.expires_at_ms = max(mb.expires_at_ms or 0, now + self.config.answered_retention_ms)
+        mb.expires_at_ms = now + self.config.answered_retention_ms
         return Effects(timers=[mb.expires_at_ms])
 
     def on_score(self, mb: Mailbox, score: Score, schedule: Schedule | None, now: int) -> Effects:

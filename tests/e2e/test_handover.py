@@ -11,8 +11,6 @@ before, during and after each hand-over, and how long each step took."""
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -21,7 +19,15 @@ from control.ops import deploy, handover, jobs, schedules
 from schemas.model_card import ModelCard
 from schemas.records import Answer, AugmentedRequest, LifecycleEvent, QuarantineRecord
 from schemas.topics import TopicNames
-from tests.e2e.test_upgrade import EDITS, V2, Load, changed_copy, request, restarts, wait_for
+from tests.e2e.test_upgrade import (
+    EDITS,
+    V2,
+    Load,
+    changed_copy,
+    request,
+    restarts,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
