@@ -6,7 +6,7 @@ RDV    := $(VENV)/bin/rendezvous
 # MLServer's dependencies clash with PyFlink's: it gets its own virtualenv, as it would get its own container
 MLSV   := .venv-mlserver
 
-.PHONY: setup demo test test-unit faults chaos bench bench-stages bench-model up down status clean
+.PHONY: setup demo test test-unit faults chaos bench bench-stages bench-handover bench-model up down status clean
 
 setup: $(VENV)/.installed $(MLSV)/.installed build/jars/.resolved build/jars/flink/rendezvous-jvm.jar build/jars/beam/rendezvous-beam-loopback.jar build/jars/metrics/rendezvous-metrics-prometheus.jar artifacts/models/.trained
 
@@ -112,6 +112,9 @@ bench: setup
 
 bench-stages: setup
 	$(PY) -m bench.stages $(BENCH_ARGS)
+
+bench-handover: setup
+	$(PY) -m bench.handover $(BENCH_ARGS)
 
 bench-model: setup
 	$(PY) -m bench.model_job $(BENCH_ARGS)

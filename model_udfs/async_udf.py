@@ -111,7 +111,7 @@ class ModelAsyncFunction(AsyncFunction):
 
     async def async_invoke(self, value: str) -> List[str]:
         received = _now_ms()
-        if value.startswith(TRANSITION_TOKEN_PREFIX):
+        if value is not None and value.startswith(TRANSITION_TOKEN_PREFIX):
             return []  # a transition token between two versions of the rendezvous: not a request (nothing to score)
         try:
             aug = json.loads(value)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+from control import kafka_io
 from control.errors import ControlError, JobError, ModelNotReadyError
 from control.ops import jobs as jobs_lib
 from control.ops import lifecycle
@@ -92,6 +93,39 @@ def submit_job(settings: JobSettings, s: RuntimeSettings, savepoint: str | None 
     return jid
 
 
+def current_owner(s: RuntimeSettings, registry_topic: str, topic: str) -> str | None:
+    """The version that owns `topic`'s records now, by the transitions registry (the owner named by the last token
+    of each partition; None: no hand-over of the topic yet)."""
+    from schemas.records import Transitions
+
+    if not registry_topic:
+        return None
+    found = None
+    for key, value in kafka_io.read_to_end(s.bootstrap_servers, registry_topic):
+        if key == topic.encode() and value:
+            found = Transitions.parse(value)
+    if found is None or not found.tokens:
+        return None
+    last = {t.partition: t.owner for t in found.tokens}
+    owners = set(last.values())
+    if len(owners) != 1:
+        raise ControlError(f"the partitions of {topic} are owned by different versions ({last}): a hand-over did not "
+                           "finish. Finish it (`rendezvous upgrade`) or name the owner (RENDEZVOUS_*_OWNER)")
+    return owners.pop()
+
+
+def _adopt_owner(cls: type[JobSettings], s: RuntimeSettings, fields: dict) -> None:
+    """A fresh external state or rendezvous deployed after a hand-over takes the name of the version that owns its
+    input now: otherwise it would own none of the records after the last token."""
+    if fields.get("owner") or fields.get("takes_over"):
+        return
+    probe = job_settings(cls, s, **fields)
+    topic = probe.source_topic if isinstance(probe, ExternalStateSettings) else probe.augmented_topic
+    owner = current_owner(s, probe.transitions_topic, topic)
+    if owner is not None:
+        fields["owner"] = owner
+
+
 def deploy_external_state(s: RuntimeSettings | None = None, savepoint: str | None = None, wait: bool = True,
                           execution_mode: str = "thread", parallelism: int | None = None, code: Path | None = None,
                           **fields) -> str:
@@ -99,6 +133,7 @@ def deploy_external_state(s: RuntimeSettings | None = None, savepoint: str | Non
     here); see docs/architecture.md, "Execution modes". `fields`: ExternalStateSettings fields. `code`: the root
     of the code to deploy (default: this checkout)."""
     s = s or RuntimeSettings()
+    _adopt_owner(ExternalStateSettings, s, fields)
     settings = job_settings(ExternalStateSettings, s, **fields)
     jid = submit_job(settings, s, savepoint, wait, execution_mode, parallelism=parallelism, code=code)
     _record(s, LifecycleEvent(kind="job_submitted", job_id=jid, at_ms=now_ms(),
@@ -175,6 +210,7 @@ def deploy_rendezvous(s: RuntimeSettings | None = None, savepoint: str | None = 
     s = s or RuntimeSettings()
     if savepoint:
         fields.setdefault("restored", True)
+    _adopt_owner(RendezvousSettings, s, fields)
     settings = job_settings(RendezvousSettings, s, **fields)
     running = rendezvous_answering_on(settings.answers_topic, s)
     if running:

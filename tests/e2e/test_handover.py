@@ -134,6 +134,10 @@ def test_the_rendezvous_and_the_external_state_hand_over_to_new_code_under_load_
         (f"ho-rz-{unique}", f"ho-rz-{unique}#2"), (f"ho-es-{unique}", f"ho-es-{unique}#2"),
         (f"ho-rz-{unique}#2", f"ho-rz-{unique}#3")]
 
+    # a fresh deployment on these topics takes the name of the version that owns them now (else it would own nothing)
+    assert deploy.current_owner(s, t.transitions, t.augmented) == f"ho-rz-{unique}#3"
+    assert deploy.current_owner(s, t.transitions, t.requests) == f"ho-es-{unique}#2"
+
     sent_at = {r["request_id"]: r["event_time_ms"] for r in sent}
     lat = sorted((sent_at[r], ts - sent_at[r], v[0][0].is_default) for r, v in answers.items() for _, ts in v[:1])
     print(f"[hand-over] {len(ids)} requests at 40/s, each augmented once and answered once; "

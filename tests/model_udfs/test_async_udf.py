@@ -88,3 +88,12 @@ def test_scores_errors_latency_and_shed_requests_are_gauges_labelled_with_the_mo
     values = {name: get() for name, get in ctx.gauges.items()}
     assert (values["scores"], values["errors"], values["skipped_stale"]) == (2, 1, 1)
     assert 30 <= values["latency_ms_sum"] < 1000  # the model's 30 ms, and the error score's few
+
+
+def test_a_transition_token_is_passed_by_and_a_null_record_is_an_error_score():
+    from jobs.common.transition import token_json
+
+    fn = ModelAsyncFunction(CARD)
+    assert run(fn, token_json("u", "requests.augmented", 0, "rendezvous#2", "rendezvous", 1)) == []
+    [err] = run(fn, None)
+    assert Score.parse(err).error.startswith("unreadable input")

@@ -91,3 +91,11 @@ def test_a_suite_that_cannot_run_is_reported_not_raised():
     r = v.validate([good(1)], NOW, NOW, now_ms=NOW)
     assert not r.success and (r.error or r.failed)
     QualityResult.parse(r.to_json())
+
+
+def test_transition_tokens_are_not_records_of_the_batch():
+    from jobs.common.transition import token_json
+
+    rows, unparseable = rows_of([good(1), token_json("u", "requests", 0, "external-state#2", "external-state", 1)],
+                                1_000)
+    assert len(rows) == 1 and unparseable == 0
