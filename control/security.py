@@ -64,13 +64,14 @@ class Grant:
 
 def grants(topics: TopicNames = TopicNames(), group_prefixes: dict[str, str] | None = None) -> list[Grant]:
     """The ACLs of every role for the topics `topics` names. The operators' principal may create, alter and read
-    every topic and group but writes only `schedules`, `lifecycle` and `models`: no super user but the
+    every topic and group but writes only `schedules`, `lifecycle`, `models` and `transitions`, and the transition
+    tokens of a hand-over into `requests` and `requests.augmented` (control/ops/handover.py): no super user but the
     broker's own, so only the rendezvous can write answers."""
     t = topics
     reads = {
-        "external_state": [t.requests],
+        "external_state": [t.requests, t.transitions],
         "model": [t.augmented],
-        "rendezvous": [t.augmented, t.scores, t.schedules, t.answers],
+        "rendezvous": [t.augmented, t.scores, t.schedules, t.answers, t.transitions],
         "quality": [t.requests],
         "client": [t.answers, t.schedules],
     }
@@ -86,7 +87,8 @@ def grants(topics: TopicNames = TopicNames(), group_prefixes: dict[str, str] | N
     out: list[Grant] = [Grant(op, o, "CLUSTER", "kafka-cluster") for o in ("CREATE", "DESCRIBE", "DESCRIBE_CONFIGS")]
     out += [Grant(op, o, "TOPIC", "*") for o in ("READ", "DESCRIBE", "DESCRIBE_CONFIGS", "ALTER_CONFIGS", "ALTER",
                                                  "CREATE", "DELETE")]
-    out += [Grant(op, "WRITE", "TOPIC", name) for name in (t.schedules, t.lifecycle, t.registry)]
+    out += [Grant(op, "WRITE", "TOPIC", name) for name in (t.schedules, t.lifecycle, t.registry, t.transitions,
+                                                           t.requests, t.augmented)]
     out += [Grant(op, o, "GROUP", "*") for o in ("READ", "DESCRIBE", "DELETE")]
     for role in reads:
         p = principal(role)

@@ -50,11 +50,12 @@ def test_each_role_may_do_what_its_job_does_and_nothing_else():
     t = TopicNames()
     gs = grants(t)
     assert allowed(gs, "external_state") == {("READ", "requests"), ("WRITE", "requests.augmented"),
-                                             ("WRITE", "requests.quarantine")}
+                                             ("WRITE", "requests.quarantine"), ("READ", "transitions")}
     assert allowed(gs, "model") == {("READ", "requests.augmented"), ("WRITE", "scores")}
     assert allowed(gs, "rendezvous") == {("READ", "requests.augmented"), ("READ", "scores"), ("READ", "schedules"),
                                          ("READ", "answers"), ("WRITE", "answers"), ("WRITE", "scores.late"),
-                                         ("WRITE", "requests.quarantine"), ("WRITE", "answers.")}
+                                         ("WRITE", "requests.quarantine"), ("WRITE", "answers."),
+                                         ("READ", "transitions")}
     assert allowed(gs, "quality") == {("READ", "requests"), ("WRITE", "quality")}
     assert allowed(gs, "client") == {("WRITE", "requests"), ("WRITE", "labels"), ("READ", "answers"),
                                      ("READ", "schedules"), ("CREATE", "answers."), ("READ", "answers.")}
@@ -62,9 +63,11 @@ def test_each_role_may_do_what_its_job_does_and_nothing_else():
     assert {(g.principal, g.operation) for g in gs if g.name == "answers."} == {
         (principal("client"), "CREATE"), (principal("client"), "READ"), (principal("rendezvous"), "WRITE")}
     assert all(g.pattern == "PREFIXED" for g in gs if g.name == "answers.")
-    # the operators read and manage everything but write only the control topics; they are no super user
+    # the operators read and manage everything but write only the control topics, and a hand-over's transition
+    # tokens into the thread-mode jobs' inputs; they are no super user
     op = allowed(gs, "operator")
-    assert {n for o, n in op if o == "WRITE"} == {"schedules", "lifecycle", "models"}
+    assert {n for o, n in op if o == "WRITE"} == {"schedules", "lifecycle", "models", "transitions", "requests",
+                                                  "requests.augmented"}
     assert ("READ", "*") in op and ("CREATE", "*") in op and ("ALTER", "*") in op
     assert {g.principal for g in gs if g.operation == "WRITE" and g.name == "answers"} == {principal("rendezvous")}
     assert {g.principal for g in gs if g.operation == "WRITE" and g.name in ("schedules", "lifecycle", "models")} \
