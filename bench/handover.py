@@ -95,14 +95,15 @@ def run(a) -> dict:
     collector.start()
     sender = Sender(s, t.requests, prefix, a.rate)
     sender.start()
-    out: dict = {"rate": a.rate, "partitions": a.partitions, "before_s": a.before, "handovers": []}
+    out: dict = {"rate": a.rate, "partitions": a.partitions, "before_s": a.before, "starting_nice": a.starting_nice,
+                 "handovers": []}
     try:
         print(f"warming up {a.warm_up:.0f} s, then {a.before:.0f} s of baseline at {a.rate:.0f} requests/s")
         time.sleep(a.warm_up + a.before)
         for kind in a.jobs:
             t0 = time.time() * 1000
             ho = handover.hand_over(ids[kind], None, s, progress=lambda m, k=kind: print(f"  [{k}] {m}"),
-                                    lifecycle_topic=t.lifecycle)
+                                    lifecycle_topic=t.lifecycle, starting_nice=a.starting_nice)
             ids[kind] = ho.job_id
             started.append(ho.job_id)
             t1 = time.time() * 1000
@@ -134,8 +135,9 @@ def run(a) -> dict:
 
 
 def table(r: dict) -> str:
-    lines = [f"Offered {r['rate']:.0f} requests/s on {r['partitions']} partitions; {r['sent']} sent, {r['answered']} "
-             f"answered, {r['duplicates']} duplicate and {r['conflicting']} conflicting answers.", "",
+    lines = [f"Offered {r['rate']:.0f} requests/s on {r['partitions']} partitions; the new version started at nice "
+             f"{r.get('starting_nice', 0)}; {r['sent']} sent, {r['answered']} answered, {r['duplicates']} duplicate and "
+             f"{r['conflicting']} conflicting answers.", "",
              "| hand-over | window | answers | p50 ms | p99 ms | max ms | defaults |", "|---|---|---|---|---|---|---|"]
     for h in r["handovers"]:
         for w, label in (("before", f"{r['before_s']:.0f} s before"), ("during", "whole hand-over"),
@@ -158,6 +160,8 @@ def main(argv=None) -> None:
     p.add_argument("--drain", type=float, default=5.0, help="seconds to wait for the last answers")
     p.add_argument("--jobs", nargs="+", default=["rendezvous", "external-state"],
                    choices=["rendezvous", "external-state"])
+    p.add_argument("--starting-nice", type=int, default=handover.STARTING_NICE,
+                   help="CPU priority the new version starts at (0: the same as the version serving)")
     p.add_argument("--out", type=Path, default=None, help="[default: run/bench/handover.json]")
     p.add_argument("--table", action="store_true", help="print the table of the last run's JSON and exit")
     a = p.parse_args(argv)

@@ -79,15 +79,16 @@ def job_settings(cls: type[JobSettings], s: RuntimeSettings, **fields: Any) -> J
 def submit_job(settings: JobSettings, s: RuntimeSettings, savepoint: str | None = None, wait: bool = True,
                execution_mode: str = "process", allow_non_restored: bool = False,
                parallelism: int | None = None, code: Path | None = None,
-               extra_jars: Sequence[Path] = ()) -> str:
-    """Submit the job that `settings` configures; returns its Flink job id. `parallelism`: of every operator
+               extra_jars: Sequence[Path] = (), nice: int = 0) -> str:
+    """Submit the job that `settings` configures; returns its Flink job id. `nice`: see `control.ops.jobs.submit`.
+    `parallelism`: of every operator
     (default 1); a source reads at most as many partitions as its topic has, so give the topics at least as
     many (`rendezvous up --partitions N`). `code`: the root of the code to submit (default: this checkout).
     A thread-mode job runs on TaskManagers of its own (`control.ops.jobs.submit`)."""
     jid = jobs_lib.submit(ENTRY_POINTS[type(settings)], settings.to_argv(), savepoint=savepoint, s=s,
                           allow_non_restored=allow_non_restored, parallelism=parallelism,
                           extra_conf={"python.execution-mode": execution_mode}, code=code,
-                          extra_jars=extra_jars)
+                          extra_jars=extra_jars, nice=nice)
     if wait:
         jobs_lib.wait_running(jid, s)
     return jid

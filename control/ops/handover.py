@@ -5,7 +5,8 @@ on Flink. A new version of a thread-mode job takes over from the running one wit
    (`control.ops.upgrade.check`); nothing is touched otherwise;
 2. snapshot token: a savepoint of the running version, taken without stopping it;
 3. the new version starts from that savepoint, quiescent (it owns no record: `takes_over`), on TaskManagers of
-   its own with its own code, under its own name and consumer group; it catches up from the savepoint's offsets
+   its own with its own code, under its own name and consumer group, at a lower CPU priority than the version
+   serving (`STARTING_NICE`, when this process may give it back); it catches up from the savepoint's offsets
    (the external state's features follow every request; the rendezvous sees every request and score) and is
    caught up (snapshot-complete) when its committed offsets reach the input's end at the snapshot;
 4. transition tokens: one per partition of the input (`requests` for the external state, `requests.augmented` for
@@ -35,6 +36,7 @@ from control import kafka_io
 from control.errors import ControlError
 from control.ops import deploy, upgrade
 from control.ops import jobs as jobs_lib
+from control.runtime import pinned
 from control.settings import RuntimeSettings
 from jobs.common.entry import SETTINGS
 from jobs.common.settings import HandedOverJob
@@ -43,6 +45,11 @@ from jobs.external_state.settings import ExternalStateSettings
 from jobs.rendezvous.settings import RendezvousSettings
 from schemas.records import LifecycleEvent, Schedule, TokenPosition, Transitions, now_ms
 from schemas.topics import LIFECYCLE, TRANSITIONS
+
+STARTING_NICE = 10
+"""The CPU priority the new version starts at (`flink run` compiling it, its TaskManagers and interpreter starting,
+the catch-up), so that the version serving keeps the CPU (2 cores: starting a JVM and an interpreter otherwise
+shows in every answer's latency); its TaskManagers get the normal priority back before the tokens are written."""
 
 KINDS: dict[str, type[HandedOverJob]] = {"external-state": ExternalStateSettings, "rendezvous": RendezvousSettings}
 
@@ -225,7 +232,8 @@ def previous_code(job_id: str, s: RuntimeSettings, lifecycle_topic: str = LIFECY
 
 def hand_over(job_id: str, code: Path | None = None, s: RuntimeSettings | None = None,
               progress: Callable[[str], None] | None = None, lifecycle_topic: str = LIFECYCLE,
-              registry_topic: str | None = None, catch_up_timeout: float = 300.0, rollback: bool = False) -> HandOver:
+              registry_topic: str | None = None, catch_up_timeout: float = 300.0, rollback: bool = False,
+              starting_nice: int = STARTING_NICE) -> HandOver:
     """Hand the running external-state or rendezvous job `job_id` over to a new version from `code` (module doc)."""
     s = s or RuntimeSettings()
     say = progress or (lambda m: None)
@@ -268,9 +276,10 @@ def hand_over(job_id: str, code: Path | None = None, s: RuntimeSettings | None =
         fields.update(restored=True, taken_over_at_ms=now_ms())
     new_settings = old.model_copy(update=fields)
     t0 = time.monotonic()
+    nice = starting_nice if pinned.can_renice() else 0
     try:
         new = deploy.submit_job(new_settings, s, snap, True, rec.execution_mode, parallelism=rec.parallelism,
-                                code=root)
+                                code=root, nice=nice)
     except ControlError as e:
         step("failed", job_id, error=str(e)[:2000])
         raise ControlError(f"the new version did not start ({e}); {old.owner_name} (job {job_id}) runs on, "
@@ -285,7 +294,11 @@ def hand_over(job_id: str, code: Path | None = None, s: RuntimeSettings | None =
         step("failed", new, error=str(e)[:2000])
         raise ControlError(f"{e}\nThe new version was cancelled; {old.owner_name} (job {job_id}) runs on, "
                            "untouched: nothing was handed over") from e
-    say(f"snapshot complete: {owner} has caught up ({t['catch_up_s']:.1f} s)")
+    pin = pinned.of_job(s, new)
+    if nice and pin:
+        pinned.renice(s, pin, 0)
+    say(f"snapshot complete: {owner} has caught up ({t['catch_up_s']:.1f} s)" + (
+        f"; its TaskManagers back to the normal CPU priority from {nice}" if nice and pin else ""))
     step("snapshot_complete", new)
     tokens = write_tokens(s, topics, hid, owner, old.owner_name, registry)
     landed = {f"{t}:{p.partition}": p.offset for t, ps in tokens.items() for p in ps}

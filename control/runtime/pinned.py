@@ -88,7 +88,7 @@ def _pid_file(s: RuntimeSettings, pin: str, i: int) -> Path:
     return pins_dir(s) / pin / f"flink-{resource_id(pin, i)}-taskexecutor.pid"
 
 
-def _start_one(s: RuntimeSettings, pin: str, i: int) -> int | None:
+def _start_one(s: RuntimeSettings, pin: str, i: int, nice: int = 0) -> int | None:
     from control.runtime.flink import flink_env, taskmanager_cwd
 
     path = _pid_file(s, pin, i)
@@ -97,7 +97,8 @@ def _start_one(s: RuntimeSettings, pin: str, i: int) -> int | None:
     env["FLINK_PID_DIR"] = str(path.parent)
     env["FLINK_IDENT_STRING"] = resource_id(pin, i)  # its own pid file and log file names
     out = subprocess.run(["bash", str(s.flink_home / "bin" / "taskmanager.sh"), "start", *taskmanager_args(s, pin, i)],
-                         env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd=taskmanager_cwd(s))
+                         env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd=taskmanager_cwd(s),
+                         preexec_fn=(lambda: os.nice(nice)) if nice else None)
     if out.returncode != 0:
         raise RuntimeStartError(f"starting TaskManager {resource_id(pin, i)} failed:\n{out.stdout}{out.stderr}\n"
                                 f"See the logs in {s.log_dir}.")
@@ -125,9 +126,10 @@ def _write(s: RuntimeSettings, pin: str, record: dict) -> None:
     tmp.replace(path)
 
 
-def start(s: RuntimeSettings, slots: int, progress: Progress | None = None) -> str:
+def start(s: RuntimeSettings, slots: int, progress: Progress | None = None, nice: int = 0) -> str:
     """Start `slots` TaskManagers for one thread-mode job (returns at once; they register with the JobManager
-    within seconds). Returns the pin to submit the job with (`RESOURCE_CONF`)."""
+    within seconds). Returns the pin to submit the job with (`RESOURCE_CONF`). `nice`: their CPU priority (a
+    version starting beside the one serving, `renice` once it serves)."""
     pin = new_pin()
     (pins_dir(s) / pin).mkdir(parents=True)
     _write(s, pin, {"pin": pin, "slots": slots, "job_id": None, "created_at": time.time(), "restarts": []})
@@ -135,11 +137,35 @@ def start(s: RuntimeSettings, slots: int, progress: Progress | None = None) -> s
                   + (f"..{slots - 1}" if slots > 1 else "") + ")")
     try:
         for i in range(slots):
-            _start_one(s, pin, i)
+            _start_one(s, pin, i, nice)
     except Exception:
         retire(s, pin)
         raise
     return pin
+
+
+def can_renice() -> bool:
+    """Whether this process may give a process it started at a lower CPU priority its normal one back (raising a
+    priority needs root or CAP_SYS_NICE)."""
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def renice(s: RuntimeSettings, pin: str, nice: int = 0) -> int:
+    """Set the CPU priority of every thread of the pin's TaskManagers (Linux: a priority is per thread; threads
+    started later take their creator's); returns the threads changed."""
+    n = 0
+    for pid in pids(s, pin):
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                os.setpriority(os.PRIO_PROCESS, int(tid), nice)
+                n += 1
+            except (OSError, ValueError):
+                continue  # a thread that ended meanwhile
+    return n
 
 
 def record_job(s: RuntimeSettings, pin: str, job_id: str) -> None:
