@@ -257,7 +257,7 @@ def hand_over(job_id: str, code: Path | None = None, s: RuntimeSettings | None =
     base = {"name": old.job_name, "upgrade_id": hid, "kind": kind, "from_job_id": job_id, "owner": owner,
             "previous": old.owner_name, "from_code": rec.code, "to_code": jobs_lib.sources_digest(root),
             "code_dir": str(root), "rollback": rollback}
-    t: dict[str, float] = {}
+    took: dict[str, float] = {}
 
     def step(name: str, jid: str | None = None, **detail) -> None:
         deploy._record(s, LifecycleEvent(kind="upgrade", job_id=jid, at_ms=now_ms(),
@@ -268,8 +268,8 @@ def hand_over(job_id: str, code: Path | None = None, s: RuntimeSettings | None =
     t0 = time.monotonic()
     snap = savepoint(job_id, s)
     target = end_offsets(s, topics)
-    t["snapshot_s"] = time.monotonic() - t0
-    say(f"snapshot token: savepoint {snap} of the running {old.owner_name} ({t['snapshot_s']:.1f} s)")
+    took["snapshot_s"] = time.monotonic() - t0
+    say(f"snapshot token: savepoint {snap} of the running {old.owner_name} ({took['snapshot_s']:.1f} s)")
     step("snapshot", job_id, savepoint=snap, input_end={f"{t}:{p}": o for (t, p), o in target.items()})
     fields: dict = {"owner": owner, "group_id": group, "takes_over": True}
     if isinstance(old, RendezvousSettings):
@@ -284,11 +284,11 @@ def hand_over(job_id: str, code: Path | None = None, s: RuntimeSettings | None =
         step("failed", job_id, error=str(e)[:2000])
         raise ControlError(f"the new version did not start ({e}); {old.owner_name} (job {job_id}) runs on, "
                            "untouched: nothing was handed over") from e
-    t["start_s"] = time.monotonic() - t0
-    say(f"{owner} runs as job {new}, quiescent ({t['start_s']:.1f} s); catching up from the snapshot")
+    took["start_s"] = time.monotonic() - t0
+    say(f"{owner} runs as job {new}, quiescent ({took['start_s']:.1f} s); catching up from the snapshot")
     step("quiescent", new)
     try:
-        t["catch_up_s"] = wait_committed(new, s, group, target, catch_up_timeout, "catching up")
+        took["catch_up_s"] = wait_committed(new, s, group, target, catch_up_timeout, "catching up")
     except ControlError as e:
         jobs_lib.cancel(new, s)
         step("failed", new, error=str(e)[:2000])
@@ -297,7 +297,7 @@ def hand_over(job_id: str, code: Path | None = None, s: RuntimeSettings | None =
     pin = pinned.of_job(s, new)
     if nice and pin:
         pinned.renice(s, pin, 0)
-    say(f"snapshot complete: {owner} has caught up ({t['catch_up_s']:.1f} s)" + (
+    say(f"snapshot complete: {owner} has caught up ({took['catch_up_s']:.1f} s)" + (
         f"; its TaskManagers back to the normal CPU priority from {nice}" if nice and pin else ""))
     step("snapshot_complete", new)
     tokens = write_tokens(s, topics, hid, owner, old.owner_name, registry)
@@ -305,15 +305,21 @@ def hand_over(job_id: str, code: Path | None = None, s: RuntimeSettings | None =
     say("transition tokens written: " + ", ".join(f"{k} at offset {o}" for k, o in landed.items()))
     step("transition", new, tokens=landed)
     t0 = time.monotonic()
-    wait_committed(job_id, s, old.group_id, {(t, p.partition): p.offset + 1 for t, ps in tokens.items() for p in ps},
-                   catch_up_timeout, f"{old.owner_name} passing its tokens")
-    t["old_passed_s"] = time.monotonic() - t0
+    try:
+        wait_committed(job_id, s, old.group_id, {(t, p.partition): p.offset + 1 for t, ps in tokens.items()
+                                                 for p in ps}, catch_up_timeout, f"{old.owner_name} passing its tokens")
+    except ControlError as e:
+        step("failed", new, error=str(e)[:2000])
+        raise ControlError(f"{e}\n{owner} (job {new}) owns every record after the tokens and runs on; {old.owner_name} "
+                           f"(job {job_id}) has not passed them all yet. Once it has (`rendezvous job list`, its "
+                           f"consumer group's offsets), stop it: `rendezvous job stop {job_id}`") from e
+    took["old_passed_s"] = time.monotonic() - t0
     if isinstance(old, RendezvousSettings):
         drain_ms = longest_deadline_ms(s, old) + 1_000
         say(f"{old.owner_name} passed the tokens; its last mailboxes close within {drain_ms} ms")
         time.sleep(drain_ms / 1000)
-        t["drain_s"] = drain_ms / 1000
+        took["drain_s"] = drain_ms / 1000
     old_sp = jobs_lib.stop_with_savepoint(job_id, s, retire=True)
     say(f"{old.owner_name} (job {job_id}) stopped with savepoint {old_sp}; {owner} (job {new}) answers alone")
-    step("completed", new, old_savepoint=old_sp, timings_s={k: round(v, 3) for k, v in t.items()})
-    return HandOver(kind, hid, job_id, new, owner, old.owner_name, snap, tokens, old_sp, t)
+    step("completed", new, old_savepoint=old_sp, timings_s={k: round(v, 3) for k, v in took.items()})
+    return HandOver(kind, hid, job_id, new, owner, old.owner_name, snap, tokens, old_sp, took)
