@@ -86,7 +86,7 @@ def load(plane, since_ms: int | None, now: int | None = None) -> ReportData:
 
 # ------------------------------------------------------------------------------------------------ rows
 def row_identity(m: Metrics) -> tuple:
-    return (m.kind, m.window_start_ms, m.window_end_ms, m.model, m.versus, m.stage, m.trigger)
+    return (m.kind, m.window_start_ms, m.window_end_ms, m.model, m.versus, m.stage, m.trigger, m.figure)
 
 
 def parse_rows(values: Iterable[bytes | str | None]) -> tuple[list[Metrics], int]:
