@@ -707,7 +707,8 @@ def report_cmd(out, since_min, topics_suffix) -> None:
 
     now = now_ms()
     try:
-        data = rp.load(_plane(topics_suffix), now - int(since_min * 60_000) if since_min else None, now)
+        data = rp.load(_plane(topics_suffix), now - int(since_min * 60_000) if since_min else None, now,
+                       with_lineage=True)
     except (ControlError, TimeoutError) as e:
         _fail(e)
     path = tr.write(data, out or RuntimeSettings().run_dir / "report" / "report.html")

@@ -59,7 +59,8 @@ def test_versions_and_other_models_are_matched_as_declared():
     assert join.input_of("c", "1") is None
     assert join.wanted(score("b", "2")) and not join.wanted(score("b", "3")) and not join.wanted("not json")
     # the first version's score fills an input; another version's, later, is not taken
-    emitted, p, _ = drive(join, [("score", score("a", "1", output={"p": 1})), ("score", score("a", "2", output={"p": 0})),
+    emitted, p, _ = drive(join, [("score", score("a", "1", output={"p": 1})),
+                                 ("score", score("a", "2", output={"p": 0})),
                                  ("request", aug()), ("score", score("b", "2", error="boom"))])
     (out,) = emitted
     assert json.loads(out)["inputs"]["a"]["model"] == "a@1"
