@@ -34,7 +34,7 @@ def node_of(job_id: str, name: str, params: dict[str, str]) -> JobNode | None:
     from jobs.common.entry import SETTINGS, SETTINGS_CLASS
 
     if SETTINGS not in params or SETTINGS_CLASS not in params:
-        return None
+        return None  # see `unrecorded`
     settings = json.loads(params[SETTINGS])
     kind = params[SETTINGS_CLASS].rpartition(":")[2]
     reads, writes = [], []
@@ -59,6 +59,17 @@ def node_of(job_id: str, name: str, params: dict[str, str]) -> JobNode | None:
     model = f"{card['model_id']}@{card['version']}" if card else None
     return JobNode(job_id, name, kind, settings.get("group_id"), tuple(dict.fromkeys(reads)),
                    tuple(dict.fromkeys(writes)), model, tuple(card.get("inputs") or ()) if card else ())
+
+
+UNRECORDED = "unrecorded"
+"""The kind of a running job that recorded no settings in its job parameters: a continuous SQL job (the
+metrics job, the decoy archive: `jobs.sql.main` runs the Table API, which does not carry them). Its consumer
+group is taken from its name, as `control.ops.sql.submit` names it (`<name>` when given, as the metrics and
+archive jobs do, else `sql-<name>`); its topics are not known."""
+
+
+def unrecorded(job_id: str, name: str) -> JobNode:
+    return JobNode(job_id, name, UNRECORDED, None, (), ())
 
 
 @dataclass(frozen=True)
@@ -95,7 +106,8 @@ class Lineage:
 
     def check(self) -> list[Finding]:
         """Undeclared consumers: groups with offsets on a model's output topic that no running job declares."""
-        declared = {j.group_id for j in self.jobs if j.group_id}
+        declared = {j.group_id for j in self.jobs if j.group_id} | {
+            g for j in self.jobs if j.kind == UNRECORDED for g in (j.name, f"sql-{j.name}")}
         outputs = self.model_outputs()
         return [Finding(grp, t, f"consumer group {grp!r} reads {t!r}, the output of {', '.join(sorted(outputs[t]))}, "
                                 f"and no running job declares it: an undeclared dependency on a model's output")
@@ -105,6 +117,10 @@ class Lineage:
     def lines(self) -> list[str]:
         out = ["jobs (reads -> job -> writes):"]
         for j in self.jobs:
+            if j.kind == UNRECORDED:
+                out.append(f"  ? -> [{j.name}: a job without recorded settings (SQL), group {j.name} or "
+                           f"sql-{j.name}] -> ?")
+                continue
             what = f"model {j.model}" if j.model else j.kind.removesuffix("Settings")
             out.append(f"  {', '.join(j.reads) or '-'} -> [{j.name}: {what}, group {j.group_id}] -> "
                        f"{', '.join(j.writes) or '-'}")
@@ -150,8 +166,7 @@ def running_nodes(s) -> list[JobNode]:
     for j in jobs_lib.list_jobs(s):
         if j.state in ACTIVE:
             node = node_of(j.job_id, j.name, jobs_lib.job_parameters(j.job_id, s))
-            if node is not None:
-                out.append(node)
+            out.append(node if node is not None else unrecorded(j.job_id, j.name))
     return out
 
 

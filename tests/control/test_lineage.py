@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from control.ops.lineage import Lineage, node_of
+from control.ops.lineage import Lineage, node_of, unrecorded
 from jobs.common.entry import job_parameters
 from jobs.common.settings import KafkaSettings
 from jobs.external_state.settings import ExternalStateSettings
@@ -52,3 +52,10 @@ def test_an_undeclared_group_on_a_models_output_is_flagged_and_declared_ones_are
     assert dot.startswith("digraph") and '"group:snoop"' in dot and "style=dashed" in dot
     assert "all declared" in "\n".join(graph({"es": {"rq"}}).lines())
     json.dumps(g.depends())
+
+
+def test_a_job_without_recorded_settings_declares_the_group_named_after_it():
+    g = Lineage.build(graph().jobs + [unrecorded("5", "metrics-metrics-x"), unrecorded("6", "adhoc")],
+                      {"metrics-metrics-x": {"sc"}, "sql-adhoc": {"sc"}, "metrics-metrics-y": {"sc"}})
+    assert [f.group for f in g.findings] == ["metrics-metrics-y"]
+    assert "[adhoc: a job without recorded settings (SQL), group adhoc or sql-adhoc] -> ?" in "\n".join(g.lines())

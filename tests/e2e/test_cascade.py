@@ -132,3 +132,14 @@ def test_lineage_matches_the_jobs_and_flags_an_undeclared_consumer(run):
     text = "\n".join(graph.lines())
     assert f"{B} <- {A_ID}" in text and "UNDECLARED" in text
     print(text)
+    # the CLI: the same graph, exit status 4 for the undeclared consumer; the attribution rows as lines
+    from click.testing import CliRunner
+
+    from tools.cli import main
+
+    out = CliRunner().invoke(main, ["lineage"])
+    assert out.exit_code == 4 and f"{B} <- {A_ID}" in out.output and f"{group!r} reads" in out.output, out.output
+    suffix = topics.metrics.removeprefix("metrics-")
+    out = CliRunner().invoke(main, ["metrics", "attribute", "--topics-suffix", suffix])
+    assert out.exit_code == 0 and f"{B}: recall" in out.output and f"job_submitted {A_PRIME}" in out.output, \
+        out.output
