@@ -25,7 +25,7 @@ pytestmark = pytest.mark.e2e
 
 CFG = MetricsConfig(window_s=10, join_within_s=5, label_horizon_s=8, idle_timeout_s=5, lateness_s=5)
 RATE = 40.0
-PHASE_S = 15.0
+PHASE_S = 22.0
 
 
 @pytest.fixture(scope="module")
