@@ -120,6 +120,12 @@ class ModelAsyncFunction(AsyncFunction):
         except Exception as e:  # noqa: BLE001
             self._scored(received, True)
             return [error_score(self.card, value, f"unreadable input: {type(e).__name__}: {e}", received)]
+        if aug.get("inputs_missing"):  # a cascade's join timed out (jobs.models.inputs)
+            self._scored(received, True)
+            return [error_score(self.card, value, f"inputs missing after {self.card.inputs_timeout_ms} ms: "
+                                                  f"{', '.join(aug['inputs_missing'])}", received)]
+        if "inputs" in aug:  # a cascade: the upstream models' scores are part of this model's external state
+            features = {**features, "inputs": aug["inputs"]}
         if self.skip_older_than_ms is not None and received - request_time > self.skip_older_than_ms:
             # load shedding: too old to be answered in time, its score could only be a late score
             self.skipped += 1

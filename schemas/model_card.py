@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from schemas.features import FEATURE_VERSION
 
@@ -28,6 +28,31 @@ class ModelCard(BaseModel):
     timeout_ms: int = Field(default=1000, gt=0, description="per-request budget; slower calls become error scores")
     capacity: int = Field(default=100, gt=0, description="max in-flight requests of the async operator")
     description: str = ""
+    inputs: list[str] = Field(default_factory=list, description="upstream deployments whose scores this model "
+                              "reads (a cascade): `id@version`, or a bare `id` (any version: the first score of "
+                              "that model for the request). The model job joins each request with them by request "
+                              "id; the runner sees them as features['inputs'][name] = {model, output, error}")
+    inputs_timeout_ms: int = Field(default=5000, gt=0, description="how long the model job waits for its inputs "
+                                   "after the request (or the first input) arrived; then an error score names "
+                                   "what was missing")
+
+    @field_validator("inputs")
+    @classmethod
+    def _inputs_are_deployments(cls, inputs: list[str]) -> list[str]:
+        for name in inputs:
+            if not name or any(c.isspace() for c in name) or name.count("@") > 1 or name.startswith("@") \
+                    or name.endswith("@"):
+                raise ValueError(f"an input is `id@version` or a bare `id`, not {name!r}")
+        ids = [n.partition("@")[0] for n in inputs]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"inputs name one model twice: {inputs} (each input is one upstream model)")
+        return inputs
+
+    @model_validator(mode="after")
+    def _not_its_own_input(self):
+        if self.model_id in {n.partition("@")[0] for n in self.inputs}:
+            raise ValueError(f"{self.key} lists itself among its inputs: a model cannot read its own scores")
+        return self
 
     @classmethod
     def load(cls, path: str | Path) -> "ModelCard":

@@ -430,7 +430,7 @@ class ModelEntry(Record):
 # --------------------------------------------------------------------------------------------
 # metrics (live meta-analytics, jobs/metrics)
 # --------------------------------------------------------------------------------------------
-MetricsKind = Literal["model", "pair", "accuracy", "answers", "budget"]
+MetricsKind = Literal["model", "pair", "accuracy", "answers", "budget", "attribution"]
 
 
 class Metrics(Record):
@@ -449,6 +449,10 @@ class Metrics(Record):
       `share` of all the window's answers (`total`), `defaults` among them.
     - `budget`: per answering model, the median of each hop of a request's latency (see the *_ms fields),
       and the total's p50 and p99 (request time to answer).
+    - `attribution` (control.ops.attribution, not the SQL job): a live `figure` of `model` moved from `before`
+      to `after` in this window, and an upstream lifecycle event happened in the same span: `versus` names
+      the deployment it concerns (or None: a schedule), `trigger` its kind, `event_at_ms` its time; `count`
+      is the window's count of what the figure is over.
     """
 
     kind: MetricsKind
@@ -493,3 +497,9 @@ class Metrics(Record):
     total_p99_ms: float | None = None
     threshold: float | None = Field(default=None, description="the decision threshold the job used")
     output_field: str | None = Field(default=None, description="the output field read as the score")
+    figure: str | None = Field(default=None, description="attribution: the figure that moved (recall, "
+                               "score_mean, share)")
+    before: float | None = Field(default=None, description="attribution: the figure before (the mean of the "
+                                 "windows before the shift)")
+    after: float | None = Field(default=None, description="attribution: the figure in the shifted window")
+    event_at_ms: int | None = Field(default=None, description="attribution: when the named event happened")

@@ -210,10 +210,22 @@ def upgrade_cmd(kind, code, rollback, job_id) -> None:
 @click.option("--duration", default=60.0, show_default=True, help="seconds of load")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="where to write the JSON report  [default: run/demo/latest.json]")
-def demo(rate, duration, report_path) -> None:
+@click.option("--scenario", type=click.Choice(["lifecycle", "cascade"]), default="lifecycle", show_default=True,
+              help="lifecycle: the model life cycle and a soft roll; cascade: the seed's hidden data coupling "
+                   "(model B cascaded after A; an 'improved' A' makes the cascade worse; README, \"Cascades, "
+                   "lineage and attribution\"; --rate 40 suits it, --duration is its first phase)")
+def demo(rate, duration, report_path, scenario) -> None:
     """Run the end-to-end demo on the embedded runtime."""
     from tools import demo as demo_lib
 
+    if scenario == "cascade":
+        from tools import cascade
+
+        try:
+            cascade.run_demo(progress=click.echo, rate=min(rate, 100.0), phase_s=duration)
+        except ControlError as e:
+            _fail(e)
+        return
     try:
         report = demo_lib.run(progress=click.echo, rate=rate, duration_s=duration, report_path=report_path)
     except ControlError as e:
@@ -538,6 +550,29 @@ def metrics_endpoints() -> None:
         sys.exit(3)
 
 
+@metrics_group.command("attribute")
+@_report_suffix
+def metrics_attribute_cmd(topics_suffix) -> None:
+    """Change attribution: find the windows where a model's recall, score mean or answer share moved, name the
+    upstream lifecycle events of the same span (the model's own and its cards' inputs', transitively), write
+    them to the metrics topic as `attribution` rows (those not written yet) and print every attribution row."""
+    from control.ops import attribution
+    from control.ops import metrics as metrics_ops
+
+    topics = _topics(topics_suffix)
+    try:
+        new = attribution.run_once(topics=topics)
+        rows = [m for m in metrics_ops.read(topics=topics) if m.kind == "attribution"]
+    except ControlError as e:
+        _fail(e)
+    known = {(m.window_start_ms, m.model, m.versus, m.trigger, m.figure) for m in rows}
+    rows += [m for m in new if (m.window_start_ms, m.model, m.versus, m.trigger, m.figure) not in known]
+    for m in rows:
+        click.echo(attribution.describe(m))
+    if not rows:
+        click.echo("no figure moved with an upstream lifecycle event")
+
+
 @main.group("archive")
 def archive_group() -> None:
     """The decoy: archives every input exactly as the models read it, with every score, answer and label, to
@@ -693,7 +728,8 @@ def report_cmd(out, since_min, topics_suffix) -> None:
 
     now = now_ms()
     try:
-        data = rp.load(_plane(topics_suffix), now - int(since_min * 60_000) if since_min else None, now)
+        data = rp.load(_plane(topics_suffix), now - int(since_min * 60_000) if since_min else None, now,
+                       with_lineage=True)
     except (ControlError, TimeoutError) as e:
         _fail(e)
     path = tr.write(data, out or RuntimeSettings().run_dir / "report" / "report.html")
@@ -931,6 +967,27 @@ def train_cmd(out) -> None:
     from training.train import train_all
 
     train_all(Path(out) if out else RuntimeSettings().home / "artifacts" / "models", progress=click.echo)
+
+
+@main.command("lineage")
+@click.option("--dot", "dot_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="also write the graph in Graphviz's language to this file")
+def lineage_cmd(dot_path) -> None:
+    """The graph of streams and jobs: which running job reads and writes which topic, which model depends on
+    which (the cards' inputs), checked against the broker's consumer groups: a group with offsets on a model's
+    output topic that no running job declares is reported (exit status 4)."""
+    from control.ops import lineage
+
+    try:
+        graph = lineage.read()
+    except ControlError as e:
+        _fail(e)
+    for line in graph.lines():
+        click.echo(line)
+    if dot_path:
+        dot_path.write_text(graph.dot())
+    if graph.findings:
+        sys.exit(4)
 
 
 if __name__ == "__main__":

@@ -347,6 +347,24 @@ def render(data: rp.ReportData, plotly_js: Callable[[], str] | None = None) -> s
             parts.append(p.figure.to_html(full_html=False, include_plotlyjs=False, div_id=p.div_id,
                                           default_height=f"{PLOT_HEIGHT}px", config={"displaylogo": False}))
         parts.append("</section>")
+    attributed = rp.of_kind(data.rows, "attribution")
+    if attributed:
+        parts.append("<section id=sec-attribution><h2>Change attribution</h2><p class=what>Windows where a model's "
+                     "recall, score mean or answer share moved from the windows before, with the upstream lifecycle "
+                     "events of the same span (its own, its inputs', transitively; `rendezvous metrics attribute`)."
+                     "</p>" + _table("table-attribution", ["window (UTC)", "model", "figure", "before", "after",
+                                                          "upstream event", "deployment", "event time (UTC)"],
+                                     [[_when(m.window_start_ms), m.model or "-", m.figure or "-",
+                                       f"{m.before or 0:.3f}", f"{m.after or 0:.3f}", m.trigger or "-",
+                                       m.versus or "(schedule)",
+                                       _when(m.event_at_ms or 0)] for m in attributed], 3) + "</section>")
+    if data.lineage:
+        parts.append("<section id=sec-lineage><h2>Lineage</h2><p class=what>Which running job reads and writes "
+                     "which topic, which model depends on which, undeclared consumers of a model's output "
+                     "(`rendezvous lineage`; the Graphviz source below draws it).</p><pre id=lineage-text>"
+                     + esc("\n".join(data.lineage)) + "</pre>"
+                     + (f"<details><summary>Graphviz</summary><pre id=lineage-dot>{esc(data.lineage_dot)}</pre>"
+                        "</details>" if data.lineage_dot else "") + "</section>")
     parts.append("<section id=sec-events><h2>Schedule changes and lifecycle events</h2>" +
                  _table("table-events", ["time (UTC)", "kind", "what"],
                         [[_when(m.at_ms), m.category, m.label] for m in data.markers], 3) + "</section>")

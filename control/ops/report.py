@@ -58,13 +58,16 @@ class ReportData:
     generated_at_ms: int = 0
     unreadable: int = 0
     """values in the metrics topic that were not metrics rows"""
+    lineage: tuple[str, ...] = ()
+    """`rendezvous lineage`'s lines (jobs, topics, model dependencies, undeclared consumers), when it could be read"""
+    lineage_dot: str | None = None
 
 
 # ------------------------------------------------------------------------------------------------ reading
-def load(plane, since_ms: int | None, now: int | None = None) -> ReportData:
+def load(plane, since_ms: int | None, now: int | None = None, with_lineage: bool = False) -> ReportData:
     """The report's data from `plane`'s topics (registry.Plane): metrics rows of windows ending at or after
     `since_ms` (None: all), the schedule changes and lifecycle events since then, the registry's stages,
-    the champion and the canary."""
+    the champion and the canary; `with_lineage`: the running jobs' lineage too (`control.ops.lineage`)."""
     from control import kafka_io
     from control.ops import registry, schedules
     from jobs.rendezvous.schedule import BUILTIN_SCHEDULE
@@ -78,15 +81,25 @@ def load(plane, since_ms: int | None, now: int | None = None) -> ReportData:
     keys = models_of(rows) | set(known)
     stages = {k: e.stage for k, e in known.items()}
     active = history[-1] if history else BUILTIN_SCHEDULE
+    lineage_lines, lineage_dot = (), None
+    if with_lineage:  # the graph needs the cluster's REST API too; the report does without it
+        try:
+            from control.ops import lineage
+
+            graph = lineage.read(plane.s)
+            lineage_lines, lineage_dot = tuple(graph.lines()), graph.dot()
+        except Exception as e:  # noqa: BLE001 - shown in the report instead
+            lineage_lines = (f"lineage not available: {e}",)
     return ReportData(rows=tuple(rows), markers=tuple(markers_of(events, history, since_ms)),
                       champion=champion_of(active, keys, stages), canary=canary_of(known.values()),
                       stages=stages, topic=plane.topics.metrics, since_ms=since_ms,
-                      generated_at_ms=now if now is not None else now_ms(), unreadable=bad)
+                      generated_at_ms=now if now is not None else now_ms(), unreadable=bad,
+                      lineage=lineage_lines, lineage_dot=lineage_dot)
 
 
 # ------------------------------------------------------------------------------------------------ rows
 def row_identity(m: Metrics) -> tuple:
-    return (m.kind, m.window_start_ms, m.window_end_ms, m.model, m.versus, m.stage, m.trigger)
+    return (m.kind, m.window_start_ms, m.window_end_ms, m.model, m.versus, m.stage, m.trigger, m.figure)
 
 
 def parse_rows(values: Iterable[bytes | str | None]) -> tuple[list[Metrics], int]:

@@ -1,4 +1,4 @@
-"""requests.augmented -> async model UDF (unordered) -> scores."""
+"""requests.augmented [joined with the card's upstream scores] -> async model UDF (unordered) -> scores."""
 
 from __future__ import annotations
 
@@ -19,6 +19,10 @@ def build(env: StreamExecutionEnvironment, settings: ModelJobSettings,
     stream = source if source is not None else kafka_source(
         env, settings.kafka, settings.source_topic, settings.group_id, uid=f"{p}-source",
         name=f"{settings.source_topic} ({card.key})", start=settings.start, new_group_starts="latest")
+    if card.inputs:  # a cascade: each request waits for its upstream models' scores (jobs.models.cascade)
+        from jobs.models.cascade import with_inputs
+
+        stream = with_inputs(env, settings, stream)
     # no operator timeout (0): with one, PyFlink starts and cancels a threading.Timer per record
     # (0.3-0.76 ms each, measured here). The UDF enforces the card's timeout_ms itself (asyncio.wait_for)
     # and turns it into an error score.

@@ -9,6 +9,9 @@ from jobs.common.settings import JobSettings, Start, StateEncoding
 from schemas.model_card import ModelCard
 from schemas.topics import SCORES
 
+INPUTS_UID = "model-<id>-inputs"
+"""The cascade join's uid, per model id (`jobs.models.cascade.inputs_uid`)."""
+
 PRODUCTION_SCORES = SCORES
 """The scores topic the rendezvous answers from: a replay must never write into it."""
 
@@ -25,6 +28,8 @@ class ModelJobSettings(JobSettings):
     """Default: `model-<id>-<version>`."""
     source_topic: str = "requests.augmented"
     sink_topic: str = "scores"
+    inputs_topic: str = "scores"
+    """Where the scores of the card's `inputs` (upstream models of a cascade) are read from."""
     start: Start = "committed"
     """A new deployment (a consumer group with no committed offsets) starts at the END of its input: it
     scores what comes from now on, and never re-scores a day of past inputs into the production scores.
@@ -54,9 +59,12 @@ class ModelJobSettings(JobSettings):
 
     @classmethod
     def state_encodings(cls) -> dict[str, StateEncoding]:
-        """None of its own: a model job's state is Flink's (its source's offsets, the async operator's requests
-        in flight)."""
-        return {}
+        """A model job's state is Flink's (its source's offsets, the async operator's requests in flight), and,
+        for a card with `inputs`, the cascade's join (`jobs.models.inputs`), under the uid
+        `model-<id>-inputs`."""
+        from jobs.models.inputs import INPUTS_READS, INPUTS_STATE_VERSION
+
+        return {INPUTS_UID: StateEncoding(writes=INPUTS_STATE_VERSION, reads=INPUTS_READS)}
 
     @property
     def uid_prefix(self) -> str:

@@ -7,7 +7,7 @@ from control.ops.deploy import ENTRY_POINTS, job_settings
 from control.settings import RuntimeSettings
 from jobs.common.settings import KafkaSettings, load_settings
 from jobs.external_state.settings import ExternalStateSettings
-from jobs.models.settings import ModelJobSettings
+from jobs.models.settings import INPUTS_UID, ModelJobSettings
 from jobs.quality.settings import QualitySettings
 from jobs.rendezvous.settings import RendezvousSettings
 from jobs.smoke.settings import SmokeSettings
@@ -128,7 +128,7 @@ def test_the_declared_readers_are_the_code_that_reads():
     assert RendezvousSettings.state_encodings()[MAILBOX_UID].reads == MAILBOX_READS
     assert ExternalStateSettings.state_encodings()[FEATURES_UID].writes == ENTITY_STATE_VERSION
     assert set(QualitySettings.state_encodings()) == {BATCHES_UID}
-    assert ModelJobSettings.state_encodings() == {} and SmokeSettings.state_encodings() == {}
+    assert set(ModelJobSettings.state_encodings()) == {INPUTS_UID} and SmokeSettings.state_encodings() == {}
     for v in MAILBOX_READS:  # every declared version is read (9 fields; 3 adds the return address, 4 the foreign flag)
         extra = {3: ("answers.gw",), 4: (None, True)}.get(v, ())
         assert from_state("r", (v, 1, None, None, None, 0, None, None, (), *extra)).request_id == "r"

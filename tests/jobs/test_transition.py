@@ -132,3 +132,11 @@ def test_two_versions_fed_the_same_input_answer_every_request_exactly_once(seed)
                 answers.setdefault(r, []).append(v)
     assert {r: len(v) for r, v in answers.items()} == {f"r{i}": 1 for i in range(n)}
     assert all(answers[f"r{i}"] == ["old" if i < token_at else "new"] for i in range(n))
+
+
+def test_a_cascades_join_passes_a_token_through_unchanged_to_the_model_function_which_drops_it():
+    from jobs.models.inputs import InputsJoin
+
+    t = token_json("u", "requests.augmented", 0, "rendezvous#2", "rendezvous", 1)
+    step = InputsJoin(["a"], 1_000).on_request(None, t, 0)
+    assert step.emit == t and step.pending is None and parse_token(step.emit) is not None

@@ -97,3 +97,24 @@ def test_a_transition_token_is_passed_by_and_a_null_record_is_an_error_score():
     assert run(fn, token_json("u", "requests.augmented", 0, "rendezvous#2", "rendezvous", 1)) == []
     [err] = run(fn, None)
     assert Score.parse(err).error.startswith("unreadable input")
+
+
+def test_a_cascade_input_reaches_the_runner_and_missing_inputs_become_an_error_score():
+    from tools.cascade import B, cards
+
+    fn = ModelAsyncFunction(cards()[B])
+    hidden = {"colour": "blue", "fraud": True, "difficulty": 0.1}
+    aug = json.loads(augmented(0))
+    aug["request"]["payload"] = {"hidden": hidden}
+    flagged_by_a = {**aug, "inputs": {"cascade-a": {"model": "cascade-a@2", "output": {"fraud_probability": 0.9},
+                                                    "error": None}}}
+    [screened] = run(fn, json.dumps(flagged_by_a))
+    assert Score.parse(screened).output == {"screened_by": "cascade-a@2"}
+    passed = {**aug, "inputs": {"cascade-a": {"model": "cascade-a@1", "output": {"fraud_probability": 0.1},
+                                              "error": None}}}
+    [judged] = run(fn, json.dumps(passed))
+    assert Score.parse(judged).output == {"fraud_probability": 0.9}  # a blue fraud B finds
+    [missing] = run(fn, json.dumps({**aug, "inputs": {}, "inputs_missing": ["cascade-a"]}))
+    assert Score.parse(missing).error == "inputs missing after 5000 ms: cascade-a"
+    [no_input] = run(fn, json.dumps(aug))  # a B fed without its input: an error score that says so
+    assert "has no such input" in Score.parse(no_input).error

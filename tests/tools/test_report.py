@@ -169,3 +169,16 @@ def test_html_without_rows_says_no_data_in_every_section():
     for s in sections:
         assert re.search(rf'<p class="no-data" id="nodata-{s}">no data for ', page), s
     assert "plotly-graph-div" not in page and "rendezvous metrics start" in page
+
+
+def test_html_shows_attribution_rows_and_the_lineage_when_there_are_some(data):
+    attributed = Metrics(kind="attribution", window_start_ms=T0, window_end_ms=T0 + WINDOW_MS, model="b@1",
+                         versus="a@2", trigger="job_submitted", count=60, figure="recall", before=0.667, after=0.0,
+                         event_at_ms=T0 + 500)
+    with_them = rp.ReportData(rows=data.rows + (attributed,), lineage=("jobs (reads -> job -> writes):",
+                                                                       "  b@1 <- a"), lineage_dot="digraph {}")
+    page = tr.render(with_them, plotly_js=lambda: "")
+    table = page.split('id="table-attribution"')[1].split("</table>")[0]
+    assert "b@1" in table and "recall" in table and "0.667" in table and "job_submitted" in table and "a@2" in table
+    assert "b@1 &lt;- a" in page and 'id=lineage-dot>digraph {}' in page
+    assert "sec-attribution" not in tr.render(data, plotly_js=lambda: "")
