@@ -179,7 +179,8 @@ class Deployment:
         progress("deploying external state, A@1, B@1 and the cascade")
         self.jobs["external_state"] = deploy.deploy_external_state(
             self.s, job_name=f"{self.names}-es", source_topic=t.requests, sink_topic=t.augmented,
-            quarantine_topic=t.quarantine, group_id=f"{self.names}-es", start=start, wait=False)
+            quarantine_topic=t.quarantine, group_id=f"{self.names}-es", transitions_topic=t.transitions, start=start,
+            wait=False)
         for key in (A, B, CASCADE):
             self.jobs[key] = self.deploy_model(key, start=start, wait=False)
         if rendezvous:
@@ -191,7 +192,8 @@ class Deployment:
             self.jobs["rendezvous"] = deploy.deploy_rendezvous(
                 self.s, job_name=f"{self.names}-rv", augmented_topic=t.augmented, scores_topic=t.scores,
                 schedules_topic=t.schedules, answers_topic=t.answers, late_topic=t.late,
-                invalid_topic=t.quarantine, group_id=f"{self.names}-rv", start=start, wait=False)
+                invalid_topic=t.quarantine, group_id=f"{self.names}-rv", transitions_topic=t.transitions, start=start,
+                wait=False)
         for jid in self.jobs.values():
             jobs.wait_running(jid, self.s, timeout=180)
         return dict(self.jobs)

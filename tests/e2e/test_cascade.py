@@ -126,7 +126,7 @@ def test_lineage_matches_the_jobs_and_flags_an_undeclared_consumer(run):
     assert by_model[B].inputs == (A_ID,) and set(by_model[CASCADE].inputs) == {A_ID, "cascade-b"}
     assert by_model[A_PRIME].reads == (topics.augmented,)
     es = mine[dep.jobs["external_state"]]
-    assert es.reads == (topics.requests,) and topics.augmented in es.writes
+    assert es.reads == (topics.transitions, topics.requests) and topics.augmented in es.writes
     flagged = [f for f in graph.findings if f.topic == topics.scores]
     assert [f.group for f in flagged] == [group], [f.message for f in graph.findings]
     text = "\n".join(graph.lines())

@@ -9,7 +9,12 @@ import pytest
 
 from jobs.common.transition import Ownership, parse_token, registry_record, token_json
 from jobs.rendezvous.core import Rendezvous, RendezvousConfig
-from jobs.rendezvous.mailbox import HANDED_OVER_STATE_VERSION, Mailbox, from_state, to_state
+from jobs.rendezvous.mailbox import (
+    HANDED_OVER_STATE_VERSION,
+    Mailbox,
+    from_state,
+    to_state,
+)
 from jobs.rendezvous.testing import SCHED, make_score
 from schemas.records import TokenPosition, Transitions
 
