@@ -552,7 +552,10 @@ def metrics_endpoints() -> None:
 
 @metrics_group.command("attribute")
 @_report_suffix
-def metrics_attribute_cmd(topics_suffix) -> None:
+@click.option("--every", type=click.FloatRange(min=1.0), default=None, metavar="SECONDS",
+              help="Keep attributing: every SECONDS, write and print the rows not written yet, until interrupted "
+                   "(Ctrl-C).")
+def metrics_attribute_cmd(topics_suffix, every) -> None:
     """Change attribution: find the windows where a model's recall, score mean or answer share moved, name the
     upstream lifecycle events of the same span (the model's own and its cards' inputs', transitively), write
     them to the metrics topic as `attribution` rows (those not written yet) and print every attribution row."""
@@ -560,6 +563,19 @@ def metrics_attribute_cmd(topics_suffix) -> None:
     from control.ops import metrics as metrics_ops
 
     topics = _topics(topics_suffix)
+    if every:
+        import time
+
+        click.echo(f"attributing every {every:g} s; new rows as they are written (Ctrl-C stops)", err=True)
+        try:
+            while True:
+                for m in attribution.run_once(topics=topics):
+                    click.echo(attribution.describe(m))
+                time.sleep(every)
+        except ControlError as e:
+            _fail(e)
+        except KeyboardInterrupt:
+            return
     try:
         new = attribution.run_once(topics=topics)
         rows = [m for m in metrics_ops.read(topics=topics) if m.kind == "attribution"]

@@ -79,3 +79,30 @@ def test_summarise_sums_the_windows_wholly_inside_each_span():
     assert got[CASCADE]["before"] == cascade.Recall(24, 30, 2) and got[CASCADE]["before"].value == 0.8
     assert got[CASCADE]["after"].value == 0.7 and got[B]["before"].value == 4 / 6
     assert got[A_PRIME]["before"].value is None
+
+
+def test_metrics_attribute_every_keeps_attributing_until_interrupted(monkeypatch):
+    """`rendezvous metrics attribute --every N`: each pass's new rows are printed as they are written."""
+    import time
+
+    from click.testing import CliRunner
+
+    from control.ops import attribution
+    from schemas.records import Metrics
+    from tools.cli import main
+
+    rows = [[Metrics(kind="attribution", window_start_ms=0, window_end_ms=10_000, model="b@1", figure="recall",
+                     count=9, before=0.6, after=0.0, versus="a@2", trigger="job_submitted", event_at_ms=5_000)], []]
+    passes = []
+
+    def run_once(topics=None):
+        passes.append(topics)
+        if len(passes) > len(rows):
+            raise KeyboardInterrupt
+        return rows[len(passes) - 1]
+
+    monkeypatch.setattr(attribution, "run_once", run_once)
+    monkeypatch.setattr(time, "sleep", lambda s: None)
+    res = CliRunner().invoke(main, ["metrics", "attribute", "--every", "5"])
+    assert res.exit_code == 0, res.output
+    assert len(passes) == 3 and res.output.count("b@1") == 1 and "a@2" in res.output
