@@ -1,5 +1,5 @@
-"""`make bench-handover`: what a user's clients see while `rendezvous upgrade` hands the rendezvous and then the external
-state over to a new version (control/ops/handover.py), compared with the minute before, in one run on one deployment.
+"""`make bench-handover`: what a user's clients see while `rendezvous upgrade` hands the rendezvous and then the
+external state over to a new version (control/ops/handover.py), compared with the minute before, in one run on one deployment.
 
 The synthetic model set (bench/__main__.py: constant runners, stages of 30 and 80 ms) is deployed on fresh topics with
 --partitions partitions; a steady --rate requests/s is offered for the whole run (confluent-kafka, as `make bench`);
@@ -81,8 +81,8 @@ def run(a) -> dict:
         s, job_name=f"bench-ho: external-state {u}", source_topic=t.requests, sink_topic=t.augmented,
         quarantine_topic=t.quarantine, group_id=f"bench-ho-es-{u}", transitions_topic=t.transitions, **common)}
     models = [deploy.deploy_model(c, s, job_name=f"bench-ho: model {c.key} {u}", source_topic=t.augmented,
-                                  sink_topic=t.scores, group_id=f"bench-ho-{c.model_id}-{u}", lifecycle_topic=t.lifecycle,
-                                  **common) for c in SYNTHETIC]
+                                  sink_topic=t.scores, group_id=f"bench-ho-{c.model_id}-{u}",
+                                  lifecycle_topic=t.lifecycle, **common) for c in SYNTHETIC]
     ids["rendezvous"] = deploy.deploy_rendezvous(
         s, job_name=f"bench-ho: rendezvous {u}", augmented_topic=t.augmented, scores_topic=t.scores,
         schedules_topic=t.schedules, answers_topic=t.answers, late_topic=t.late, invalid_topic=t.quarantine,
@@ -136,8 +136,8 @@ def run(a) -> dict:
 
 def table(r: dict) -> str:
     lines = [f"Offered {r['rate']:.0f} requests/s on {r['partitions']} partitions; the new version started at nice "
-             f"{r.get('starting_nice', 0)}; {r['sent']} sent, {r['answered']} answered, {r['duplicates']} duplicate and "
-             f"{r['conflicting']} conflicting answers.", "",
+             f"{r.get('starting_nice', 0)}; {r['sent']} sent, {r['answered']} answered, {r['duplicates']} duplicate "
+             f"and {r['conflicting']} conflicting answers.", "",
              "| hand-over | window | answers | p50 ms | p99 ms | max ms | defaults |", "|---|---|---|---|---|---|---|"]
     for h in r["handovers"]:
         for w, label in (("before", f"{r['before_s']:.0f} s before"), ("during", "whole hand-over"),
