@@ -147,8 +147,7 @@ def submit(module: str, job_args: Sequence[str] = (), savepoint: str | None = No
            code: Path | None = None, extra_jars: Sequence[Path] = (), nice: int = 0) -> str:
     """Submit a job module (e.g. `jobs.smoke.main`) detached; returns its Flink job id. `nice`: the CPU priority of
     `flink run` and of the job's own TaskManagers (a new version starting beside the one serving:
-    control.ops.handover). `parallelism`: of every
-    operator (`flink run -p`; default: the cluster's, 1). `code`: the root of the project's code to submit (its
+    control.ops.handover). `parallelism`: of every operator (`flink run -p`; default: the cluster's, 1). `code`: the root of the project's code to submit (its
     `schemas/`, `jobs/`, `model_udfs/`; default: this checkout's), e.g. a new version's checkout.
 
     A thread-mode job gets TaskManagers of its own, one per subtask, started while `flink run` compiles it
