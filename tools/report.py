@@ -293,10 +293,50 @@ def _budget(data: rp.ReportData) -> Plot:
     return Plot("budget", f"Latency budget (window ending {_when(last.window_end_ms)} UTC)", what, fig)
 
 
+NODE_STYLE = {"topic": ("circle", "#4c78a8"), "job": ("square", "#72b7b2"), "model": ("diamond", "#f58518"),
+              "consumer": ("x", "#d62728")}
+"""Marker symbol and colour of each kind of lineage node."""
+
+
+def _lineage(data: rp.ReportData) -> Plot:
+    what = ("The running jobs (squares; model jobs as diamonds) between the topics they read and write (circles), "
+            "left to right from the topics no job writes; an undeclared consumer of a model's output in red "
+            "(`rendezvous lineage`).")
+    import plotly.graph_objects as go
+
+    graph = data.lineage_graph
+    if graph is None:
+        return Plot("lineage", "Lineage", what, None, "no lineage: the cluster's jobs could not be read")
+    nodes, edges = graph.layout()
+    at = {n: (layer, -row) for n, _, _, layer, row in nodes}
+    fig = go.Figure()
+    fig.update_layout(height=max(PLOT_HEIGHT, 60 * (1 + max((r for *_, r in nodes), default=0))), showlegend=True,
+                      margin=dict(l=20, r=20, t=30, b=20), xaxis=dict(visible=False), yaxis=dict(visible=False))
+    for kind, colour, dash in (("flow", "#999", "solid"), ("undeclared", NODE_STYLE["consumer"][1], "dash")):
+        xs, ys = [], []
+        for a, b, k in edges:
+            if k == kind:
+                xs += [at[a][0], at[b][0], None]
+                ys += [at[a][1], at[b][1], None]
+        if xs:
+            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=f"{kind} edges", hoverinfo="skip",
+                                     line=dict(color=colour, dash=dash, width=1)))
+    for kind, (symbol, colour) in NODE_STYLE.items():
+        ns = [n for n in nodes if n[2] == kind]
+        if ns:
+            fig.add_trace(go.Scatter(x=[n[3] for n in ns], y=[-n[4] for n in ns], mode="markers+text",
+                                     name=f"{kind}s", text=[n[1] for n in ns], textposition="top center",
+                                     marker=dict(symbol=symbol, size=14, color=colour)))
+    return Plot("lineage", "Lineage", what, fig)
+
+
 def plots(data: rp.ReportData) -> list[Plot]:
     markers = rp.markers_within(data.markers, rp.span(data.rows))
-    return [_latency(data, markers), _scores(data, markers), _agreement(data, markers), *_answers(data, markers),
-            _accuracy(data, markers), _budget(data)]
+    out = [_latency(data, markers), _scores(data, markers), _agreement(data, markers), *_answers(data, markers),
+           _accuracy(data, markers), _budget(data)]
+    if data.lineage_graph is not None:
+        out.append(_lineage(data))
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ html

@@ -114,6 +114,47 @@ class Lineage:
                 for grp, topics in sorted(self.groups.items()) if grp not in declared
                 for t in sorted(topics) if t in outputs]
 
+    def layout(self) -> tuple[list[tuple[str, str, str, int, int]], list[tuple[str, str, str]]]:
+        """The graph laid out in layers, for drawing: nodes (id, label, kind, layer, row) and edges (from, to, kind).
+        Kinds of node: `topic`, `job`, `model` (a model job), `consumer` (an undeclared consumer group); of edge:
+        `flow` (a job reads or writes a topic), `undeclared` (a group reads a model's output). A topic no job
+        writes is in layer 0; every other node one layer after the first node that leads to it."""
+        nodes: dict[str, tuple[str, str]] = {}
+        edges: list[tuple[str, str, str]] = []
+        for j in self.jobs:
+            jid = f"job:{j.job_id}"
+            nodes[jid] = (j.model or j.name, "model" if j.model else "job")
+            for t in j.reads:
+                nodes.setdefault(f"topic:{t}", (t, "topic"))
+                edges.append((f"topic:{t}", jid, "flow"))
+            for t in j.writes:
+                nodes.setdefault(f"topic:{t}", (t, "topic"))
+                edges.append((jid, f"topic:{t}", "flow"))
+        for f in self.findings:
+            nodes.setdefault(f"topic:{f.topic}", (f.topic, "topic"))
+            nodes[f"group:{f.group}"] = (f.group, "consumer")
+            edges.append((f"topic:{f.topic}", f"group:{f.group}", "undeclared"))
+        written = {b for a, b, _ in edges if a.startswith("job:")}
+        layer = {n: 0 for n in nodes if n.startswith("topic:") and n not in written}
+        frontier = sorted(layer)
+        while frontier:
+            nxt = []
+            for n in frontier:
+                for a, b, _ in edges:
+                    if a == n and b not in layer:
+                        layer[b] = layer[n] + 1
+                        nxt.append(b)
+            frontier = sorted(nxt)
+        last = max(layer.values(), default=0)
+        for n in nodes:  # on a cycle only, or alone
+            layer.setdefault(n, last + 1)
+        rows: dict[int, int] = {}
+        out = []
+        for n in sorted(nodes, key=lambda n: (layer[n], nodes[n][1] != "topic", nodes[n][0])):
+            rows[layer[n]] = rows.get(layer[n], -1) + 1
+            out.append((n, nodes[n][0], nodes[n][1], layer[n], rows[layer[n]]))
+        return out, edges
+
     def lines(self) -> list[str]:
         out = ["jobs (reads -> job -> writes):"]
         for j in self.jobs:

@@ -61,6 +61,8 @@ class ReportData:
     lineage: tuple[str, ...] = ()
     """`rendezvous lineage`'s lines (jobs, topics, model dependencies, undeclared consumers), when it could be read"""
     lineage_dot: str | None = None
+    lineage_graph: object | None = None
+    """the `control.ops.lineage.Lineage` itself, for the drawing"""
 
 
 # ------------------------------------------------------------------------------------------------ reading
@@ -81,20 +83,20 @@ def load(plane, since_ms: int | None, now: int | None = None, with_lineage: bool
     keys = models_of(rows) | set(known)
     stages = {k: e.stage for k, e in known.items()}
     active = history[-1] if history else BUILTIN_SCHEDULE
-    lineage_lines, lineage_dot = (), None
+    lineage_lines, lineage_dot, lineage_graph = (), None, None
     if with_lineage:  # the graph needs the cluster's REST API too; the report does without it
         try:
             from control.ops import lineage
 
             graph = lineage.read(plane.s)
-            lineage_lines, lineage_dot = tuple(graph.lines()), graph.dot()
+            lineage_lines, lineage_dot, lineage_graph = tuple(graph.lines()), graph.dot(), graph
         except Exception as e:  # noqa: BLE001 - shown in the report instead
             lineage_lines = (f"lineage not available: {e}",)
     return ReportData(rows=tuple(rows), markers=tuple(markers_of(events, history, since_ms)),
                       champion=champion_of(active, keys, stages), canary=canary_of(known.values()),
                       stages=stages, topic=plane.topics.metrics, since_ms=since_ms,
                       generated_at_ms=now if now is not None else now_ms(), unreadable=bad,
-                      lineage=lineage_lines, lineage_dot=lineage_dot)
+                      lineage=lineage_lines, lineage_dot=lineage_dot, lineage_graph=lineage_graph)
 
 
 # ------------------------------------------------------------------------------------------------ rows

@@ -59,3 +59,18 @@ def test_a_job_without_recorded_settings_declares_the_group_named_after_it():
                       {"metrics-metrics-x": {"sc"}, "sql-adhoc": {"sc"}, "metrics-metrics-y": {"sc"}})
     assert [f.group for f in g.findings] == ["metrics-metrics-y"]
     assert "[adhoc: a job without recorded settings (SQL), group adhoc or sql-adhoc] -> ?" in "\n".join(g.lines())
+
+
+def test_the_layout_puts_each_node_one_layer_after_what_leads_to_it():
+    g = graph({"snoop": {"sc"}})
+    nodes, edges = g.layout()
+    layer = {n: lay for n, _, _, lay, _ in nodes}
+    kind = {n: k for n, _, k, _, _ in nodes}
+    assert layer["topic:rq"] == layer["topic:transitions"] == 0  # no job writes them
+    assert layer["job:1"] == 1 and layer["topic:aug"] == 2 and layer["job:2"] == layer["job:3"] == 3
+    assert layer["topic:sc"] == 4 and layer["group:snoop"] == 5 and kind["group:snoop"] == "consumer"
+    assert kind["job:2"] == "model" and kind["job:1"] == "job" and kind["topic:sc"] == "topic"
+    assert ("topic:sc", "group:snoop", "undeclared") in edges and ("job:3", "topic:sc", "flow") in edges
+    assert ("topic:sc", "job:3", "flow") in edges  # B reads its input from the scores topic: a cycle, drawn back
+    rows = [(lay, r) for _, _, _, lay, r in nodes]
+    assert len(set(rows)) == len(rows)  # one place per node

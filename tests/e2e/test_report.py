@@ -70,7 +70,9 @@ def test_report_draws_every_plot_in_a_browser(plane_topics, tmp_path):
     assert f"{len(sc.rows)} metrics rows" in res.output
     plots, no_data = drawn_plots(dump_dom(out))
     assert not no_data
-    assert sorted(plots) == sorted(EXPECTED)
+    assert sorted(plots) == sorted([*EXPECTED, "lineage"])  # the lineage of whatever jobs the cluster runs now
+    assert plots["lineage"].count("main-svg") >= 1
+    assert set(plots["lineage"].legend) <= {"flow edges", "undeclared edges", "topics", "jobs", "models", "consumers"}
     for name, legend in EXPECTED.items():
         drawn = plots[name]
         assert drawn.count("main-svg") >= 1, f"{name}: no plotly SVG drawn"
@@ -108,6 +110,6 @@ def test_without_metrics_rows_both_say_to_start_the_metrics_job(stack, unique, t
     res = CliRunner().invoke(main, ["report", "--topics-suffix", unique, "--out", str(out)])
     assert res.exit_code == 0 and "rendezvous metrics start" in res.output
     plots, no_data = drawn_plots(dump_dom(out))
-    assert not plots
+    assert sorted(plots) == ["lineage"]  # the running jobs' lineage needs no metrics rows
     assert sorted(no_data) == sorted(["rows", *EXPECTED])
     assert all(t.startswith("no data") for t in no_data.values())

@@ -182,3 +182,17 @@ def test_html_shows_attribution_rows_and_the_lineage_when_there_are_some(data):
     assert "b@1" in table and "recall" in table and "0.667" in table and "job_submitted" in table and "a@2" in table
     assert "b@1 &lt;- a" in page and 'id=lineage-dot>digraph {}' in page
     assert "sec-attribution" not in tr.render(data, plotly_js=lambda: "")
+
+
+def test_the_lineage_is_drawn_when_the_graph_was_read(data):
+    from tests.control.test_lineage import graph
+
+    assert "lineage" not in [p.name for p in tr.plots(data)]  # not read: no drawing (the text says why)
+    g = graph({"snoop": {"sc"}})
+    plot = next(p for p in tr.plots(rp.ReportData(rows=data.rows, lineage_graph=g)) if p.name == "lineage")
+    names = {t.name: t for t in plot.figure.data}
+    assert {"flow edges", "undeclared edges", "topics", "jobs", "models", "consumers"} <= set(names)
+    assert set(names["topics"].text) == {"rq", "aug", "q", "sc", "an", "lb", "mx", "transitions"}
+    assert list(names["consumers"].text) == ["snoop"]
+    page = tr.render(rp.ReportData(rows=data.rows, lineage_graph=g), plotly_js=lambda: "")
+    assert 'id="plot-lineage"' in page
