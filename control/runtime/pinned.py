@@ -32,7 +32,7 @@ import urllib.error
 from pathlib import Path
 
 from control.errors import RuntimeStartError
-from control.runtime.process import Progress, pid_alive, say, terminate_tree
+from control.runtime.process import Progress, pid_alive, say, terminate_trees
 from control.settings import RuntimeSettings
 from jobs.common.entry import TASKMANAGER_RESOURCE
 
@@ -164,17 +164,26 @@ def of_job(s: RuntimeSettings, job_id: str) -> str | None:
 
 def retire(s: RuntimeSettings, pin: str, progress: Progress | None = None) -> None:
     """Stop the pin's TaskManagers (with whatever runs in them) and forget the pin."""
-    for pid in pids(s, pin):
-        if pid_alive(pid):
-            say(progress, f"stopping TaskManager pid {pid} of {pin}")
-            terminate_tree(pid)
-    d = pins_dir(s) / pin
-    for f in d.glob("*"):
-        f.unlink(missing_ok=True)
-    try:
-        d.rmdir()
-    except OSError:
-        pass
+    retire_all(s, [pin], progress)
+
+
+def retire_all(s: RuntimeSettings, pins_: list[str], progress: Progress | None = None) -> None:
+    """`retire` of several pins; their TaskManagers shut down side by side (each JVM takes seconds to exit)."""
+    alive = []
+    for pin in pins_:
+        for pid in pids(s, pin):
+            if pid_alive(pid):
+                say(progress, f"stopping TaskManager pid {pid} of {pin}")
+                alive.append(pid)
+    terminate_trees(alive)
+    for pin in pins_:
+        d = pins_dir(s) / pin
+        for f in d.glob("*"):
+            f.unlink(missing_ok=True)
+        try:
+            d.rmdir()
+        except OSError:
+            pass
 
 
 def _job_states(s: RuntimeSettings) -> dict[str, str] | None:
@@ -224,8 +233,8 @@ def reap(s: RuntimeSettings, progress: Progress | None = None) -> list[str]:
         foreign = _foreign_slots(s, pin, jid)
         if foreign:
             continue
-        retire(s, pin, progress)
         retired.append(pin)
+    retire_all(s, retired, progress)
     return retired
 
 
@@ -260,8 +269,7 @@ def tend(s: RuntimeSettings, log) -> None:
 
 
 def stop_all(s: RuntimeSettings, progress: Progress | None = None) -> None:
-    for pin in pins(s):
-        retire(s, pin, progress)
+    retire_all(s, pins(s), progress)
 
 
 def describe(s: RuntimeSettings, job_id: str) -> str:
