@@ -88,7 +88,8 @@ def _pid_file(s: RuntimeSettings, pin: str, i: int) -> Path:
     return pins_dir(s) / pin / f"flink-{resource_id(pin, i)}-taskexecutor.pid"
 
 
-def _start_one(s: RuntimeSettings, pin: str, i: int) -> int | None:
+def _launch_one(s: RuntimeSettings, pin: str, i: int) -> subprocess.Popen:
+    """Run Flink's start script of TaskManager `i` of the pin, without waiting for it (`_started`)."""
     from control.runtime.flink import flink_env, taskmanager_cwd
 
     path = _pid_file(s, pin, i)
@@ -96,12 +97,23 @@ def _start_one(s: RuntimeSettings, pin: str, i: int) -> int | None:
     env = flink_env(s)
     env["FLINK_PID_DIR"] = str(path.parent)
     env["FLINK_IDENT_STRING"] = resource_id(pin, i)  # its own pid file and log file names
-    out = subprocess.run(["bash", str(s.flink_home / "bin" / "taskmanager.sh"), "start", *taskmanager_args(s, pin, i)],
-                         env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd=taskmanager_cwd(s))
-    if out.returncode != 0:
-        raise RuntimeStartError(f"starting TaskManager {resource_id(pin, i)} failed:\n{out.stdout}{out.stderr}\n"
+    return subprocess.Popen(["bash", str(s.flink_home / "bin" / "taskmanager.sh"), "start",
+                             *taskmanager_args(s, pin, i)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, stdin=subprocess.DEVNULL, cwd=taskmanager_cwd(s))
+
+
+def _started(s: RuntimeSettings, pin: str, i: int, proc: subprocess.Popen) -> int | None:
+    """Wait for the start script `_launch_one` ran (it computes the TaskManager's memory settings in a JVM of its
+    own, seconds, then launches the TaskManager in the background); the TaskManager's pid."""
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeStartError(f"starting TaskManager {resource_id(pin, i)} failed:\n{out}{err}\n"
                                 f"See the logs in {s.log_dir}.")
-    return _pid(path)
+    return _pid(_pid_file(s, pin, i))
+
+
+def _start_one(s: RuntimeSettings, pin: str, i: int) -> int | None:
+    return _started(s, pin, i, _launch_one(s, pin, i))
 
 
 def _pid(path: Path) -> int | None:
@@ -126,19 +138,33 @@ def _write(s: RuntimeSettings, pin: str, record: dict) -> None:
 
 
 def start(s: RuntimeSettings, slots: int, progress: Progress | None = None) -> str:
-    """Start `slots` TaskManagers for one thread-mode job (returns at once; they register with the JobManager
-    within seconds). Returns the pin to submit the job with (`RESOURCE_CONF`)."""
+    """Start `slots` TaskManagers for one thread-mode job (returns once they are launched; they register with the
+    JobManager within seconds). Returns the pin to submit the job with (`RESOURCE_CONF`).
+
+    Their start scripts run side by side (each computes its TaskManager's settings in a JVM of its own: seconds),
+    and all are done before this returns: the job is submitted only then (`control.ops.jobs.submit`), so the
+    TaskManagers register while `flink run` compiles it. (A job whose slots are asked for before its
+    TaskManagers registered fails: "Could not acquire the minimum required resources", then restarts.)"""
     pin = new_pin()
     (pins_dir(s) / pin).mkdir(parents=True)
     _write(s, pin, {"pin": pin, "slots": slots, "job_id": None, "created_at": time.time(), "restarts": []})
     say(progress, f"starting {slots} TaskManager(s) of its own ({resource_id(pin, 0)}"
                   + (f"..{slots - 1}" if slots > 1 else "") + ")")
+    procs: list[subprocess.Popen] = []
+    error: Exception | None = None
     try:
         for i in range(slots):
-            _start_one(s, pin, i)
-    except Exception:
+            procs.append(_launch_one(s, pin, i))
+    except Exception as e:  # noqa: BLE001 - raised below, once the scripts started are done
+        error = e
+    for i, proc in enumerate(procs):
+        try:
+            _started(s, pin, i, proc)
+        except Exception as e:  # noqa: BLE001
+            error = error or e
+    if error:
         retire(s, pin)
-        raise
+        raise error
     return pin
 
 
