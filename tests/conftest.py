@@ -35,9 +35,14 @@ def job_cleanup(stack):
 
     ids: list[str] = []
     yield ids
+    running = []
     for jid in ids:
         try:
             if jobs.job_state(jid, stack) in ("RUNNING", "CREATED", "INITIALIZING", "RESTARTING"):
-                jobs.cancel(jid, stack)
+                running.append(jid)
         except Exception:
             pass
+    try:
+        jobs.cancel_all(running, stack)  # all at once: cancelled one by one they took 48 s for 8 jobs
+    except Exception:
+        pass

@@ -266,6 +266,34 @@ def cancel(job_id: str, s: RuntimeSettings | None = None, wait: float = 60.0) ->
     pinned.reap(s)
 
 
+def cancel_all(job_ids: Sequence[str], s: RuntimeSettings | None = None, wait: float = 60.0) -> None:
+    """`cancel` of several jobs at once: every cancellation is sent before any is waited for (a job takes seconds
+    to end), and the thread-mode jobs' own TaskManagers are stopped together once all have ended. Each job is
+    tried; the first error is raised afterwards."""
+    from control.runtime import pinned
+
+    if not job_ids:
+        return
+    s = s or RuntimeSettings()
+    errors: list[Exception] = []
+    sent = []
+    for jid in job_ids:
+        try:
+            flink_rest(s, f"/jobs/{jid}?mode=cancel", method="PATCH")
+            sent.append(jid)
+        except Exception as e:  # noqa: BLE001 - raised below, once the others are cancelled
+            errors.append(e)
+    deadline = time.monotonic() + wait
+    for jid in sent:
+        try:
+            wait_terminal(jid, s, max(1.0, deadline - time.monotonic()))
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+    pinned.reap(s)
+    if errors:
+        raise errors[0]
+
+
 def stop_with_savepoint(job_id: str, s: RuntimeSettings | None = None, target_dir: str | None = None,
                         timeout: float = 180.0, progress: Callable[[str], None] | None = None,
                         retire: bool = True) -> str:

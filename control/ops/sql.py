@@ -120,7 +120,9 @@ def existing_topics(bootstrap: str) -> set[str]:
     from control import kafka_io
 
     try:
-        adm = kafka_io.admin(bootstrap, client_id="rendezvous-sql", request_timeout_ms=10_000)
+        # kafka-python waits bootstrap_timeout_ms (30 s by default), not request_timeout_ms, for a broker
+        adm = kafka_io.admin(bootstrap, client_id="rendezvous-sql", request_timeout_ms=10_000,
+                             bootstrap_timeout_ms=10_000)
     except Exception as e:  # noqa: BLE001 - NoBrokersAvailable, auth errors: all mean "no Kafka"
         raise SqlError(f"Kafka at {bootstrap} cannot be reached ({type(e).__name__}: {e}): start the runtime with "
                        f"`rendezvous up`, or point RENDEZVOUS_BOOTSTRAP_SERVERS at the broker") from e

@@ -32,7 +32,7 @@ import urllib.error
 from pathlib import Path
 
 from control.errors import RuntimeStartError
-from control.runtime.process import Progress, pid_alive, say, terminate_tree
+from control.runtime.process import Progress, pid_alive, say, terminate_trees
 from control.settings import RuntimeSettings
 from jobs.common.entry import TASKMANAGER_RESOURCE
 
@@ -88,7 +88,9 @@ def _pid_file(s: RuntimeSettings, pin: str, i: int) -> Path:
     return pins_dir(s) / pin / f"flink-{resource_id(pin, i)}-taskexecutor.pid"
 
 
-def _start_one(s: RuntimeSettings, pin: str, i: int, nice: int = 0) -> int | None:
+def _launch_one(s: RuntimeSettings, pin: str, i: int, nice: int = 0) -> subprocess.Popen:
+    """Run Flink's start script of TaskManager `i` of the pin, without waiting for it (`_started`); `nice`: the
+    CPU priority it starts at (the TaskManager inherits it)."""
     from control.runtime.flink import flink_env, taskmanager_cwd
 
     path = _pid_file(s, pin, i)
@@ -96,13 +98,24 @@ def _start_one(s: RuntimeSettings, pin: str, i: int, nice: int = 0) -> int | Non
     env = flink_env(s)
     env["FLINK_PID_DIR"] = str(path.parent)
     env["FLINK_IDENT_STRING"] = resource_id(pin, i)  # its own pid file and log file names
-    out = subprocess.run(["bash", str(s.flink_home / "bin" / "taskmanager.sh"), "start", *taskmanager_args(s, pin, i)],
-                         env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd=taskmanager_cwd(s),
-                         preexec_fn=(lambda: os.nice(nice)) if nice else None)
-    if out.returncode != 0:
-        raise RuntimeStartError(f"starting TaskManager {resource_id(pin, i)} failed:\n{out.stdout}{out.stderr}\n"
+    return subprocess.Popen(["bash", str(s.flink_home / "bin" / "taskmanager.sh"), "start",
+                             *taskmanager_args(s, pin, i)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, stdin=subprocess.DEVNULL, cwd=taskmanager_cwd(s),
+                            preexec_fn=(lambda: os.nice(nice)) if nice else None)
+
+
+def _started(s: RuntimeSettings, pin: str, i: int, proc: subprocess.Popen) -> int | None:
+    """Wait for the start script `_launch_one` ran (it computes the TaskManager's memory settings in a JVM of its
+    own, seconds, then launches the TaskManager in the background); the TaskManager's pid."""
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeStartError(f"starting TaskManager {resource_id(pin, i)} failed:\n{out}{err}\n"
                                 f"See the logs in {s.log_dir}.")
-    return _pid(path)
+    return _pid(_pid_file(s, pin, i))
+
+
+def _start_one(s: RuntimeSettings, pin: str, i: int) -> int | None:
+    return _started(s, pin, i, _launch_one(s, pin, i))
 
 
 def _pid(path: Path) -> int | None:
@@ -127,20 +140,34 @@ def _write(s: RuntimeSettings, pin: str, record: dict) -> None:
 
 
 def start(s: RuntimeSettings, slots: int, progress: Progress | None = None, nice: int = 0) -> str:
-    """Start `slots` TaskManagers for one thread-mode job (returns at once; they register with the JobManager
-    within seconds). Returns the pin to submit the job with (`RESOURCE_CONF`). `nice`: their CPU priority (a
-    version starting beside the one serving, `renice` once it serves)."""
+    """Start `slots` TaskManagers for one thread-mode job (returns once they are launched; they register with the
+    JobManager within seconds). Returns the pin to submit the job with (`RESOURCE_CONF`). `nice`: their CPU priority
+    (a version starting beside the one serving; `renice` once it serves).
+
+    Their start scripts run side by side (each computes its TaskManager's settings in a JVM of its own: seconds),
+    and all are done before this returns: the job is submitted only then (`control.ops.jobs.submit`), so the
+    TaskManagers register while `flink run` compiles it. (A job whose slots are asked for before its
+    TaskManagers registered fails: "Could not acquire the minimum required resources", then restarts.)"""
     pin = new_pin()
     (pins_dir(s) / pin).mkdir(parents=True)
     _write(s, pin, {"pin": pin, "slots": slots, "job_id": None, "created_at": time.time(), "restarts": []})
     say(progress, f"starting {slots} TaskManager(s) of its own ({resource_id(pin, 0)}"
                   + (f"..{slots - 1}" if slots > 1 else "") + ")")
+    procs: list[subprocess.Popen] = []
+    error: Exception | None = None
     try:
         for i in range(slots):
-            _start_one(s, pin, i, nice)
-    except Exception:
+            procs.append(_launch_one(s, pin, i, nice))
+    except Exception as e:  # noqa: BLE001 - raised below, once the scripts started are done
+        error = e
+    for i, proc in enumerate(procs):
+        try:
+            _started(s, pin, i, proc)
+        except Exception as e:  # noqa: BLE001
+            error = error or e
+    if error:
         retire(s, pin)
-        raise
+        raise error
     return pin
 
 
@@ -190,17 +217,26 @@ def of_job(s: RuntimeSettings, job_id: str) -> str | None:
 
 def retire(s: RuntimeSettings, pin: str, progress: Progress | None = None) -> None:
     """Stop the pin's TaskManagers (with whatever runs in them) and forget the pin."""
-    for pid in pids(s, pin):
-        if pid_alive(pid):
-            say(progress, f"stopping TaskManager pid {pid} of {pin}")
-            terminate_tree(pid)
-    d = pins_dir(s) / pin
-    for f in d.glob("*"):
-        f.unlink(missing_ok=True)
-    try:
-        d.rmdir()
-    except OSError:
-        pass
+    retire_all(s, [pin], progress)
+
+
+def retire_all(s: RuntimeSettings, pins_: list[str], progress: Progress | None = None) -> None:
+    """`retire` of several pins; their TaskManagers shut down side by side (each JVM takes seconds to exit)."""
+    alive = []
+    for pin in pins_:
+        for pid in pids(s, pin):
+            if pid_alive(pid):
+                say(progress, f"stopping TaskManager pid {pid} of {pin}")
+                alive.append(pid)
+    terminate_trees(alive)
+    for pin in pins_:
+        d = pins_dir(s) / pin
+        for f in d.glob("*"):
+            f.unlink(missing_ok=True)
+        try:
+            d.rmdir()
+        except OSError:
+            pass
 
 
 def _job_states(s: RuntimeSettings) -> dict[str, str] | None:
@@ -250,8 +286,8 @@ def reap(s: RuntimeSettings, progress: Progress | None = None) -> list[str]:
         foreign = _foreign_slots(s, pin, jid)
         if foreign:
             continue
-        retire(s, pin, progress)
         retired.append(pin)
+    retire_all(s, retired, progress)
     return retired
 
 
@@ -286,8 +322,7 @@ def tend(s: RuntimeSettings, log) -> None:
 
 
 def stop_all(s: RuntimeSettings, progress: Progress | None = None) -> None:
-    for pin in pins(s):
-        retire(s, pin, progress)
+    retire_all(s, pins(s), progress)
 
 
 def describe(s: RuntimeSettings, job_id: str) -> str:

@@ -83,10 +83,20 @@ def descendants(pid: int) -> list[int]:
 
 def terminate_tree(pid: int, timeout: float = 15.0) -> None:
     """SIGTERM the process and its descendants, wait up to timeout, then SIGKILL what is left."""
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
+    terminate_trees([pid], timeout)
+
+
+def terminate_trees(pids: list[int], timeout: float = 15.0) -> None:
+    """`terminate_tree` of several processes at once: all are sent SIGTERM first and shut down side by side (a
+    JVM takes seconds to), then waited for together, up to timeout; what is left is SIGKILLed."""
+    procs = []
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            procs += [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+    if not procs:
         return
     for p in procs:
         try:

@@ -69,11 +69,10 @@ def system(stack):
     finally:
         if gw is not None:
             gw.stop()
-        for jid in ids:
-            try:
-                jobs.cancel(jid, stack)
-            except Exception:  # noqa: BLE001
-                pass
+        try:
+            jobs.cancel_all(ids, stack)  # side by side: one by one, each took seconds to end, its TaskManagers to stop
+        except Exception:  # noqa: BLE001
+            pass
 
 
 def recorded(system, rids, idle_s: float | None = None) -> list[Answer]:
