@@ -219,11 +219,22 @@ def job_exceptions(job_id: str, s: RuntimeSettings | None = None) -> str:
         return f"(could not read exceptions: {e})"
 
 
+NO_RESOURCES = "NoResourceAvailableException"
+"""The root cause of a job whose slots were asked for before there were TaskManagers to hold them."""
+
+
+def _pinned(s: RuntimeSettings, job_id: str) -> bool:
+    from control.runtime import pinned
+
+    return pinned.of_job(s, job_id) is not None
+
+
 def wait_running(job_id: str, s: RuntimeSettings | None = None, timeout: float = 120.0,
                  recovering: bool = False) -> None:
     """Wait until every vertex of the job is RUNNING (operators opened, the sources reading); raise JobError
     with the job's exception if it fails or restarts meanwhile. `recovering`: the job is expected to fail over
-    (e.g. after a TaskManager was lost): restarts are waited out, not errors."""
+    (e.g. after a TaskManager was lost): restarts are waited out, not errors. A thread-mode job that restarts for
+    want of slots while its own TaskManagers register (`NO_RESOURCES`) is waited for too."""
     s = s or RuntimeSettings()
     deadline = time.monotonic() + timeout
     state = "?"
@@ -236,7 +247,13 @@ def wait_running(job_id: str, s: RuntimeSettings | None = None, timeout: float =
         # job restart: report its cause now rather than waiting out the timeout
         if not recovering and (state in ("RESTARTING", "FAILING")
                                or any(v["status"] == "FAILED" for v in info.get("vertices", []))):
-            raise JobError(f"job {job_id} failed while starting ({state}):\n{job_exceptions(job_id, s)[-4000:]}")
+            cause = job_exceptions(job_id, s)
+            if NO_RESOURCES in cause and _pinned(s, job_id):
+                # its own TaskManagers registered after it asked for slots (a loaded machine): it restarts, and
+                # runs once they have; if they never do, the timeout below says where they are
+                time.sleep(0.5)
+                continue
+            raise JobError(f"job {job_id} failed while starting ({state}):\n{cause[-4000:]}")
         if state == "RUNNING" and all(v["status"] == "RUNNING" for v in info.get("vertices", [])):
             return
         time.sleep(0.5)

@@ -94,3 +94,30 @@ def test_a_model_job_that_cannot_load_restarts_with_the_reason_and_writes_no_sco
     finally:
         jobs.cancel(jid, stack)
     assert kafka_io.consume(stack.bootstrap_servers, dst, timeout=3) == []
+
+
+def test_a_job_waiting_for_its_own_taskmanagers_is_waited_for_and_any_other_restart_is_an_error(monkeypatch):
+    """`wait_running` (no JVM: the REST answers are scripted): a thread-mode job that restarted because its own
+    TaskManagers registered after it asked for slots runs once they have; a restart for any other cause is the
+    error it says."""
+    from control.errors import JobError
+    from control.ops import jobs
+    from control.settings import RuntimeSettings
+
+    def script(states, cause, pinned=True):
+        answers = iter(states)
+        monkeypatch.setattr(jobs, "flink_rest", lambda s, path: {"state": next(answers), "vertices": [
+            {"status": "RUNNING"}]})
+        monkeypatch.setattr(jobs, "job_exceptions", lambda jid, s: cause)
+        monkeypatch.setattr(jobs, "_pinned", lambda s, jid: pinned)
+        monkeypatch.setattr(jobs.time, "sleep", lambda x: None)
+
+    no_slots = "org.apache.flink.runtime.jobmanager.scheduler.NoResourceAvailableException: Could not acquire ..."
+    script(["RESTARTING", "RESTARTING", "RUNNING"], no_slots)
+    jobs.wait_running("j", RuntimeSettings())
+    script(["RESTARTING", "RUNNING"], "java.lang.RuntimeException: the model failed to load")
+    with pytest.raises(JobError, match=r"failed while starting(.|\n)*the model failed to load"):
+        jobs.wait_running("j", RuntimeSettings())
+    script(["RESTARTING", "RUNNING"], no_slots, pinned=False)  # a job of the shared TaskManagers: no slots is an error
+    with pytest.raises(JobError, match="NoResourceAvailable"):
+        jobs.wait_running("j", RuntimeSettings())
