@@ -100,6 +100,8 @@ def archived(stack, tmp_path_factory):
         ids_sent = {r["request_id"] for r in sent}
         kafka_io.consume(stack.bootstrap_servers, topics.answers, timeout=240,
                          until=lambda vs: {json.loads(v)["request_id"] for v in vs} >= ids_sent)
+        settle(stack, ids[:-1], [[topics.requests], [topics.augmented], [topics.augmented],
+                                 [topics.augmented, topics.scores]])
         yield {"topics": topics, "archive": where, "sent": sent, "plane": plane, "schedule": sched, "jobs": ids}
     finally:
         archive.stop(stack, topics)
@@ -107,6 +109,20 @@ def archived(stack, tmp_path_factory):
             jobs.cancel_all(ids, stack)  # side by side: one by one, each took seconds to end, its TaskManagers to stop
         except Exception:
             pass
+
+
+def settle(stack, job_ids: list[str], inputs: list[list[str]]) -> None:
+    """Every job has processed all of its inputs and written what it made of them (so the topics the test compares
+    the archive with are final: a model job replaying after the kill, e.g. the canary, which no answer waits for,
+    may still be writing scores when the last answer is out). In pipeline order; for each job, checkpoints until
+    its committed offsets reach its inputs' ends, then one more: its sink flushed what the records before made."""
+    from control.ops import handover
+    from jobs.common.entry import SETTINGS
+
+    for jid, topics in zip(job_ids, inputs):
+        group = json.loads(jobs.job_parameters(jid, stack)[SETTINGS])["group_id"]
+        handover.wait_committed(jid, stack, group, handover.end_offsets(stack, topics), 180, f"job {jid} settling")
+        handover.checkpoint(jid, stack)
 
 
 def wait_archived(where: str, table: str, rows: int, timeout: float) -> int:
