@@ -94,17 +94,21 @@ def submit_job(settings: JobSettings, s: RuntimeSettings, savepoint: str | None 
     return jid
 
 
+def registry_records(s: RuntimeSettings, registry_topic: str) -> dict:
+    """The transitions registry's current record of each input topic (`schemas.records.Transitions`, by topic)."""
+    from schemas.records import Transitions
+
+    out = {}
+    for key, value in kafka_io.read_to_end(s.bootstrap_servers, registry_topic) if registry_topic else ():
+        if key is not None and value:
+            out[key.decode()] = Transitions.parse(value)
+    return out
+
+
 def current_owner(s: RuntimeSettings, registry_topic: str, topic: str) -> str | None:
     """The version that owns `topic`'s records now, by the transitions registry (the owner named by the last token
     of each partition; None: no hand-over of the topic yet)."""
-    from schemas.records import Transitions
-
-    if not registry_topic:
-        return None
-    found = None
-    for key, value in kafka_io.read_to_end(s.bootstrap_servers, registry_topic):
-        if key == topic.encode() and value:
-            found = Transitions.parse(value)
+    found = registry_records(s, registry_topic).get(topic)
     if found is None or not found.tokens:
         return None
     last = {t.partition: t.owner for t in found.tokens}
@@ -121,8 +125,7 @@ def _adopt_owner(cls: type[JobSettings], s: RuntimeSettings, fields: dict) -> No
     if fields.get("owner") or fields.get("takes_over"):
         return
     probe = job_settings(cls, s, **fields)
-    topic = probe.source_topic if isinstance(probe, ExternalStateSettings) else probe.augmented_topic
-    owner = current_owner(s, probe.transitions_topic, topic)
+    owner = current_owner(s, probe.transitions_topic, probe.handed_over_topic)
     if owner is not None:
         fields["owner"] = owner
 

@@ -43,7 +43,7 @@ from jobs.common.settings import HandedOverJob
 from jobs.common.transition import registry_record, token_json
 from jobs.external_state.settings import ExternalStateSettings
 from jobs.rendezvous.settings import RendezvousSettings
-from schemas.records import LifecycleEvent, Schedule, TokenPosition, Transitions, now_ms
+from schemas.records import LifecycleEvent, Schedule, TokenPosition, now_ms
 from schemas.topics import LIFECYCLE, TRANSITIONS
 
 STARTING_NICE = 10
@@ -52,12 +52,6 @@ the catch-up), so that the version serving keeps the CPU (2 cores: starting a JV
 shows in every answer's latency); its TaskManagers get the normal priority back before the tokens are written."""
 
 KINDS: dict[str, type[HandedOverJob]] = {"external-state": ExternalStateSettings, "rendezvous": RendezvousSettings}
-
-
-def input_topics(settings: HandedOverJob) -> list[str]:
-    """The topics whose partitions are handed over: the one the job's requests come from. (Every version of the
-    rendezvous reads every score: the scores topic carries no tokens.)"""
-    return [settings.source_topic if isinstance(settings, ExternalStateSettings) else settings.augmented_topic]
 
 
 def successor_names(settings: HandedOverJob) -> tuple[str, str]:
@@ -86,26 +80,21 @@ def savepoint(job_id: str, s: RuntimeSettings, timeout: float = 180.0) -> str:
     trig = jobs_lib.flink_rest(s, f"/jobs/{job_id}/savepoints", method="POST",
                                body={"target-directory": f"file://{s.savepoint_dir}", "cancel-job": False,
                                      "formatType": "CANONICAL"})
-    return _await_operation(s, f"/jobs/{job_id}/savepoints/{trig['request-id']}", timeout, "savepoint")
+    return _done(jobs_lib.await_operation(s, f"/jobs/{job_id}/savepoints/{trig['request-id']}", timeout,
+                                          f"savepoint of {job_id}"), f"savepoint of {job_id}")["location"]
 
 
 def checkpoint(job_id: str, s: RuntimeSettings, timeout: float = 120.0) -> None:
     """Take a checkpoint now (its completion commits the sources' offsets to the job's consumer group)."""
     trig = jobs_lib.flink_rest(s, f"/jobs/{job_id}/checkpoints", method="POST", body={})
-    _await_operation(s, f"/jobs/{job_id}/checkpoints/{trig['request-id']}", timeout, "checkpoint")
+    _done(jobs_lib.await_operation(s, f"/jobs/{job_id}/checkpoints/{trig['request-id']}", timeout,
+                                   f"checkpoint of {job_id}"), f"checkpoint of {job_id}")
 
 
-def _await_operation(s: RuntimeSettings, path: str, timeout: float, what: str) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        st = jobs_lib.flink_rest(s, path)
-        if st["status"]["id"] == "COMPLETED":
-            op = st.get("operation", {})
-            if "failure-cause" in op:
-                raise ControlError(f"{what} failed: {json.dumps(op['failure-cause'])[:2000]}")
-            return op.get("location", "")
-        time.sleep(0.2)
-    raise ControlError(f"{what} did not complete within {timeout:.0f} s")
+def _done(op: dict, what: str) -> dict:
+    if "failure-cause" in op:
+        raise ControlError(f"{what} failed: {json.dumps(op['failure-cause'])[:2000]}")
+    return op
 
 
 Positions = dict[tuple[str, int], int]
@@ -162,10 +151,7 @@ def write_tokens(s: RuntimeSettings, topics: list[str], upgrade_id: str, owner: 
         for (t, part), f in futures.items():
             out.setdefault(t, []).append(TokenPosition(upgrade_id=upgrade_id, partition=part,
                                                        offset=f.get(timeout=30).offset, owner=owner, written_at_ms=at))
-        current: dict[str, Transitions] = {}
-        for key, value in kafka_io.read_to_end(s.bootstrap_servers, registry_topic):
-            if key is not None and key.decode() in out and value:
-                current[key.decode()] = Transitions.parse(value)
+        current = deploy.registry_records(s, registry_topic)
         for t, positions in out.items():
             p.send(registry_topic, registry_record(current.get(t), t, positions).to_json().encode(),
                    key=t.encode()).get(timeout=30)
@@ -250,7 +236,7 @@ def hand_over(job_id: str, code: Path | None = None, s: RuntimeSettings | None =
                            f"Upgrade it once with `rendezvous job upgrade {job_id}` (stop, then start from the "
                            "savepoint), and hand over without stopping from then on")
     root = jobs_lib.check_code(s, deploy.ENTRY_POINTS[type(old)], code)
-    topics = input_topics(old)
+    topics = [old.handed_over_topic]  # every version of the rendezvous reads every score: no tokens there
     registry = registry_topic or old.transitions_topic or TRANSITIONS
     owner, group = successor_names(old)
     hid = uuid.uuid4().hex[:12]

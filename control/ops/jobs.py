@@ -321,23 +321,31 @@ def stop_with_savepoint(job_id: str, s: RuntimeSettings | None = None, target_di
     target = target_dir or f"file://{s.savepoint_dir}"
     trig = flink_rest(s, f"/jobs/{job_id}/stop", method="POST",
                       body={"targetDirectory": target, "drain": False, "formatType": "CANONICAL"})
-    trigger_id = trig["request-id"]
+    deadline = time.monotonic() + timeout
+    op = await_operation(s, f"/jobs/{job_id}/savepoints/{trig['request-id']}", timeout,
+                         f"stop-with-savepoint of {job_id}", progress)
+    if "location" not in op:
+        raise JobError(f"stop-with-savepoint of {job_id} failed: {op.get('failure-cause')}")
+    from control.runtime import pinned
+
+    wait_terminal(job_id, s, timeout=max(10.0, deadline - time.monotonic()))
+    if retire:
+        pinned.reap(s)  # its own TaskManagers, if it had some
+    return op["location"]
+
+
+def await_operation(s: RuntimeSettings, path: str, timeout: float, what: str,
+                    progress: Callable[[str], None] | None = None) -> dict:
+    """Poll one of Flink's asynchronous operations (a savepoint, a checkpoint: `path` is its status) until it
+    completes; its `operation` (`location`, or `failure-cause`). JobError when it does not complete in time."""
     deadline = time.monotonic() + timeout
     said = False
     while time.monotonic() < deadline:
-        st = flink_rest(s, f"/jobs/{job_id}/savepoints/{trigger_id}")
+        st = flink_rest(s, path)
         if st["status"]["id"] == "COMPLETED":
-            op = st.get("operation", {})
-            if "location" in op:
-                from control.runtime import pinned
-
-                wait_terminal(job_id, s, timeout=max(10.0, deadline - time.monotonic()))
-                if retire:
-                    pinned.reap(s)  # its own TaskManagers, if it had some
-                return op["location"]
-            raise JobError(f"stop-with-savepoint of {job_id} failed: {op.get('failure-cause')}")
+            return st.get("operation", {})
         if progress and not said:
-            progress(f"savepoint of {job_id} in progress")
+            progress(f"{what} in progress")
             said = True
         time.sleep(0.2)
-    raise JobError(f"stop-with-savepoint of {job_id} did not finish within {timeout:.0f}s")
+    raise JobError(f"{what} did not finish within {timeout:.0f}s")

@@ -98,6 +98,11 @@ class HandedOverJob(JobSettings):
     def owner_name(self) -> str:
         return self.owner or self.job_name
 
+    @property
+    def handed_over_topic(self) -> str:
+        """The input topic whose partitions the tokens hand over: the one the job's requests come from."""
+        raise NotImplementedError
+
 
 @dataclass(frozen=True)
 class StateEncoding:

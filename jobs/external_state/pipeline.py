@@ -43,11 +43,12 @@ class Validate(ProcessFunction):
 
     def __init__(self, settings: ExternalStateSettings):
         self.source_topic = settings.source_topic
-        self.hand_over = (settings.owner_name, not settings.takes_over, settings.kafka, settings.transitions_topic)
+        self.hand_over = (settings.owner_name, not settings.takes_over, settings.kafka, settings.transitions_topic,
+                          settings.handed_over_topic)
 
     def open(self, runtime_context: RuntimeContext):
-        owner, first, kafka, registry = self.hand_over
-        self.ownership = Ownership(owner, first, read_registry(kafka, registry, [self.source_topic]))
+        owner, first, kafka, registry, topic = self.hand_over
+        self.ownership = Ownership(owner, first, read_registry(kafka, registry, [topic]))
 
     def process_element(self, value, ctx):
         if value is None or isinstance(value, str):

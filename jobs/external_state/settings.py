@@ -28,6 +28,10 @@ class ExternalStateSettings(HandedOverJob):
     """Per-entity state not written for this long is dropped."""
     checkpoint_interval_ms: int = 5_000
 
+    @property
+    def handed_over_topic(self) -> str:
+        return self.source_topic
+
     @classmethod
     def state_encodings(cls) -> dict[str, StateEncoding]:
         """Per entity: the features' running state (jobs/external_state/features.py)."""

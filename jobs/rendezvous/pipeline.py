@@ -93,7 +93,7 @@ class Envelopes(FlatMapFunction):
 
     def __init__(self, settings: RendezvousSettings):
         self.hand_over = (settings.owner_name, not settings.takes_over, settings.kafka, settings.transitions_topic,
-                          settings.augmented_topic)
+                          settings.handed_over_topic)
 
     def open(self, runtime_context: RuntimeContext):
         owner, first, kafka, registry, topic = self.hand_over

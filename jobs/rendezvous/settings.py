@@ -46,6 +46,10 @@ class RendezvousSettings(HandedOverJob):
     max_deadline_ms: int = 600_000
     """The largest stage deadline a schedule may have (schemas.records.Stage); sizes the state TTL."""
 
+    @property
+    def handed_over_topic(self) -> str:
+        return self.augmented_topic
+
     @classmethod
     def state_encodings(cls) -> dict[str, StateEncoding]:
         """Per request id: the mailbox (jobs/rendezvous/mailbox.py). The schedules' broadcast state (each schedule's
