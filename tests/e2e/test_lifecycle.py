@@ -50,9 +50,9 @@ class Load(threading.Thread):
     def run(self) -> None:
         i, start = 0, time.monotonic()
         while not self._halt.is_set():
-            due = start + i / RATE
-            if due > time.monotonic():
-                time.sleep(due - time.monotonic())
+            wait = start + i / RATE - time.monotonic()
+            if wait > 0:  # one reading of the clock: two could straddle `due` and ask for a negative sleep
+                time.sleep(wait)
             rid = f"{self.prefix}-{i}"
             now = int(time.time() * 1000)
             rec = {"request": {"request_id": rid, "entity_id": "e", "event_time_ms": now, "amount": 1.0,
