@@ -1,13 +1,16 @@
-"""`make bench-handover`: what a user's clients see while `rendezvous upgrade` hands the rendezvous and then the
-external state over to a new version (control/ops/handover.py), compared with the minute before, in one run on one deployment.
+"""`make bench-handover`: what a user's clients see while `rendezvous upgrade` hands the rendezvous and the external
+state over to a new version (control/ops/handover.py), compared with the minute before, on one deployment.
 
 The synthetic model set (bench/__main__.py: constant runners, stages of 30 and 80 ms) is deployed on fresh topics with
 --partitions partitions; a steady --rate requests/s is offered for the whole run (confluent-kafka, as `make bench`);
-client latency is answer received - request sent, per request. After --warm-up s and --before s, each job in --jobs is
-handed over to the same code (the protocol's cost, not a new version's), with --before s of load between hand-overs
-and --after s at the end. For each hand-over: the --before s before it started (baseline), the whole hand-over (new
-version started quiescent -> old version stopped), and its transition (tokens written -> old version stopped, +-1 s):
-answers, p50/p99/max, defaults; and over the whole run: unanswered, duplicates, conflicting answers.
+client latency is answer received - request sent, per request. The hand-over runs in a process of its own, as
+`rendezvous upgrade` would. After --warm-up s and --before s, each job in --jobs is handed over to the same code (the
+protocol's cost, not a new version's), --rounds times in turn, with --before s of load between hand-overs and --after
+s at the end. For each hand-over: the --before s before it started (its baseline), the whole hand-over (new version
+started quiescent -> old version stopped) and its transition (tokens written -> old version stopped, +-1 s): answers,
+p50/p99/max, defaults; per job, the medians over the rounds of p99 against the baseline's; over the whole run:
+unanswered, duplicate and conflicting answers. --timeline also prints, for each hand-over, its steps and the seconds
+whose p99 is over twice its baseline's.
 
 Writes run/bench/handover.json and prints the README's table (`python -m bench.handover --table` prints it again).
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import threading
 import time
 import uuid
@@ -69,6 +73,54 @@ def window(sent_ms: dict, received_ms: dict, answers: dict, a: float, b: float) 
             "defaults": sum(1 for r in ids if answers.get(r, {}).get("is_default"))}
 
 
+def timeline(sent_ms: dict, received_ms: dict, a: float, b: float, zero: float) -> list[list]:
+    """Per second of send time from `a` to `b`: [seconds after `zero`, answered, p99 ms, max ms] (where in a
+    hand-over the latency goes up, to set against its steps)."""
+    out = []
+    for lo in range(int(a), int(b), 1000):
+        lat = [received_ms[r] - t for r, t in sent_ms.items() if lo <= t < lo + 1000 and r in received_ms]
+        out.append([round((lo - zero) / 1000), len(lat), percentile(lat, 0.99), round(max(lat)) if lat else None])
+    return out
+
+
+def show_timeline(r: dict) -> str:
+    """Each hand-over's steps, then its seconds whose p99 is over twice the baseline's."""
+    lines = []
+    for h in r["handovers"]:
+        base = h["before"]["p99_ms"] or 0
+        lines.append(f"{h['job']}: steps at " + ", ".join(f"{k} {v} s" for k, v in
+                                                           sorted(h.get("steps_s", {}).items(), key=lambda kv: kv[1])))
+        lines += [f"  {t:+4d} s: {n} answers, p99 {p} ms, max {m} ms" for t, n, p, m in h.get("timeline", [])
+                  if p is not None and p > 2 * base]
+    return "\n".join(lines)
+
+
+def _hand_over(kind: str, job_id: str, lifecycle_topic: str, starting_nice: int, results) -> None:
+    try:
+        ho = handover.hand_over(job_id, None, RuntimeSettings(), progress=lambda m: print(f"  [{kind}] {m}", flush=True),
+                                lifecycle_topic=lifecycle_topic, starting_nice=starting_nice)
+        results.put({"job_id": ho.job_id, "upgrade_id": ho.upgrade_id, "timings_s": ho.timings_s})
+    except Exception as e:  # noqa: BLE001 - reported by the parent
+        results.put({"error": f"{type(e).__name__}: {e}"})
+
+
+def hand_over_apart(kind: str, job_id: str, lifecycle_topic: str, starting_nice: int) -> dict:
+    """`handover.hand_over` in a process of its own, as a user runs `rendezvous upgrade`: the control plane's Python
+    (kafka-python readers, JSON) must not hold this process's interpreter lock while the collector stamps when each
+    answer arrived."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")  # not fork: this process runs librdkafka's threads
+    results = ctx.Queue()
+    proc = ctx.Process(target=_hand_over, args=(kind, job_id, lifecycle_topic, starting_nice, results))
+    proc.start()
+    got = results.get()
+    proc.join()
+    if "error" in got:
+        raise RuntimeError(f"hand-over of the {kind} failed: {got['error']}")
+    return got
+
+
 def run(a) -> dict:
     s = RuntimeSettings()
     runtime.up(s, progress=print)
@@ -100,18 +152,19 @@ def run(a) -> dict:
     try:
         print(f"warming up {a.warm_up:.0f} s, then {a.before:.0f} s of baseline at {a.rate:.0f} requests/s")
         time.sleep(a.warm_up + a.before)
-        for kind in a.jobs:
+        order = [k for _ in range(a.rounds) for k in a.jobs]
+        for n, kind in enumerate(order, 1):
             t0 = time.time() * 1000
-            ho = handover.hand_over(ids[kind], None, s, progress=lambda m, k=kind: print(f"  [{k}] {m}"),
-                                    lifecycle_topic=t.lifecycle, starting_nice=a.starting_nice)
-            ids[kind] = ho.job_id
-            started.append(ho.job_id)
+            print(f"hand-over {n}/{len(order)}: the {kind}")
+            ho = hand_over_apart(kind, ids[kind], t.lifecycle, a.starting_nice)
+            ids[kind] = ho["job_id"]
+            started.append(ho["job_id"])
             t1 = time.time() * 1000
-            out["handovers"].append({"job": kind, "upgrade_id": ho.upgrade_id, "started_ms": t0, "completed_ms": t1,
-                                     "timings_s": {k: round(v, 2) for k, v in ho.timings_s.items()}})
-            print(f"{kind} handed over in {(t1 - t0) / 1000:.1f} s; {a.before if kind != a.jobs[-1] else a.after:.0f} "
-                  "s of load")
-            time.sleep(a.before if kind != a.jobs[-1] else a.after)
+            out["handovers"].append({"job": kind, "upgrade_id": ho["upgrade_id"], "started_ms": t0, "completed_ms": t1,
+                                     "timings_s": {k: round(v, 2) for k, v in ho["timings_s"].items()}})
+            rest = a.before if n < len(order) else a.after
+            print(f"{kind} handed over in {(t1 - t0) / 1000:.1f} s; {rest:.0f} s of load")
+            time.sleep(rest)
     finally:
         sender.stop()
         time.sleep(a.drain)
@@ -129,22 +182,41 @@ def run(a) -> dict:
         h["before"] = window(sent, rcv, ans, h["started_ms"] - a.before * 1000, h["started_ms"])
         h["during"] = window(sent, rcv, ans, h["started_ms"], h["completed_ms"])
         h["transition"] = window(sent, rcv, ans, at[h["upgrade_id"], "transition"] - 1000, h["completed_ms"] + 1000)
+        h["steps_s"] = {step: round((ms - h["started_ms"]) / 1000, 1) for (uid, step), ms in at.items()
+                        if uid == h["upgrade_id"]}
+        h["timeline"] = timeline(sent, rcv, h["started_ms"] - 5000, h["completed_ms"] + 5000, h["started_ms"])
     out.update(sent=len(sent), answered=sum(1 for r in sent if r in rcv), duplicates=collector.duplicates,
                conflicting=collector.conflicting)
     return out
 
 
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a is not None and b else None
+
+
 def table(r: dict) -> str:
-    lines = [f"Offered {r['rate']:.0f} requests/s on {r['partitions']} partitions; the new version started at nice "
+    """One row per hand-over (its baseline, the whole hand-over, its transition), then the medians per job."""
+    n = len(r["handovers"])
+    lines = [f"Offered {r['rate']:.0f} requests/s on {r['partitions']} partitions; {n} hand-overs, each after "
+             f"{r['before_s']:.0f} s of load (its baseline); the new version started at nice "
              f"{r.get('starting_nice', 0)}; {r['sent']} sent, {r['answered']} answered, {r['duplicates']} duplicate "
              f"and {r['conflicting']} conflicting answers.", "",
-             "| hand-over | window | answers | p50 ms | p99 ms | max ms | defaults |", "|---|---|---|---|---|---|---|"]
+             f"| hand-over | answers (baseline / whole / transition) | p99 ms: {r['before_s']:.0f} s before | whole "
+             "hand-over | transition | transition / before | whole / before | defaults (baseline / whole / "
+             "transition) |", "|---|---|---|---|---|---|---|---|"]
     for h in r["handovers"]:
-        for w, label in (("before", f"{r['before_s']:.0f} s before"), ("during", "whole hand-over"),
-                         ("transition", "transition")):
-            x = h[w]
-            lines.append(f"| {h['job']} | {label} | {x['answered']}/{x['sent']} | {x['p50_ms']} | {x['p99_ms']} | "
-                         f"{x['max_ms']} | {x['defaults']} |")
+        b, d, t = h["before"], h["during"], h["transition"]
+        lines.append(f"| {h['job']} | {b['answered']}/{b['sent']} / {d['answered']}/{d['sent']} / "
+                     f"{t['answered']}/{t['sent']} | {b['p99_ms']} | {d['p99_ms']} | {t['p99_ms']} | "
+                     f"{_ratio(t['p99_ms'], b['p99_ms'])} | {_ratio(d['p99_ms'], b['p99_ms'])} | "
+                     f"{b['defaults']} / {d['defaults']} / {t['defaults']} |")
+    lines.append("")
+    for job in dict.fromkeys(h["job"] for h in r["handovers"]):
+        hs = [h for h in r["handovers"] if h["job"] == job]
+        tr = [x for x in (_ratio(h["transition"]["p99_ms"], h["before"]["p99_ms"]) for h in hs) if x is not None]
+        wh = [x for x in (_ratio(h["during"]["p99_ms"], h["before"]["p99_ms"]) for h in hs) if x is not None]
+        lines.append(f"- {job}, median of {len(hs)}: transition p99 / baseline p99 {statistics.median(tr):.2f}, "
+                     f"whole hand-over p99 / baseline p99 {statistics.median(wh):.2f}" if tr and wh else f"- {job}: -")
     lines.append("")
     lines += [f"- {h['job']}: " + ", ".join(f"{k} {v} s" for k, v in h["timings_s"].items()) for h in r["handovers"]]
     return "\n".join(lines)
@@ -160,10 +232,14 @@ def main(argv=None) -> None:
     p.add_argument("--drain", type=float, default=5.0, help="seconds to wait for the last answers")
     p.add_argument("--jobs", nargs="+", default=["rendezvous", "external-state"],
                    choices=["rendezvous", "external-state"])
+    p.add_argument("--rounds", type=int, default=3,
+                   help="hand each job over this many times (medians over the rounds; the machine is noisy)")
     p.add_argument("--starting-nice", type=int, default=handover.STARTING_NICE,
                    help="CPU priority the new version starts at (0: the same as the version serving)")
     p.add_argument("--out", type=Path, default=None, help="[default: run/bench/handover.json]")
     p.add_argument("--table", action="store_true", help="print the table of the last run's JSON and exit")
+    p.add_argument("--timeline", action="store_true",
+                   help="also print each hand-over's steps and the seconds whose p99 is over twice the baseline's")
     a = p.parse_args(argv)
     path = a.out or RuntimeSettings().run_dir / "bench" / "handover.json"
     if not a.table:
@@ -171,7 +247,10 @@ def main(argv=None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(r, indent=1))
         print(f"wrote {path}")
-    print(table(json.loads(path.read_text())))
+    r = json.loads(path.read_text())
+    print(table(r))
+    if a.timeline:
+        print(show_timeline(r))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ on Flink. A new version of a thread-mode job takes over from the running one wit
    the token and the new one starts; the old rendezvous stops opening mailboxes at the token and answers the ones
    it has, the new one opens mailboxes from the token on;
 5. the old version has passed every token (its committed offsets are past them); the rendezvous's last mailbox has
-   closed by the longest deadline of the schedules after that; the old version is then stopped with a savepoint.
+   closed by the longest deadline of the schedules after that; the old version is then stopped with a savepoint,
+   its TaskManagers first given the lowest CPU priority (`RETIRING_NICE`): it serves nothing any more.
 
 Each step is a lifecycle event (`upgrade`, `detail.step`). `--rollback` hands back the same way, to the code the
 last upgrade came from.
@@ -50,6 +51,11 @@ STARTING_NICE = 10
 """The CPU priority the new version starts at (`flink run` compiling it, its TaskManagers and interpreter starting,
 the catch-up), so that the version serving keeps the CPU (2 cores: starting a JVM and an interpreter otherwise
 shows in every answer's latency); its TaskManagers get the normal priority back before the tokens are written."""
+
+RETIRING_NICE = 19
+"""The CPU priority the old version's TaskManagers are given once it has nothing left to serve (past its tokens and,
+for the rendezvous, its last mailbox closed), before it is stopped: its last savepoint and its TaskManagers' shutdown
+then take only CPU the version serving does not use. (Lowering a priority needs no privilege.)"""
 
 KINDS: dict[str, type[HandedOverJob]] = {"external-state": ExternalStateSettings, "rendezvous": RendezvousSettings}
 
@@ -305,6 +311,9 @@ def hand_over(job_id: str, code: Path | None = None, s: RuntimeSettings | None =
         say(f"{old.owner_name} passed the tokens; its last mailboxes close within {drain_ms} ms")
         time.sleep(drain_ms / 1000)
         took["drain_s"] = drain_ms / 1000
+    old_pin = pinned.of_job(s, job_id)
+    if old_pin:
+        pinned.renice(s, old_pin, RETIRING_NICE)
     old_sp = jobs_lib.stop_with_savepoint(job_id, s, retire=True)
     say(f"{old.owner_name} (job {job_id}) stopped with savepoint {old_sp}; {owner} (job {new}) answers alone")
     step("completed", new, old_savepoint=old_sp, timings_s={k: round(v, 3) for k, v in took.items()})

@@ -59,3 +59,31 @@ def test_the_paths_table_puts_each_path_of_a_rate_side_by_side():
     assert "`python -m bench --paths kafka gateway`" in table
     assert "| synthetic | 100/s | kafka | 40.0 ms | 200.0 ms | 40.0, 41.0 | 200.0, - | 0 | 10.0 % | 7.00 ms |" in table
     assert "| synthetic | 100/s | gateway | 43.5 ms | 210.0 ms |" in table
+
+
+def test_the_handover_table_gives_each_hand_over_a_row_and_each_job_its_median_against_the_baseline():
+    from bench.handover import show_timeline, table, timeline, window
+
+    sent = {f"r{i}": 1000.0 * i / 10 for i in range(100)}  # 10 requests/s for 10 s
+    received = {r: t + (300 if 5000 <= t < 6000 else 50) for r, t in sent.items() if r != "r99"}
+    answers = {r: {"is_default": r == "r3"} for r in received}
+    w = window(sent, received, answers, 0, 4999)
+    assert (w["sent"], w["answered"], w["defaults"], w["p99_ms"]) == (50, 50, 1, 50.0)
+    line = timeline(sent, received, 0, 10000, 4000)
+    assert [s for s, n, p99, m in line if p99 > 100] == [1]  # the slow second, 1 s after `zero`
+    assert line[-1][1] == 9  # r99 was never answered
+
+    def ho(job, before, whole, trans):
+        mk = lambda p99: {"sent": 10, "answered": 10, "p50_ms": 1.0, "p99_ms": p99, "max_ms": p99, "defaults": 0}
+        return {"job": job, "before": mk(before), "during": mk(whole), "transition": mk(trans), "timings_s": {},
+                "steps_s": {"started": 0.0, "completed": 9.0}, "timeline": [[0, 10, before * 3, before * 3]]}
+
+    r = {"rate": 10, "partitions": 2, "before_s": 60, "starting_nice": 19, "sent": 100, "answered": 100,
+         "duplicates": 0, "conflicting": 0,
+         "handovers": [ho("rendezvous", 100, 400, 110), ho("rendezvous", 100, 200, 150),
+                       ho("rendezvous", 100, 300, 100), ho("external-state", 50, 50, 60)]}
+    out = table(r)
+    assert out.count("| rendezvous |") == 3 and out.count("| external-state |") == 1
+    assert "- rendezvous, median of 3: transition p99 / baseline p99 1.10, whole hand-over p99 / baseline p99 3.00" in out
+    assert "- external-state, median of 1: transition p99 / baseline p99 1.20" in out
+    assert "+0 s: 10 answers, p99 300 ms" in show_timeline(r)
