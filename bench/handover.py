@@ -226,7 +226,8 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rate", type=float, default=100.0, help="offered requests/s")
     p.add_argument("--partitions", type=int, default=2)
-    p.add_argument("--warm-up", type=float, default=20.0)
+    p.add_argument("--warm-up", type=float, default=60.0,
+                   help="seconds of load before the first baseline (fresh JVMs and workers answer late at first)")
     p.add_argument("--before", type=float, default=60.0, help="seconds of load before each hand-over (the baseline)")
     p.add_argument("--after", type=float, default=20.0)
     p.add_argument("--drain", type=float, default=5.0, help="seconds to wait for the last answers")

@@ -48,9 +48,10 @@ from schemas.records import LifecycleEvent, Schedule, TokenPosition, now_ms
 from schemas.topics import LIFECYCLE, TRANSITIONS
 
 STARTING_NICE = 10
-"""The CPU priority the new version starts at (`flink run` compiling it, its TaskManagers and interpreter starting,
-the catch-up), so that the version serving keeps the CPU (2 cores: starting a JVM and an interpreter otherwise
-shows in every answer's latency); its TaskManagers get the normal priority back before the tokens are written."""
+"""The CPU priority the hand-over works at and the new version starts at (the checks, `flink run` compiling it, its
+TaskManagers and interpreter starting, the catch-up), so that the version serving keeps the CPU (2 cores: starting a
+JVM and an interpreter otherwise shows in every answer's latency); the new version's TaskManagers get the normal
+priority back before the tokens are written."""
 
 RETIRING_NICE = 19
 """The CPU priority the old version's TaskManagers are given once it has nothing left to serve (past its tokens and,
@@ -144,6 +145,28 @@ def wait_committed(job_id: str, s: RuntimeSettings, group: str, at_least: Positi
         time.sleep(0.5)
 
 
+KEPT_UP_S = 2.0
+"""A new version keeps up with its inputs when its committed offsets reach their ends as of just before within this
+(about one checkpoint: it reads as fast as they are written)."""
+KEEP_UP_ROUNDS = 5
+
+
+def keep_up(job_id: str, s: RuntimeSettings, group: str, topics: list[str], timeout: float, what: str) -> float:
+    """Wait until the job reads its inputs as fast as they are written: rounds of `wait_committed` to the inputs'
+    ends as of the round's start, until one takes at most KEPT_UP_S (or after KEEP_UP_ROUNDS, still converging: the
+    hand-over goes on, the new version's first answers are then later). Seconds taken.
+
+    Caught up to the snapshot is not enough: the new version took tens of seconds to start, and what was written
+    meanwhile is still ahead of it; a token written then would hand it requests it reaches only seconds later."""
+    t0 = time.monotonic()
+    for _ in range(KEEP_UP_ROUNDS):
+        took = wait_committed(job_id, s, group, end_offsets(s, topics), max(10.0, timeout - (time.monotonic() - t0)),
+                              what)
+        if took <= KEPT_UP_S:
+            break
+    return time.monotonic() - t0
+
+
 def write_tokens(s: RuntimeSettings, topics: list[str], upgrade_id: str, owner: str, previous: str,
                  registry_topic: str) -> dict[str, list[TokenPosition]]:
     """One transition token into every partition of each topic; where they landed goes to the registry."""
@@ -226,7 +249,20 @@ def hand_over(job_id: str, code: Path | None = None, s: RuntimeSettings | None =
               progress: Callable[[str], None] | None = None, lifecycle_topic: str = LIFECYCLE,
               registry_topic: str | None = None, catch_up_timeout: float = 300.0, rollback: bool = False,
               starting_nice: int = STARTING_NICE) -> HandOver:
-    """Hand the running external-state or rendezvous job `job_id` over to a new version from `code` (module doc)."""
+    """Hand the running external-state or rendezvous job `job_id` over to a new version from `code` (module doc).
+
+    `starting_nice`: when this process may give a priority back (`pinned.can_renice`), the thread running the
+    hand-over works at this lower CPU priority throughout (its checks, which import the new code, the source bundle,
+    `flink run` and the new version's TaskManagers, which inherit it), and the new version's TaskManagers get the
+    normal priority back once it keeps up; 0: everything at the caller's priority."""
+    nice = starting_nice if pinned.can_renice() else 0
+    with pinned.thread_priority(nice):
+        return _hand_over(job_id, code, s, progress, lifecycle_topic, registry_topic, catch_up_timeout, rollback, nice)
+
+
+def _hand_over(job_id: str, code: Path | None, s: RuntimeSettings | None, progress: Callable[[str], None] | None,
+               lifecycle_topic: str, registry_topic: str | None, catch_up_timeout: float, rollback: bool,
+               nice: int) -> HandOver:
     s = s or RuntimeSettings()
     say = progress or (lambda m: None)
     if rollback and code is None:
@@ -268,10 +304,9 @@ def hand_over(job_id: str, code: Path | None = None, s: RuntimeSettings | None =
         fields.update(restored=True, taken_over_at_ms=now_ms())
     new_settings = old.model_copy(update=fields)
     t0 = time.monotonic()
-    nice = starting_nice if pinned.can_renice() else 0
-    try:
+    try:  # `flink run` and the TaskManagers inherit this thread's priority (`hand_over`)
         new = deploy.submit_job(new_settings, s, snap, True, rec.execution_mode, parallelism=rec.parallelism,
-                                code=root, nice=nice)
+                                code=root)
     except ControlError as e:
         step("failed", job_id, error=str(e)[:2000])
         raise ControlError(f"the new version did not start ({e}); {old.owner_name} (job {job_id}) runs on, "
@@ -286,11 +321,18 @@ def hand_over(job_id: str, code: Path | None = None, s: RuntimeSettings | None =
         step("failed", new, error=str(e)[:2000])
         raise ControlError(f"{e}\nThe new version was cancelled; {old.owner_name} (job {job_id}) runs on, "
                            "untouched: nothing was handed over") from e
+        took["keep_up_s"] = keep_up(new, s, group, old.input_topics, catch_up_timeout, "keeping up")
+    except ControlError as e:
+        jobs_lib.cancel(new, s)
+        step("failed", new, error=str(e)[:2000])
+        raise ControlError(f"{e}\nThe new version was cancelled; {old.owner_name} (job {job_id}) runs on, "
+                           "untouched: nothing was handed over") from e
     pin = pinned.of_job(s, new)
     if nice and pin:
         pinned.renice(s, pin, 0)
-    say(f"snapshot complete: {owner} has caught up ({took['catch_up_s']:.1f} s)" + (
-        f"; its TaskManagers back to the normal CPU priority from {nice}" if nice and pin else ""))
+    say(f"snapshot complete: {owner} has caught up ({took['catch_up_s']:.1f} s) and keeps up with "
+        f"{', '.join(old.input_topics)} ({took['keep_up_s']:.1f} s)" + (
+            f"; its TaskManagers back to the normal CPU priority from {nice}" if nice and pin else ""))
     step("snapshot_complete", new)
     tokens = write_tokens(s, topics, hid, owner, old.owner_name, registry)
     landed = {f"{t}:{p.partition}": p.offset for t, ps in tokens.items() for p in ps}

@@ -24,9 +24,11 @@ supervisor also restarts a pinned TaskManager that died while its job runs (`ten
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
+import threading
 import time
 import urllib.error
 from pathlib import Path
@@ -175,6 +177,22 @@ def can_renice() -> bool:
     """Whether this process may give a process it started at a lower CPU priority its normal one back (raising a
     priority needs root or CAP_SYS_NICE)."""
     return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+@contextlib.contextmanager
+def thread_priority(nice: int):
+    """Run the block with the calling thread's CPU priority lowered by `nice` (Linux: per thread; the processes it
+    starts inherit it), then give the thread its priority back (which needs `can_renice`). 0: unchanged."""
+    if not nice:
+        yield
+        return
+    tid = threading.get_native_id()
+    before = os.getpriority(os.PRIO_PROCESS, tid)
+    os.setpriority(os.PRIO_PROCESS, tid, min(19, before + nice))
+    try:
+        yield
+    finally:
+        os.setpriority(os.PRIO_PROCESS, tid, before)
 
 
 def renice(s: RuntimeSettings, pin: str, nice: int = 0) -> int:

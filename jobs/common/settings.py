@@ -103,6 +103,12 @@ class HandedOverJob(JobSettings):
         """The input topic whose partitions the tokens hand over: the one the job's requests come from."""
         raise NotImplementedError
 
+    @property
+    def input_topics(self) -> list[str]:
+        """Every topic the job's one positioned source reads (a new version keeps up with all of them before it
+        takes over)."""
+        return [self.handed_over_topic]
+
 
 @dataclass(frozen=True)
 class StateEncoding:

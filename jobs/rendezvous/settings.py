@@ -50,6 +50,10 @@ class RendezvousSettings(HandedOverJob):
     def handed_over_topic(self) -> str:
         return self.augmented_topic
 
+    @property
+    def input_topics(self) -> list[str]:
+        return [self.augmented_topic, self.scores_topic]
+
     @classmethod
     def state_encodings(cls) -> dict[str, StateEncoding]:
         """Per request id: the mailbox (jobs/rendezvous/mailbox.py). The schedules' broadcast state (each schedule's

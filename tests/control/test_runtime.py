@@ -171,3 +171,37 @@ def test_taskmanagers_start_outside_any_checkout(tmp_path):
     cwd = flink.taskmanager_cwd(s)
     assert cwd.is_dir() and not any(cwd.iterdir())
 
+
+
+@pytest.mark.skipif(not __import__("control.runtime.pinned", fromlist=["x"]).can_renice(),
+                    reason="giving a priority back needs root")
+def test_a_hand_over_thread_works_at_a_lower_priority_that_what_it_starts_inherits_and_gets_its_own_back():
+    import threading
+
+    from control.runtime import pinned
+
+    def nice_of_this_thread() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    before = nice_of_this_thread()
+    seen, ask, told = {}, threading.Event(), threading.Event()
+
+    def bystander():  # another thread of the process (a test's load generator, a client): not lowered
+        ask.wait(10)
+        seen["bystander"] = nice_of_this_thread()
+        told.set()
+
+    other = threading.Thread(target=bystander)
+    other.start()
+    with pinned.thread_priority(10):
+        assert nice_of_this_thread() == min(19, before + 10)
+        child = subprocess.run([sys.executable, "-c", "import os; print(os.nice(0))"], capture_output=True, text=True)
+        assert int(child.stdout) == min(19, before + 10)  # `flink run`, a TaskManager: started at the lower priority
+        started = threading.Thread(target=lambda: seen.setdefault("started", nice_of_this_thread()))
+        started.start()
+        started.join()
+        ask.set()
+        told.wait(10)
+    other.join()
+    assert nice_of_this_thread() == before
+    assert seen == {"started": min(19, before + 10), "bystander": before}
