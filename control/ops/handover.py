@@ -316,15 +316,10 @@ def _hand_over(job_id: str, code: Path | None, s: RuntimeSettings | None, progre
     step("quiescent", new)
     try:
         took["catch_up_s"] = wait_committed(new, s, group, target, catch_up_timeout, "catching up")
-    except ControlError as e:
-        jobs_lib.cancel(new, s)
-        step("failed", new, error=str(e)[:2000])
-        raise ControlError(f"{e}\nThe new version was cancelled; {old.owner_name} (job {job_id}) runs on, "
-                           "untouched: nothing was handed over") from e
         took["keep_up_s"] = keep_up(new, s, group, old.input_topics, catch_up_timeout, "keeping up")
-    except ControlError as e:
+    except Exception as e:  # noqa: BLE001 - whatever went wrong, no token names the new version yet: it goes
         jobs_lib.cancel(new, s)
-        step("failed", new, error=str(e)[:2000])
+        step("failed", new, error=f"{type(e).__name__}: {e}"[:2000])
         raise ControlError(f"{e}\nThe new version was cancelled; {old.owner_name} (job {job_id}) runs on, "
                            "untouched: nothing was handed over") from e
     pin = pinned.of_job(s, new)
