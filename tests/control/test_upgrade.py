@@ -52,3 +52,24 @@ def test_code_from_another_checkout_is_submitted_from_there(tmp_path):
         jobs.flink_run_command(s, "jobs.smoke.main", code=tmp_path / "jobs")
     with pytest.raises(ControlError, match="no job entry point"):
         jobs.flink_run_command(s, "jobs.rendezvous.main", code=tmp_path)
+
+
+def test_a_new_version_keeps_up_in_rounds_to_the_inputs_ends_of_each_round(monkeypatch):
+    from control.ops import handover
+
+    ends = iter([{("in", 0): 100}, {("in", 0): 900}, {("in", 0): 950}, {("in", 0): 960}])
+    took = iter([30.0, 5.0, 0.4, 0.3])  # the first rounds read what was written while it started; then it keeps up
+    asked = []
+    monkeypatch.setattr(handover, "end_offsets", lambda s, topics: next(ends))
+    monkeypatch.setattr(handover, "wait_committed",
+                        lambda jid, s, group, at_least, timeout, what: asked.append(at_least) or next(took))
+    handover.keep_up("j", None, "g", ["in"], 300.0, "keeping up")
+    assert asked == [{("in", 0): 100}, {("in", 0): 900}, {("in", 0): 950}]  # stopped at the first quick round
+
+    slow = iter([9.0] * 10)  # never under KEPT_UP_S: bounded, the hand-over goes on
+    asked.clear()
+    monkeypatch.setattr(handover, "end_offsets", lambda s, topics: {("in", 0): 1})
+    monkeypatch.setattr(handover, "wait_committed",
+                        lambda jid, s, group, at_least, timeout, what: asked.append(at_least) or next(slow))
+    handover.keep_up("j", None, "g", ["in"], 300.0, "keeping up")
+    assert len(asked) == handover.KEEP_UP_ROUNDS
