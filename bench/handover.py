@@ -10,7 +10,8 @@ s at the end. For each hand-over: the --before s before it started (its baseline
 started quiescent -> old version stopped) and its transition (tokens written -> old version stopped, +-1 s): answers,
 p50/p99/max, defaults; per job, the medians over the rounds of p99 against the baseline's; over the whole run:
 unanswered, duplicate and conflicting answers. --timeline also prints, for each hand-over, its steps and the seconds
-whose p99 is over twice its baseline's.
+whose p99 is over twice its baseline's, with the processes that used the most CPU in that second (sampled each second
+with psutil, by role: JobManager, TaskManagers, `flink run`, Kafka, Python workers, the hand-over itself).
 
 Writes run/bench/handover.json and prints the README's table (`python -m bench.handover --table` prints it again).
 """
@@ -33,6 +34,58 @@ from schemas.records import LifecycleEvent
 from schemas.topics import TopicNames
 from tools.load import AnswerCollector, percentile
 from training.synthetic import TransactionGenerator
+
+
+def role(cmdline: list[str]) -> str:
+    """What a process of the machine is, for the CPU profile: the JobManager, a TaskManager (shared, or a pinned
+    one by its resource id), `flink run`, Kafka, a Python worker, a TaskManager's start script, or its name."""
+    line = " ".join(cmdline)
+    if "StandaloneSessionClusterEntrypoint" in line:
+        return "jobmanager"
+    if "TaskManagerRunner" in line:
+        rid = next((a.split("=", 1)[1] for a in line.split() if a.startswith("taskmanager.resource-id=")), "")
+        return f"taskmanager {rid}" if rid else "taskmanager (shared)"
+    for needle, name in (("CliFrontend", "flink run"), ("BashJavaUtils", "taskmanager start script"),
+                         ("kafka.Kafka", "kafka"), ("beam_boot", "python worker"), ("jobs.models.main", "python worker"),
+                         ("bench.handover", "bench (clients)"), ("multiprocessing", "hand-over (control plane)")):
+        if needle in line:
+            return name
+    return cmdline[0].rsplit("/", 1)[-1] if cmdline else "?"
+
+
+class CpuProfile(threading.Thread):
+    """Every second, the CPU each role of process used (psutil), with its nice: what competes with the version
+    serving during a hand-over."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.samples: list[tuple[float, dict[str, float]]] = []
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        import psutil
+
+        last: dict[int, float] = {}
+        while not self.halt.wait(1.0):
+            use: dict[str, float] = {}
+            for p in psutil.process_iter(["pid", "cmdline", "nice", "cpu_times"]):
+                try:
+                    ct = p.info["cpu_times"]
+                    total = ct.user + ct.system
+                    prev = last.get(p.info["pid"])
+                    last[p.info["pid"]] = total
+                    if prev is None or total - prev < 0.02:
+                        continue
+                    key = f"{role(p.info['cmdline'] or [])} (nice {p.info['nice']})"
+                    use[key] = use.get(key, 0.0) + total - prev
+                except (psutil.Error, TypeError):
+                    continue
+            self.samples.append((time.time() * 1000, use))
+
+    def between(self, a: float, b: float, zero: float) -> list[list]:
+        """[seconds after zero, {role: CPU seconds}] of the samples between a and b."""
+        return [[round((t - zero) / 1000), {k: round(v, 2) for k, v in sorted(use.items(), key=lambda kv: -kv[1])}]
+                for t, use in self.samples if a <= t <= b]
 
 
 class Sender(threading.Thread):
@@ -90,8 +143,11 @@ def show_timeline(r: dict) -> str:
         base = h["before"]["p99_ms"] or 0
         lines.append(f"{h['job']}: steps at " + ", ".join(f"{k} {v} s" for k, v in
                                                            sorted(h.get("steps_s", {}).items(), key=lambda kv: kv[1])))
-        lines += [f"  {t:+4d} s: {n} answers, p99 {p} ms, max {m} ms" for t, n, p, m in h.get("timeline", [])
-                  if p is not None and p > 2 * base]
+        cpu = {t: use for t, use in h.get("cpu", [])}
+        for t, n, p, m in h.get("timeline", []):
+            if p is not None and p > 2 * base:
+                top = ", ".join(f"{k} {v:.2f}" for k, v in list(cpu.get(t, {}).items())[:4])
+                lines.append(f"  {t:+4d} s: {n} answers, p99 {p} ms, max {m} ms" + (f"; CPU s: {top}" if top else ""))
     return "\n".join(lines)
 
 
@@ -147,6 +203,8 @@ def run(a) -> dict:
     collector.start()
     sender = Sender(s, t.requests, prefix, a.rate)
     sender.start()
+    profile = CpuProfile()
+    profile.start()
     out: dict = {"rate": a.rate, "partitions": a.partitions, "before_s": a.before, "starting_nice": a.starting_nice,
                  "handovers": []}
     try:
@@ -166,6 +224,7 @@ def run(a) -> dict:
             print(f"{kind} handed over in {(t1 - t0) / 1000:.1f} s; {rest:.0f} s of load")
             time.sleep(rest)
     finally:
+        profile.halt.set()
         sender.stop()
         time.sleep(a.drain)
         collector.stop()
@@ -185,6 +244,7 @@ def run(a) -> dict:
         h["steps_s"] = {step: round((ms - h["started_ms"]) / 1000, 1) for (uid, step), ms in at.items()
                         if uid == h["upgrade_id"]}
         h["timeline"] = timeline(sent, rcv, h["started_ms"] - 5000, h["completed_ms"] + 5000, h["started_ms"])
+        h["cpu"] = profile.between(h["started_ms"] - 5000, h["completed_ms"] + 5000, h["started_ms"])
     out.update(sent=len(sent), answered=sum(1 for r in sent if r in rcv), duplicates=collector.duplicates,
                conflicting=collector.conflicting)
     return out
