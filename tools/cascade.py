@@ -181,8 +181,9 @@ class Deployment:
             self.s, job_name=f"{self.names}-es", source_topic=t.requests, sink_topic=t.augmented,
             quarantine_topic=t.quarantine, group_id=f"{self.names}-es", transitions_topic=t.transitions, start=start,
             wait=False)
-        for key in (A, B, CASCADE):
-            self.jobs[key] = self.deploy_model(key, start=start, wait=False)
+        models = (A, B, CASCADE)
+        self.jobs.update(zip(models, deploy.side_by_side(
+            [lambda key=key: self.deploy_model(key, start=start, wait=False) for key in models], self.s)))
         if rendezvous:
             from control.ops import schedules
 

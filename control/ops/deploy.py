@@ -8,7 +8,7 @@ in the `lifecycle` topic (the audit log).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from control import kafka_io
 from control.errors import ControlError, JobError, ModelNotReadyError
@@ -92,6 +92,32 @@ def submit_job(settings: JobSettings, s: RuntimeSettings, savepoint: str | None 
     if wait:
         jobs_lib.wait_running(jid, s)
     return jid
+
+
+def side_by_side(submissions: Sequence[Callable[[], str]], s: RuntimeSettings | None = None,
+                 workers: int = 3) -> list[str]:
+    """Run job submissions (callables returning a job id, e.g. `lambda: deploy_model(card, s, wait=False, ...)`) at
+    once, `workers` at a time; their job ids, in order. Each `flink run` spends seconds in its own client JVM and
+    interpreter compiling the job, so a set of jobs is up sooner than one after the other. When one fails, the
+    others' jobs are cancelled and its error raised.
+
+    Meant for process-mode jobs (models): a thread-mode job (external state, rendezvous) gets TaskManagers of its
+    own that another job's slots could land on while it is being submitted (`control.runtime.pinned`), so submit
+    those one at a time, before or after."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="submit") as pool:
+        futures = [pool.submit(f) for f in submissions]
+    errors = [f.exception() for f in futures if f.exception() is not None]
+    if errors:
+        for f in futures:
+            if f.exception() is None:
+                try:
+                    jobs_lib.cancel(f.result(), s or RuntimeSettings())
+                except ControlError:
+                    pass
+        raise errors[0]
+    return [f.result() for f in futures]
 
 
 def registry_records(s: RuntimeSettings, registry_topic: str) -> dict:

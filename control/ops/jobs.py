@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import tempfile
 import time
 import zipfile
 from dataclasses import dataclass
@@ -62,7 +63,9 @@ def package_sources(s: RuntimeSettings, code: Path | None = None) -> Path:
     root = code or s.home
     out = s.run_dir / "pyfiles" / f"rendezvous_src-{sources_digest(root)[:16]}.zip"
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(f".{os.getpid()}.tmp")
+    fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.stem}.", suffix=".tmp")  # one per submission
+    os.close(fd)
+    tmp = Path(name)
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
         for pkg in SOURCE_PACKAGES:
             for f in sorted((root / pkg).rglob("*")):

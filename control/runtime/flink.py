@@ -9,14 +9,53 @@ import socket
 import string
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 
 from control.errors import RuntimeStartError
 from control.runtime.process import Progress, pid_alive, say, terminate_tree
 from control.settings import RuntimeSettings, java_executable
+
+
+def write_if_changed(path: Path, text: str) -> None:
+    """Replace the file's content atomically, and only when it changes: `flink run`s submitted side by side read
+    the rendered config while another submission renders it again."""
+    try:
+        if path.read_text() == text:
+            return
+    except OSError:
+        pass
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def link(path: Path, target: Path) -> None:
+    """`path` a symlink to `target`, made atomically (submissions side by side prepare the same directories): a
+    link to anything else is replaced, the right one left as it is."""
+    try:
+        if path.is_symlink() and path.resolve() == target.resolve():
+            return
+    except OSError:
+        pass
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+    tmp.symlink_to(target)
+    os.replace(tmp, path)
+
+
+def prune(directory: Path, wanted: dict[str, Path], keep: tuple[str, ...] = ()) -> None:
+    """Remove the entries of `directory` that are not links to what `wanted` names (another submission may have
+    removed one already)."""
+    for existing in directory.iterdir():
+        if existing.name in keep or existing.name.startswith("."):
+            continue
+        if existing.name not in wanted or existing.resolve() != wanted[existing.name].resolve():
+            existing.unlink(missing_ok=True)
 
 
 def render_flink_conf(s: RuntimeSettings) -> Path:
@@ -35,7 +74,7 @@ def render_flink_conf(s: RuntimeSettings) -> Path:
     }
     for src in s.flink_conf_template_dir.iterdir():
         if src.is_file():
-            (out / src.name).write_text(string.Template(src.read_text()).safe_substitute(values))
+            write_if_changed(out / src.name, string.Template(src.read_text()).safe_substitute(values))
     for d in ("checkpoints", "flink-tmp", "flink-web-upload"):
         (s.run_dir / d).mkdir(parents=True, exist_ok=True)
     s.savepoint_dir.mkdir(parents=True, exist_ok=True)
@@ -67,13 +106,9 @@ def flink_lib_dir(s: RuntimeSettings) -> Path:
     wanted.update({j.name: j for j in s.connector_jars})
     if s.beam_loopback_jar.exists():
         wanted[BEAM_LOOPBACK_LINK] = s.beam_loopback_jar
-    for existing in out.iterdir():
-        if existing.name not in wanted or existing.resolve() != wanted[existing.name].resolve():
-            existing.unlink()
+    prune(out, wanted)
     for name, target in wanted.items():
-        link = out / name
-        if not link.exists():
-            link.symlink_to(target)
+        link(out / name, target)
     return out
 
 
@@ -88,24 +123,17 @@ def flink_plugins_dir(s: RuntimeSettings) -> Path:
     out = s.run_dir / "flink-plugins"
     out.mkdir(parents=True, exist_ok=True)
     wanted = {d.name: d for d in (s.flink_home / "plugins").iterdir() if d.is_dir() and d.name != PROMETHEUS_PLUGIN}
-    for existing in out.iterdir():
-        if existing.name != PROMETHEUS_PLUGIN and (existing.name not in wanted
-                                                   or existing.resolve() != wanted[existing.name].resolve()):
-            existing.unlink()
+    prune(out, wanted, keep=(PROMETHEUS_PLUGIN,))
     for name, target in wanted.items():
-        if not (out / name).exists():
-            (out / name).symlink_to(target)
+        link(out / name, target)
     prom = out / PROMETHEUS_PLUGIN
     prom.mkdir(exist_ok=True)
     jars = {j.name: j for j in (s.flink_home / "plugins" / PROMETHEUS_PLUGIN).glob("*.jar")}
     if s.prometheus_reporter_jar.exists():
         jars[s.prometheus_reporter_jar.name] = s.prometheus_reporter_jar
-    for existing in prom.iterdir():
-        if existing.name not in jars or existing.resolve() != jars[existing.name].resolve():
-            existing.unlink()
+    prune(prom, jars)
     for name, target in jars.items():
-        if not (prom / name).exists():
-            (prom / name).symlink_to(target)
+        link(prom / name, target)
     return out
 
 

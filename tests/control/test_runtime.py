@@ -40,6 +40,59 @@ def test_flink_conf_rendering_replaces_every_placeholder(tmp_path):
     assert (home / "savepoints").is_dir()
 
 
+def test_submissions_side_by_side_prepare_the_same_config_links_and_bundle_without_tripping_on_each_other(
+        tmp_path, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    home = tmp_path / "home"
+    (home / "flink-conf").mkdir(parents=True)
+    for f in (REPO / "flink-conf").iterdir():
+        (home / "flink-conf" / f.name).write_text(f.read_text())
+    for pkg in jobs.SOURCE_PACKAGES:
+        (home / pkg).mkdir()
+        (home / pkg / "__init__.py").write_text(f"# {pkg}\n")
+    flink_home = tmp_path / "flink"
+    for d in ("lib", "opt", "plugins/metrics-prometheus", "plugins/metrics-jmx"):
+        (flink_home / d).mkdir(parents=True)
+    for jar in ("lib/flink-dist.jar", "lib/log4j.jar", "opt/flink-python-2.3.jar",
+                "plugins/metrics-prometheus/flink-metrics-prometheus.jar"):
+        (flink_home / jar).write_text("jar")
+    monkeypatch.setattr(RuntimeSettings, "flink_home", property(lambda self: flink_home))
+    s = RuntimeSettings(home=home)
+    stale = s.run_dir / "flink-lib" / "gone.jar"
+    stale.parent.mkdir(parents=True)
+    stale.symlink_to(tmp_path / "nowhere.jar")  # a link to a jar no longer wanted, broken
+
+    def prepare(_):
+        return flink.render_flink_conf(s), flink.flink_lib_dir(s), flink.flink_plugins_dir(s), \
+            jobs.package_sources(s)
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(prepare, range(32)))
+    assert len({r[3] for r in results}) == 1 and results[0][3].exists()
+    assert sorted(p.name for p in (s.run_dir / "flink-lib").iterdir()) == ["flink-dist.jar", "flink-python-2.3.jar",
+                                                                            "log4j.jar"]
+    assert all(p.resolve().exists() for p in (s.run_dir / "flink-lib").iterdir())
+    assert (s.run_dir / "flink-plugins" / "metrics-jmx").resolve() == flink_home / "plugins" / "metrics-jmx"
+    assert "${" not in (results[0][0] / "config.yaml").read_text()
+    assert not list(results[0][3].parent.glob(".*.tmp"))  # every temporary bundle was renamed into place
+
+
+def test_side_by_side_keeps_the_order_and_cancels_the_others_when_one_fails(monkeypatch):
+    from control.ops import deploy
+
+    cancelled = []
+    monkeypatch.setattr(jobs, "cancel", lambda jid, s=None: cancelled.append(jid))
+    assert deploy.side_by_side([lambda i=i: f"job{i}" for i in range(5)], workers=3) == [f"job{i}" for i in range(5)]
+
+    def fails():
+        raise SubmissionError("`flink run` failed")
+
+    with pytest.raises(SubmissionError, match="flink run"):
+        deploy.side_by_side([lambda: "a", fails, lambda: "b"])
+    assert sorted(cancelled) == ["a", "b"]
+
+
 def test_kafka_config_listens_on_configured_ports(tmp_path):
     s = RuntimeSettings(home=tmp_path, kafka_port=19092, kafka_controller_port=19093)
     props = dict(l.split("=", 1) for l in kafka.render_kafka_config(s).read_text().splitlines())

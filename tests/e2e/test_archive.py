@@ -58,10 +58,10 @@ def archived(stack, tmp_path_factory):
     ids = [deploy.deploy_external_state(stack, job_name=f"ar-es-{unique}", start="earliest",
                                         source_topic=topics.requests, sink_topic=topics.augmented,
                                         quarantine_topic=topics.quarantine, group_id=f"ar-es-{unique}", wait=False)]
-    for card in (CHAMPION, CANARY):
-        ids.append(deploy.deploy_model(card, stack, job_name=f"ar-{card.model_id}-{unique}", start="earliest",
-                                       source_topic=topics.augmented, sink_topic=topics.scores,
-                                       group_id=f"ar-{card.model_id}-{unique}", wait=False))
+    ids += deploy.side_by_side([lambda card=card: deploy.deploy_model(
+        card, stack, job_name=f"ar-{card.model_id}-{unique}", start="earliest", source_topic=topics.augmented,
+        sink_topic=topics.scores, group_id=f"ar-{card.model_id}-{unique}", wait=False)
+        for card in (CHAMPION, CANARY)], stack)
     ids.append(deploy.deploy_rendezvous(
         stack, job_name=f"ar-rv-{unique}", start="earliest", augmented_topic=topics.augmented,
         scores_topic=topics.scores, schedules_topic=topics.schedules, answers_topic=topics.answers,

@@ -102,10 +102,9 @@ def test_metrics_show_disagreement_recall_gap_and_latency_as_computed_from_the_t
     job_cleanup.append(deploy.deploy_external_state(
         stack, job_name=f"mx-es-{unique}", source_topic=topics.requests, sink_topic=topics.augmented,
         quarantine_topic=topics.quarantine, group_id=f"mx-es-{unique}", **common))
-    for card in cards():
-        job_cleanup.append(deploy.deploy_model(
-            card, stack, job_name=f"mx-{card.model_id}-{unique}", source_topic=topics.augmented,
-            sink_topic=topics.scores, group_id=f"mx-{card.model_id}-{unique}", **common))
+    job_cleanup.extend(deploy.side_by_side([lambda card=card: deploy.deploy_model(
+        card, stack, job_name=f"mx-{card.model_id}-{unique}", source_topic=topics.augmented,
+        sink_topic=topics.scores, group_id=f"mx-{card.model_id}-{unique}", **common) for card in cards()], stack))
     job_cleanup.append(deploy.deploy_rendezvous(
         stack, job_name=f"mx-rv-{unique}", augmented_topic=topics.augmented, scores_topic=topics.scores,
         schedules_topic=topics.schedules, answers_topic=topics.answers, late_topic=topics.late,

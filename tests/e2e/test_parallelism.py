@@ -43,12 +43,12 @@ def _pipeline(s, topics: TopicNames, tag: str, parallelism: int, cleanup: list[s
         s, job_name=f"par-es-{tag}", start="earliest", source_topic=topics.requests, sink_topic=topics.augmented,
         quarantine_topic=topics.quarantine, group_id=f"par-es-{tag}", wait=False, parallelism=parallelism)]
     cleanup += ids
-    for card in (champion, CANARY):
-        ids.append(deploy.deploy_model(
-            card, s, job_name=f"par-{card.model_id}-{tag}", start="earliest", source_topic=topics.augmented,
-            sink_topic=topics.scores, group_id=f"par-{card.model_id}-{tag}", wait=False, parallelism=parallelism,
-            lifecycle_topic=topics.lifecycle))
-        cleanup.append(ids[-1])
+    models = deploy.side_by_side([lambda card=card: deploy.deploy_model(
+        card, s, job_name=f"par-{card.model_id}-{tag}", start="earliest", source_topic=topics.augmented,
+        sink_topic=topics.scores, group_id=f"par-{card.model_id}-{tag}", wait=False, parallelism=parallelism,
+        lifecycle_topic=topics.lifecycle) for card in (champion, CANARY)], s)
+    ids += models
+    cleanup += models
     ids.append(deploy.deploy_rendezvous(
         s, job_name=f"par-rv-{tag}", start="earliest", augmented_topic=topics.augmented, scores_topic=topics.scores,
         schedules_topic=topics.schedules, answers_topic=topics.answers, late_topic=topics.late,

@@ -43,10 +43,9 @@ def test_every_request_is_answered_exactly_once_with_a_mix_of_models(stack, uniq
     job_cleanup.append(deploy.deploy_external_state(
         stack, job_name=f"pl-es-{unique}", start="earliest", source_topic=t["requests"],
         sink_topic=t["augmented"], quarantine_topic=t["quarantine"], group_id=f"pl-es-{unique}", wait=False))
-    for card in MODELS:
-        job_cleanup.append(deploy.deploy_model(
-            card, stack, job_name=f"pl-{card.model_id}-{unique}", start="earliest", source_topic=t["augmented"],
-            sink_topic=t["scores"], group_id=f"pl-{card.model_id}-{unique}", wait=False))
+    job_cleanup.extend(deploy.side_by_side([lambda card=card: deploy.deploy_model(
+        card, stack, job_name=f"pl-{card.model_id}-{unique}", start="earliest", source_topic=t["augmented"],
+        sink_topic=t["scores"], group_id=f"pl-{card.model_id}-{unique}", wait=False) for card in MODELS], stack))
     job_cleanup.append(deploy.deploy_rendezvous(
         stack, job_name=f"pl-rv-{unique}", start="earliest", augmented_topic=t["augmented"],
         scores_topic=t["scores"], schedules_topic=t["schedules"], answers_topic=t["answers"],
