@@ -87,3 +87,17 @@ def test_the_handover_table_gives_each_hand_over_a_row_and_each_job_its_median_a
     assert "- rendezvous, median of 3: transition p99 / baseline p99 1.10, whole hand-over p99 / baseline p99 3.00" in out
     assert "- external-state, median of 1: transition p99 / baseline p99 1.20" in out
     assert "+0 s: 10 answers, p99 300 ms" in show_timeline(r)
+
+
+def test_the_cpu_profile_tells_the_processes_of_a_hand_over_apart():
+    from bench.handover import role
+
+    java = "/usr/lib/jvm/java-17/bin/java -Xmx1g -classpath x"
+    assert role(f"{java} org.apache.flink.runtime.entrypoint.StandaloneSessionClusterEntrypoint".split()) == "jobmanager"
+    assert role(f"{java} org.apache.flink.runtime.taskexecutor.TaskManagerRunner -D "
+                "taskmanager.resource-id=pinned-tmab12-0".split()) == "taskmanager pinned-tmab12-0"
+    assert role(f"{java} org.apache.flink.runtime.taskexecutor.TaskManagerRunner".split()) == "taskmanager (shared)"
+    assert role(f"{java} org.apache.flink.client.cli.CliFrontend run -d".split()) == "flink run"
+    assert role(f"{java} kafka.Kafka run/kafka-conf/server.properties".split()) == "kafka"
+    assert role(["/venv/bin/python", "-m", "pyflink.fn_execution.beam.beam_boot", "--id=2-1"]) == "python worker"
+    assert role(["/usr/bin/du"]) == "du" and role([]) == "?"
