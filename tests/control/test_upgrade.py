@@ -73,3 +73,18 @@ def test_a_new_version_keeps_up_in_rounds_to_the_inputs_ends_of_each_round(monke
                         lambda jid, s, group, at_least, timeout, what: asked.append(at_least) or next(slow))
     handover.keep_up("j", None, "g", ["in"], 300.0, "keeping up")
     assert len(asked) == handover.KEEP_UP_ROUNDS
+
+
+def test_an_empty_partition_does_not_hold_a_catch_up_back(monkeypatch):
+    """The source commits no offset (-1) for a partition it never read a record from: a hand-over whose input had
+    one partition still empty (CI: every entity's key hashed to the other one) waited for it until it timed out."""
+    from control.ops import handover
+
+    checkpoints = []
+    monkeypatch.setattr(handover, "checkpoint", lambda jid, s: checkpoints.append(jid))
+    monkeypatch.setattr(handover, "committed", lambda s, group, positions: {("in", 0): -1, ("in", 1): 1512})
+    handover.wait_committed("j", None, "g", {("in", 0): 0, ("in", 1): 1512}, 5.0, "catching up")
+    assert checkpoints == ["j"]
+    monkeypatch.setattr(handover, "committed", lambda s, group, positions: {("in", 0): -1, ("in", 1): 1512})
+    with pytest.raises(ControlError, match="not yet"):  # a partition with records to read still counts
+        handover.wait_committed("j", None, "g", {("in", 0): 3, ("in", 1): 1512}, 0.0, "catching up")
