@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import queue
 import statistics
 import threading
 import time
@@ -170,7 +171,14 @@ def hand_over_apart(kind: str, job_id: str, lifecycle_topic: str, starting_nice:
     results = ctx.Queue()
     proc = ctx.Process(target=_hand_over, args=(kind, job_id, lifecycle_topic, starting_nice, results))
     proc.start()
-    got = results.get()
+    while True:
+        try:
+            got = results.get(timeout=5)
+            break
+        except queue.Empty:
+            if not proc.is_alive():
+                raise RuntimeError(f"the hand-over's process ended (exit {proc.exitcode}) without a result; see its "
+                                   "output above") from None
     proc.join()
     if "error" in got:
         raise RuntimeError(f"hand-over of the {kind} failed: {got['error']}")
@@ -205,7 +213,11 @@ def run(a) -> dict:
     sender.start()
     profile = CpuProfile()
     profile.start()
-    out: dict = {"rate": a.rate, "partitions": a.partitions, "before_s": a.before, "starting_nice": a.starting_nice,
+    from control.runtime import pinned
+
+    # what the hand-over really uses: it lowers no priority it could not give back (not root: 0)
+    nice = a.starting_nice if pinned.can_renice() else 0
+    out: dict = {"rate": a.rate, "partitions": a.partitions, "before_s": a.before, "starting_nice": nice,
                  "handovers": []}
     try:
         print(f"warming up {a.warm_up:.0f} s, then {a.before:.0f} s of baseline at {a.rate:.0f} requests/s")

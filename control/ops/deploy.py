@@ -79,8 +79,8 @@ def job_settings(cls: type[JobSettings], s: RuntimeSettings, **fields: Any) -> J
 def submit_job(settings: JobSettings, s: RuntimeSettings, savepoint: str | None = None, wait: bool = True,
                execution_mode: str = "process", allow_non_restored: bool = False,
                parallelism: int | None = None, code: Path | None = None,
-               extra_jars: Sequence[Path] = (), nice: int = 0) -> str:
-    """Submit the job that `settings` configures; returns its Flink job id. `nice`: see `control.ops.jobs.submit`.
+               extra_jars: Sequence[Path] = ()) -> str:
+    """Submit the job that `settings` configures; returns its Flink job id.
     `parallelism`: of every operator
     (default 1); a source reads at most as many partitions as its topic has, so give the topics at least as
     many (`rendezvous up --partitions N`). `code`: the root of the code to submit (default: this checkout).
@@ -88,7 +88,7 @@ def submit_job(settings: JobSettings, s: RuntimeSettings, savepoint: str | None 
     jid = jobs_lib.submit(ENTRY_POINTS[type(settings)], settings.to_argv(), savepoint=savepoint, s=s,
                           allow_non_restored=allow_non_restored, parallelism=parallelism,
                           extra_conf={"python.execution-mode": execution_mode}, code=code,
-                          extra_jars=extra_jars, nice=nice)
+                          extra_jars=extra_jars)
     if wait:
         jobs_lib.wait_running(jid, s)
     return jid
@@ -96,7 +96,8 @@ def submit_job(settings: JobSettings, s: RuntimeSettings, savepoint: str | None 
 
 def side_by_side(submissions: Sequence[Callable[[], str]], s: RuntimeSettings | None = None,
                  workers: int = 3) -> list[str]:
-    """Run job submissions (callables returning a job id, e.g. `lambda: deploy_model(card, s, wait=False, ...)`) at
+    """Run job submissions (callables returning a job id, e.g. `[lambda c=c: deploy_model(c, s, wait=False, ...)
+    for c in cards]`: bind each one's arguments, a closure over the loop variable would submit the last one) at
     once, `workers` at a time; their job ids, in order. Each `flink run` spends seconds in its own client JVM and
     interpreter compiling the job, so a set of jobs is up sooner than one after the other. When one fails, the
     others' jobs are cancelled and its error raised.
@@ -110,12 +111,10 @@ def side_by_side(submissions: Sequence[Callable[[], str]], s: RuntimeSettings | 
         futures = [pool.submit(f) for f in submissions]
     errors = [f.exception() for f in futures if f.exception() is not None]
     if errors:
-        for f in futures:
-            if f.exception() is None:
-                try:
-                    jobs_lib.cancel(f.result(), s or RuntimeSettings())
-                except ControlError:
-                    pass
+        try:
+            jobs_lib.cancel_all([f.result() for f in futures if f.exception() is None], s or RuntimeSettings())
+        except Exception:  # noqa: BLE001 - best effort: the submission's error is the one to see
+            pass
         raise errors[0]
     return [f.result() for f in futures]
 

@@ -8,7 +8,9 @@ on Flink. A new version of a thread-mode job takes over from the running one wit
    its own with its own code, under its own name and consumer group, at a lower CPU priority than the version
    serving (`STARTING_NICE`, when this process may give it back); it catches up from the savepoint's offsets
    (the external state's features follow every request; the rendezvous sees every request and score) and is
-   caught up (snapshot-complete) when its committed offsets reach the input's end at the snapshot;
+   caught up (snapshot-complete) when its committed offsets reach the input's end at the snapshot and it then
+   keeps up with its inputs (`keep_up`: what was written while it started); until a token names it, any failure
+   cancels it and leaves the old version untouched;
 4. transition tokens: one per partition of the input (`requests` for the external state, `requests.augmented` for
    the rendezvous: it reads its tokens from its input directly, so the model jobs pass nothing), naming the new
    version; where each landed goes to the transitions registry. Every record after a token is the new version's,
@@ -190,6 +192,15 @@ def write_tokens(s: RuntimeSettings, topics: list[str], upgrade_id: str, owner: 
     return out
 
 
+def abandon(job_id: str, s: RuntimeSettings) -> None:
+    """Cancel a new version no token names yet (its TaskManagers stop with it); best effort: it may have failed
+    already, or the JobManager may be what went wrong."""
+    try:
+        jobs_lib.cancel(job_id, s)
+    except Exception:  # noqa: BLE001
+        pass
+
+
 def longest_deadline_ms(s: RuntimeSettings, settings: RendezvousSettings) -> int:
     """The longest last-stage deadline of the schedules the rendezvous may be answering by (a mailbox's life)."""
     longest = settings.builtin_schedule.stages[-1].deadline_ms
@@ -306,30 +317,36 @@ def _hand_over(job_id: str, code: Path | None, s: RuntimeSettings | None, progre
     new_settings = old.model_copy(update=fields)
     t0 = time.monotonic()
     try:  # `flink run` and the TaskManagers inherit this thread's priority (`hand_over`)
-        new = deploy.submit_job(new_settings, s, snap, True, rec.execution_mode, parallelism=rec.parallelism,
+        new = deploy.submit_job(new_settings, s, snap, False, rec.execution_mode, parallelism=rec.parallelism,
                                 code=root)
-    except ControlError as e:
+    except ControlError as e:  # not submitted (`flink run` failed; its TaskManagers were stopped)
         step("failed", job_id, error=str(e)[:2000])
         raise ControlError(f"the new version did not start ({e}); {old.owner_name} (job {job_id}) runs on, "
                            "untouched: nothing was handed over") from e
-    took["start_s"] = time.monotonic() - t0
-    say(f"{owner} runs as job {new}, quiescent ({took['start_s']:.1f} s); catching up from the snapshot")
-    step("quiescent", new)
-    try:
+    try:  # until a token names it, whatever goes wrong (Ctrl-C too), the new version goes and the old one runs on
+        jobs_lib.wait_running(new, s)
+        took["start_s"] = time.monotonic() - t0
+        say(f"{owner} runs as job {new}, quiescent ({took['start_s']:.1f} s); catching up from the snapshot")
+        step("quiescent", new)
         took["catch_up_s"] = wait_committed(new, s, group, target, catch_up_timeout, "catching up")
         took["keep_up_s"] = keep_up(new, s, group, old.input_topics, catch_up_timeout, "keeping up")
-    except Exception as e:  # noqa: BLE001 - whatever went wrong, no token names the new version yet: it goes
-        jobs_lib.cancel(new, s)
-        step("failed", new, error=f"{type(e).__name__}: {e}"[:2000])
+        pin = pinned.of_job(s, new)
+        if nice and pin:
+            pinned.renice(s, pin, 0)
+        say(f"snapshot complete: {owner} has caught up ({took['catch_up_s']:.1f} s) and keeps up with "
+            f"{', '.join(old.input_topics)} ({took['keep_up_s']:.1f} s)" + (
+                f"; its TaskManagers back to the normal CPU priority from {nice}" if nice and pin else ""))
+        step("snapshot_complete", new)
+    except BaseException as e:
+        abandon(new, s)
+        try:
+            step("failed", new, error=f"{type(e).__name__}: {e}"[:2000])
+        except Exception:  # noqa: BLE001 - the broker may be what failed; the error below says what happened
+            pass
+        if not isinstance(e, Exception):
+            raise
         raise ControlError(f"{e}\nThe new version was cancelled; {old.owner_name} (job {job_id}) runs on, "
                            "untouched: nothing was handed over") from e
-    pin = pinned.of_job(s, new)
-    if nice and pin:
-        pinned.renice(s, pin, 0)
-    say(f"snapshot complete: {owner} has caught up ({took['catch_up_s']:.1f} s) and keeps up with "
-        f"{', '.join(old.input_topics)} ({took['keep_up_s']:.1f} s)" + (
-            f"; its TaskManagers back to the normal CPU priority from {nice}" if nice and pin else ""))
-    step("snapshot_complete", new)
     tokens = write_tokens(s, topics, hid, owner, old.owner_name, registry)
     landed = {f"{t}:{p.partition}": p.offset for t, ps in tokens.items() for p in ps}
     say("transition tokens written: " + ", ".join(f"{k} at offset {o}" for k, o in landed.items()))

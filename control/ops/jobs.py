@@ -147,11 +147,11 @@ def pins_taskmanagers(s: RuntimeSettings, extra_conf: dict[str, str] | None) -> 
 def submit(module: str, job_args: Sequence[str] = (), savepoint: str | None = None,
            allow_non_restored: bool = False, s: RuntimeSettings | None = None,
            extra_conf: dict[str, str] | None = None, timeout: float = 180.0, parallelism: int | None = None,
-           code: Path | None = None, extra_jars: Sequence[Path] = (), nice: int = 0) -> str:
-    """Submit a job module (e.g. `jobs.smoke.main`) detached; returns its Flink job id. `nice`: the CPU priority of
-    `flink run` and of the job's own TaskManagers (a new version starting beside the one serving:
-    control.ops.handover). `parallelism`: of every operator (`flink run -p`; default: the cluster's, 1). `code`: the root of the project's code to submit (its
-    `schemas/`, `jobs/`, `model_udfs/`; default: this checkout's), e.g. a new version's checkout.
+           code: Path | None = None, extra_jars: Sequence[Path] = ()) -> str:
+    """Submit a job module (e.g. `jobs.smoke.main`) detached; returns its Flink job id. `parallelism`: of every
+    operator (`flink run -p`; default: the cluster's, 1). `code`: the root of the project's code to submit (its
+    `schemas/`, `jobs/`, `model_udfs/`; default: this checkout's), e.g. a new version's checkout. `flink run` and the
+    job's own TaskManagers start at the calling thread's CPU priority (a hand-over lowers it: control.ops.handover).
 
     A thread-mode job gets TaskManagers of its own, one per subtask, started while `flink run` compiles it
     (control.runtime.pinned): its Python interpreter starts with its code, so another version of the same job
@@ -168,12 +168,11 @@ def submit(module: str, job_args: Sequence[str] = (), savepoint: str | None = No
                             extra_conf=conf, code=code, extra_jars=extra_jars)  # checks the code first
     pin = None
     if pins_taskmanagers(s, conf):
-        pin = pinned.start(s, parallelism or 1, nice=nice)
+        pin = pinned.start(s, parallelism or 1)
         cmd.insert(cmd.index("-pyfs"), f"-D{pinned.RESOURCE_CONF}={pin}")
     try:
         out = subprocess.run(cmd, env=flink_env(s), capture_output=True, text=True, timeout=timeout,
-                             cwd=check_code(s, module, code), stdin=subprocess.DEVNULL,
-                             preexec_fn=(lambda: os.nice(nice)) if nice else None)
+                             cwd=check_code(s, module, code), stdin=subprocess.DEVNULL)
         text = out.stdout + out.stderr
         if out.returncode != 0:
             raise SubmissionError(f"`flink run` failed (exit {out.returncode}) for {module}:\n{text[-6000:]}\n"

@@ -90,9 +90,9 @@ def _pid_file(s: RuntimeSettings, pin: str, i: int) -> Path:
     return pins_dir(s) / pin / f"flink-{resource_id(pin, i)}-taskexecutor.pid"
 
 
-def _launch_one(s: RuntimeSettings, pin: str, i: int, nice: int = 0) -> subprocess.Popen:
-    """Run Flink's start script of TaskManager `i` of the pin, without waiting for it (`_started`); `nice`: the
-    CPU priority it starts at (the TaskManager inherits it)."""
+def _launch_one(s: RuntimeSettings, pin: str, i: int) -> subprocess.Popen:
+    """Run Flink's start script of TaskManager `i` of the pin, without waiting for it (`_started`); it starts at the
+    calling thread's CPU priority."""
     from control.runtime.flink import flink_env, taskmanager_cwd
 
     path = _pid_file(s, pin, i)
@@ -102,8 +102,7 @@ def _launch_one(s: RuntimeSettings, pin: str, i: int, nice: int = 0) -> subproce
     env["FLINK_IDENT_STRING"] = resource_id(pin, i)  # its own pid file and log file names
     return subprocess.Popen(["bash", str(s.flink_home / "bin" / "taskmanager.sh"), "start",
                              *taskmanager_args(s, pin, i)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, stdin=subprocess.DEVNULL, cwd=taskmanager_cwd(s),
-                            preexec_fn=(lambda: os.nice(nice)) if nice else None)
+                            text=True, stdin=subprocess.DEVNULL, cwd=taskmanager_cwd(s))
 
 
 def _started(s: RuntimeSettings, pin: str, i: int, proc: subprocess.Popen) -> int | None:
@@ -141,10 +140,10 @@ def _write(s: RuntimeSettings, pin: str, record: dict) -> None:
     tmp.replace(path)
 
 
-def start(s: RuntimeSettings, slots: int, progress: Progress | None = None, nice: int = 0) -> str:
+def start(s: RuntimeSettings, slots: int, progress: Progress | None = None) -> str:
     """Start `slots` TaskManagers for one thread-mode job (returns once they are launched; they register with the
-    JobManager within seconds). Returns the pin to submit the job with (`RESOURCE_CONF`). `nice`: their CPU priority
-    (a version starting beside the one serving; `renice` once it serves).
+    JobManager within seconds). Returns the pin to submit the job with (`RESOURCE_CONF`). They start at the calling
+    thread's CPU priority (a hand-over's lowered one: `thread_priority`; `renice` once the version serves).
 
     Their start scripts run side by side (each computes its TaskManager's settings in a JVM of its own: seconds),
     and all are done before this returns: the job is submitted only then (`control.ops.jobs.submit`), so the
@@ -159,7 +158,7 @@ def start(s: RuntimeSettings, slots: int, progress: Progress | None = None, nice
     error: Exception | None = None
     try:
         for i in range(slots):
-            procs.append(_launch_one(s, pin, i, nice))
+            procs.append(_launch_one(s, pin, i))
     except Exception as e:  # noqa: BLE001 - raised below, once the scripts started are done
         error = e
     for i, proc in enumerate(procs):

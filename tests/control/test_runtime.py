@@ -82,7 +82,7 @@ def test_side_by_side_keeps_the_order_and_cancels_the_others_when_one_fails(monk
     from control.ops import deploy
 
     cancelled = []
-    monkeypatch.setattr(jobs, "cancel", lambda jid, s=None: cancelled.append(jid))
+    monkeypatch.setattr(jobs, "cancel_all", lambda ids, s=None: cancelled.extend(ids))
     assert deploy.side_by_side([lambda i=i: f"job{i}" for i in range(5)], workers=3) == [f"job{i}" for i in range(5)]
 
     def fails():
