@@ -64,6 +64,7 @@ def package_sources(s: RuntimeSettings, code: Path | None = None) -> Path:
     out = s.run_dir / "pyfiles" / f"rendezvous_src-{sources_digest(root)[:16]}.zip"
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.stem}.", suffix=".tmp")  # one per submission
+    os.fchmod(fd, 0o644)  # as a plain write made it (mkstemp's is 0600)
     os.close(fd)
     tmp = Path(name)
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:

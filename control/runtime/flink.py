@@ -30,6 +30,7 @@ def write_if_changed(path: Path, text: str) -> None:
     except OSError:
         pass
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.fchmod(fd, 0o644)  # as a plain write made it (mkstemp's is 0600)
     with os.fdopen(fd, "w") as f:
         f.write(text)
     os.replace(tmp, path)

@@ -354,7 +354,7 @@ def build(env: StreamExecutionEnvironment, settings: RendezvousSettings, source:
     from jobs.common.kafka import ROUTED, kafka_source, routed_kafka_sink
 
     data = source if source is not None else kafka_source(
-        env, settings.kafka, [settings.augmented_topic, settings.scores_topic], settings.group_id,
+        env, settings.kafka, settings.input_topics, settings.group_id,
         uid="rendezvous-source", name="requests.augmented + scores", start=settings.start, positioned=True)
     sched = schedules if schedules is not None else kafka_source(
         env, settings.kafka, settings.schedules_topic, f"{settings.group_id}-schedules",

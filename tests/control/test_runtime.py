@@ -26,11 +26,17 @@ def test_parse_job_id_from_flink_run_output():
         jobs.parse_job_id("Python process exits with code: 1")
 
 
-def test_flink_conf_rendering_replaces_every_placeholder(tmp_path):
+def home_with_flink_conf(tmp_path: Path) -> Path:
+    """A project home holding a copy of the repository's flink-conf/ templates."""
     home = tmp_path / "home"
     (home / "flink-conf").mkdir(parents=True)
     for f in (REPO / "flink-conf").iterdir():
         (home / "flink-conf" / f.name).write_text(f.read_text())
+    return home
+
+
+def test_flink_conf_rendering_replaces_every_placeholder(tmp_path):
+    home = home_with_flink_conf(tmp_path)
     s = RuntimeSettings(home=home, flink_rest_port=18081)
     out = flink.render_flink_conf(s)
     text = (out / "config.yaml").read_text()
@@ -44,10 +50,7 @@ def test_submissions_side_by_side_prepare_the_same_config_links_and_bundle_witho
         tmp_path, monkeypatch):
     from concurrent.futures import ThreadPoolExecutor
 
-    home = tmp_path / "home"
-    (home / "flink-conf").mkdir(parents=True)
-    for f in (REPO / "flink-conf").iterdir():
-        (home / "flink-conf" / f.name).write_text(f.read_text())
+    home = home_with_flink_conf(tmp_path)
     for pkg in jobs.SOURCE_PACKAGES:
         (home / pkg).mkdir()
         (home / pkg / "__init__.py").write_text(f"# {pkg}\n")
@@ -76,6 +79,7 @@ def test_submissions_side_by_side_prepare_the_same_config_links_and_bundle_witho
     assert (s.run_dir / "flink-plugins" / "metrics-jmx").resolve() == flink_home / "plugins" / "metrics-jmx"
     assert "${" not in (results[0][0] / "config.yaml").read_text()
     assert not list(results[0][3].parent.glob(".*.tmp"))  # every temporary bundle was renamed into place
+    assert (results[0][0] / "config.yaml").stat().st_mode & 0o777 == 0o644
 
 
 def test_side_by_side_keeps_the_order_and_cancels_the_others_when_one_fails(monkeypatch):
