@@ -213,10 +213,10 @@ def run(a) -> dict:
     sender.start()
     profile = CpuProfile()
     profile.start()
-    from control.runtime import pinned
+    from control.runtime import priority
 
     # what the hand-over really uses: it lowers no priority it could not give back (not root: 0)
-    nice = a.starting_nice if pinned.can_renice() else 0
+    nice = a.starting_nice if priority.can_renice() else 0
     out: dict = {"rate": a.rate, "partitions": a.partitions, "before_s": a.before, "starting_nice": nice,
                  "handovers": []}
     try:

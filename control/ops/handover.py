@@ -39,7 +39,7 @@ from control import kafka_io
 from control.errors import ControlError
 from control.ops import deploy, upgrade
 from control.ops import jobs as jobs_lib
-from control.runtime import pinned
+from control.runtime import pinned, priority
 from control.settings import RuntimeSettings
 from jobs.common.entry import SETTINGS
 from jobs.common.settings import HandedOverJob
@@ -52,13 +52,16 @@ from schemas.topics import LIFECYCLE, TRANSITIONS
 STARTING_NICE = 10
 """The CPU priority the hand-over works at and the new version starts at (the checks, `flink run` compiling it, its
 TaskManagers and interpreter starting, the catch-up), so that the version serving keeps the CPU (2 cores: starting a
-JVM and an interpreter otherwise shows in every answer's latency); the new version's TaskManagers get the normal
-priority back before the tokens are written."""
+JVM and an interpreter otherwise shows in every answer's latency). `flink run` and the TaskManagers run in sessions of
+their own with this priority, their threads' and their sessions' (where the kernel shares the CPU between sessions
+first: control.runtime.priority); the new version's TaskManagers get the normal priority back before the tokens are
+written."""
 
 RETIRING_NICE = 19
 """The CPU priority the old version's TaskManagers are given once it has nothing left to serve (past its tokens and,
 for the rendezvous, its last mailbox closed), before it is stopped: its last savepoint and its TaskManagers' shutdown
-then take only CPU the version serving does not use. (Lowering a priority needs no privilege.)"""
+then take only CPU the version serving does not use (their threads' and their sessions' priority). (Lowering a
+priority needs no privilege.)"""
 
 KINDS: dict[str, type[HandedOverJob]] = {"external-state": ExternalStateSettings, "rendezvous": RendezvousSettings}
 
@@ -263,12 +266,12 @@ def hand_over(job_id: str, code: Path | None = None, s: RuntimeSettings | None =
               starting_nice: int = STARTING_NICE) -> HandOver:
     """Hand the running external-state or rendezvous job `job_id` over to a new version from `code` (module doc).
 
-    `starting_nice`: when this process may give a priority back (`pinned.can_renice`), the thread running the
-    hand-over works at this lower CPU priority throughout (its checks, which import the new code, the source bundle,
-    `flink run` and the new version's TaskManagers, which inherit it), and the new version's TaskManagers get the
-    normal priority back once it keeps up; 0: everything at the caller's priority."""
-    nice = starting_nice if pinned.can_renice() else 0
-    with pinned.thread_priority(nice):
+    `starting_nice`: when this process may give a priority back (`priority.can_renice`), the thread running the
+    hand-over works at this lower CPU priority throughout (its checks, which import the new code, the source bundle),
+    and so do `flink run` and the new version's TaskManagers, in sessions of their own (`priority.spawn`); the new
+    version's TaskManagers get the normal priority back once it keeps up; 0: everything at the caller's priority."""
+    nice = starting_nice if priority.can_renice() else 0
+    with priority.lowered(nice):
         return _hand_over(job_id, code, s, progress, lifecycle_topic, registry_topic, catch_up_timeout, rollback, nice)
 
 
@@ -316,7 +319,7 @@ def _hand_over(job_id: str, code: Path | None, s: RuntimeSettings | None, progre
         fields.update(restored=True, taken_over_at_ms=now_ms())
     new_settings = old.model_copy(update=fields)
     t0 = time.monotonic()
-    try:  # `flink run` and the TaskManagers inherit this thread's priority (`hand_over`)
+    try:  # `flink run` and the TaskManagers start at this thread's priority (`hand_over`)
         new = deploy.submit_job(new_settings, s, snap, False, rec.execution_mode, parallelism=rec.parallelism,
                                 code=root)
     except ControlError as e:  # not submitted (`flink run` failed; its TaskManagers were stopped)

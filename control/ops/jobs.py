@@ -152,12 +152,13 @@ def submit(module: str, job_args: Sequence[str] = (), savepoint: str | None = No
     """Submit a job module (e.g. `jobs.smoke.main`) detached; returns its Flink job id. `parallelism`: of every
     operator (`flink run -p`; default: the cluster's, 1). `code`: the root of the project's code to submit (its
     `schemas/`, `jobs/`, `model_udfs/`; default: this checkout's), e.g. a new version's checkout. `flink run` and the
-    job's own TaskManagers start at the calling thread's CPU priority (a hand-over lowers it: control.ops.handover).
+    job's own TaskManagers start at the calling thread's CPU priority (a hand-over lowers it: control.ops.handover;
+    control.runtime.priority).
 
     A thread-mode job gets TaskManagers of its own, one per subtask, started while `flink run` compiles it
     (control.runtime.pinned): its Python interpreter starts with its code, so another version of the same job
     can run beside it; they are stopped when the job ends."""
-    from control.runtime import pinned
+    from control.runtime import pinned, priority
 
     if parallelism is not None and not 1 <= parallelism <= MAX_PARALLELISM:
         raise SubmissionError(f"parallelism must be between 1 and {MAX_PARALLELISM} (pipeline.max-parallelism in "
@@ -172,8 +173,8 @@ def submit(module: str, job_args: Sequence[str] = (), savepoint: str | None = No
         pin = pinned.start(s, parallelism or 1)
         cmd.insert(cmd.index("-pyfs"), f"-D{pinned.RESOURCE_CONF}={pin}")
     try:
-        out = subprocess.run(cmd, env=flink_env(s), capture_output=True, text=True, timeout=timeout,
-                             cwd=check_code(s, module, code), stdin=subprocess.DEVNULL)
+        out = priority.run(cmd, timeout=timeout, env=flink_env(s), cwd=check_code(s, module, code),
+                           stdin=subprocess.DEVNULL)
         text = out.stdout + out.stderr
         if out.returncode != 0:
             raise SubmissionError(f"`flink run` failed (exit {out.returncode}) for {module}:\n{text[-6000:]}\n"

@@ -24,16 +24,15 @@ supervisor also restarts a pinned TaskManager that died while its job runs (`ten
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
-import threading
 import time
 import urllib.error
 from pathlib import Path
 
 from control.errors import RuntimeStartError
+from control.runtime import priority
 from control.runtime.process import Progress, pid_alive, say, terminate_trees
 from control.settings import RuntimeSettings
 from jobs.common.entry import TASKMANAGER_RESOURCE
@@ -92,7 +91,7 @@ def _pid_file(s: RuntimeSettings, pin: str, i: int) -> Path:
 
 def _launch_one(s: RuntimeSettings, pin: str, i: int) -> subprocess.Popen:
     """Run Flink's start script of TaskManager `i` of the pin, without waiting for it (`_started`); it starts at the
-    calling thread's CPU priority."""
+    calling thread's CPU priority (control.runtime.priority)."""
     from control.runtime.flink import flink_env, taskmanager_cwd
 
     path = _pid_file(s, pin, i)
@@ -100,9 +99,9 @@ def _launch_one(s: RuntimeSettings, pin: str, i: int) -> subprocess.Popen:
     env = flink_env(s)
     env["FLINK_PID_DIR"] = str(path.parent)
     env["FLINK_IDENT_STRING"] = resource_id(pin, i)  # its own pid file and log file names
-    return subprocess.Popen(["bash", str(s.flink_home / "bin" / "taskmanager.sh"), "start",
-                             *taskmanager_args(s, pin, i)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, stdin=subprocess.DEVNULL, cwd=taskmanager_cwd(s))
+    return priority.spawn(["bash", str(s.flink_home / "bin" / "taskmanager.sh"), "start", *taskmanager_args(s, pin, i)],
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          stdin=subprocess.DEVNULL, cwd=taskmanager_cwd(s))
 
 
 def _started(s: RuntimeSettings, pin: str, i: int, proc: subprocess.Popen) -> int | None:
@@ -143,7 +142,7 @@ def _write(s: RuntimeSettings, pin: str, record: dict) -> None:
 def start(s: RuntimeSettings, slots: int, progress: Progress | None = None) -> str:
     """Start `slots` TaskManagers for one thread-mode job (returns once they are launched; they register with the
     JobManager within seconds). Returns the pin to submit the job with (`RESOURCE_CONF`). They start at the calling
-    thread's CPU priority (a hand-over's lowered one: `thread_priority`; `renice` once the version serves).
+    thread's CPU priority (a hand-over's lowered one: `priority.lowered`; `renice` once the version serves).
 
     Their start scripts run side by side (each computes its TaskManager's settings in a JVM of its own: seconds),
     and all are done before this returns: the job is submitted only then (`control.ops.jobs.submit`), so the
@@ -172,44 +171,10 @@ def start(s: RuntimeSettings, slots: int, progress: Progress | None = None) -> s
     return pin
 
 
-def can_renice() -> bool:
-    """Whether this process may give a process it started at a lower CPU priority its normal one back (raising a
-    priority needs root or CAP_SYS_NICE)."""
-    return hasattr(os, "geteuid") and os.geteuid() == 0
-
-
-@contextlib.contextmanager
-def thread_priority(nice: int):
-    """Run the block with the calling thread's CPU priority lowered by `nice` (Linux: per thread; the processes it
-    starts inherit it), then give the thread its priority back (which needs `can_renice`). 0: unchanged."""
-    if not nice:
-        yield
-        return
-    tid = threading.get_native_id()
-    before = os.getpriority(os.PRIO_PROCESS, tid)
-    os.setpriority(os.PRIO_PROCESS, tid, min(19, before + nice))
-    try:
-        yield
-    finally:
-        os.setpriority(os.PRIO_PROCESS, tid, before)
-
-
 def renice(s: RuntimeSettings, pin: str, nice: int = 0) -> int:
-    """Set the CPU priority of every thread of the pin's TaskManagers (Linux: a priority is per thread; threads
-    started later take their creator's); returns the threads changed."""
-    n = 0
-    for pid in pids(s, pin):
-        try:
-            tids = os.listdir(f"/proc/{pid}/task")
-        except OSError:
-            continue
-        for tid in tids:
-            try:
-                os.setpriority(os.PRIO_PROCESS, int(tid), nice)
-                n += 1
-            except (OSError, ValueError):
-                continue  # a thread that ended meanwhile
-    return n
+    """Set the CPU priority of the pin's TaskManagers (every thread's, and their CPU group where this process may
+    place them: control.runtime.priority); returns the threads changed."""
+    return sum(priority.set_process(pid, nice) for pid in pids(s, pin))
 
 
 def record_job(s: RuntimeSettings, pin: str, job_id: str) -> None:

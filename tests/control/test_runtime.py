@@ -230,12 +230,12 @@ def test_taskmanagers_start_outside_any_checkout(tmp_path):
 
 
 
-@pytest.mark.skipif(not __import__("control.runtime.pinned", fromlist=["x"]).can_renice(),
+@pytest.mark.skipif(not __import__("control.runtime.priority", fromlist=["x"]).can_renice(),
                     reason="giving a priority back needs root")
 def test_a_hand_over_thread_works_at_a_lower_priority_that_what_it_starts_inherits_and_gets_its_own_back():
     import threading
 
-    from control.runtime import pinned
+    from control.runtime import priority
 
     def nice_of_this_thread() -> int:
         return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
@@ -250,10 +250,24 @@ def test_a_hand_over_thread_works_at_a_lower_priority_that_what_it_starts_inheri
 
     other = threading.Thread(target=bystander)
     other.start()
-    with pinned.thread_priority(10):
+    probe = [sys.executable, "-c", "import os; print(os.nice(0))"]
+    with priority.lowered(10):
         assert nice_of_this_thread() == min(19, before + 10)
-        child = subprocess.run([sys.executable, "-c", "import os; print(os.nice(0))"], capture_output=True, text=True)
-        assert int(child.stdout) == min(19, before + 10)  # `flink run`, a TaskManager: started at the lower priority
+        child = subprocess.run(probe, capture_output=True, text=True)
+        assert int(child.stdout) == min(19, before + 10)  # a thread's child: at the lower priority
+        spawned = priority.spawn([*probe[:2], "import os, time; print(os.nice(0), flush=True); time.sleep(60)"],
+                                 stdout=subprocess.PIPE, text=True)  # `flink run`, a TaskManager
+        try:
+            assert int(spawned.stdout.readline()) == min(19, before + 10)
+            if priority.cpu_groups():  # and its CPU group's weight is that of the lower priority
+                assert priority.group_of(spawned.pid) == f"/{priority.GROUP_PREFIX}10"
+                assert int((priority.CPU_CGROUPS / f"{priority.GROUP_PREFIX}10" / "cpu.shares").read_text()) == 110
+                priority.set_process(spawned.pid, 0)  # given its priority back: out of the group
+                assert priority.group_of(spawned.pid) == "/"
+                assert os.getpriority(os.PRIO_PROCESS, spawned.pid) == 0
+        finally:
+            spawned.kill()
+            spawned.wait()
         started = threading.Thread(target=lambda: seen.setdefault("started", nice_of_this_thread()))
         started.start()
         started.join()
@@ -262,3 +276,17 @@ def test_a_hand_over_thread_works_at_a_lower_priority_that_what_it_starts_inheri
     other.join()
     assert nice_of_this_thread() == before
     assert seen == {"started": min(19, before + 10), "bystander": before}
+    after = priority.run(probe, timeout=30)  # the thread's own priority back: what it starts is not lowered
+    assert int(after.stdout) == before
+
+
+def test_a_process_not_moved_into_a_cpu_group_stays_where_it_was_started():
+    from control.runtime import priority
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        where = priority.group_of(other.pid)
+        assert priority.move(other.pid, 0) is False and priority.group_of(other.pid) == where
+    finally:
+        other.kill()
+        other.wait()
