@@ -10,8 +10,9 @@ s at the end. For each hand-over: the --before s before it started (its baseline
 started quiescent -> old version stopped) and its transition (tokens written -> old version stopped, +-1 s): answers,
 p50/p99/max, defaults; per job, the medians over the rounds of p99 against the baseline's; over the whole run:
 unanswered, duplicate and conflicting answers. --timeline also prints, for each hand-over, its steps and the seconds
-whose p99 is over twice its baseline's, with the processes that used the most CPU in that second (sampled each second
-with psutil, by role: JobManager, TaskManagers, `flink run`, Kafka, Python workers, the hand-over itself).
+whose p99 is over twice its baseline's, where the slowest answer's time went (to the rendezvous, in it, back to the
+client; and each leg's p99 in the baseline, the hand-over and the transition), the processes that used the most CPU in
+that second (sampled each second with psutil, by role: JobManager, TaskManagers, `flink run`, Kafka, Python workers, the hand-over itself).
 
 Writes run/bench/handover.json and prints the README's table (`python -m bench.handover --table` prints it again).
 """
@@ -122,18 +123,38 @@ class Sender(threading.Thread):
 def window(sent_ms: dict, received_ms: dict, answers: dict, a: float, b: float) -> dict:
     ids = [r for r, t in sent_ms.items() if a <= t <= b]
     lat = [received_ms[r] - sent_ms[r] for r in ids if r in received_ms]
+    split = [x for x in (legs(sent_ms[r], received_ms[r], answers.get(r, {})) for r in ids if r in received_ms) if x]
     return {"sent": len(ids), "answered": len(lat), "p50_ms": percentile(lat, 0.5), "p99_ms": percentile(lat, 0.99),
             "max_ms": round(max(lat), 1) if lat else None,
-            "defaults": sum(1 for r in ids if answers.get(r, {}).get("is_default"))}
+            "defaults": sum(1 for r in ids if answers.get(r, {}).get("is_default")),
+            "legs_p99_ms": {k: percentile([x[k] for x in split], 0.99) for k in LEGS} if split else {}}
 
 
-def timeline(sent_ms: dict, received_ms: dict, a: float, b: float, zero: float) -> list[list]:
-    """Per second of send time from `a` to `b`: [seconds after `zero`, answered, p99 ms, max ms] (where in a
-    hand-over the latency goes up, to set against its steps)."""
+LEGS = ("to_rendezvous", "in_rendezvous", "to_client")
+
+
+def legs(sent: float, received: float, answer: dict) -> dict:
+    """Where one answer's time went (ms; one machine, one clock): to the rendezvous (the request through Kafka, the
+    external state and the augmented topic: the answer's `received_at_ms`), in it (to `answered_at_ms`: scores, the
+    schedule's deadlines, its own delays) and back to the client (the answers topic)."""
+    at, done = answer.get("received_at_ms"), answer.get("answered_at_ms")
+    if at is None or done is None:
+        return {}
+    return {"to_rendezvous": round(at - sent), "in_rendezvous": round(done - at), "to_client": round(received - done),
+            "default": bool(answer.get("is_default"))}
+
+
+def timeline(sent_ms: dict, received_ms: dict, a: float, b: float, zero: float, answers: dict | None = None
+             ) -> list[list]:
+    """Per second of send time from `a` to `b`: [seconds after `zero`, answered, p99 ms, max ms, `legs` of the
+    slowest answer] (where in a hand-over the latency goes up, to set against its steps, and in which leg)."""
     out = []
     for lo in range(int(a), int(b), 1000):
-        lat = [received_ms[r] - t for r, t in sent_ms.items() if lo <= t < lo + 1000 and r in received_ms]
-        out.append([round((lo - zero) / 1000), len(lat), percentile(lat, 0.99), round(max(lat)) if lat else None])
+        ids = [r for r, t in sent_ms.items() if lo <= t < lo + 1000 and r in received_ms]
+        lat = [received_ms[r] - sent_ms[r] for r in ids]
+        slowest = max(ids, key=lambda r: received_ms[r] - sent_ms[r]) if ids else None
+        out.append([round((lo - zero) / 1000), len(lat), percentile(lat, 0.99), round(max(lat)) if lat else None,
+                    legs(sent_ms[slowest], received_ms[slowest], (answers or {}).get(slowest, {})) if slowest else {}])
     return out
 
 
@@ -144,11 +165,20 @@ def show_timeline(r: dict) -> str:
         base = h["before"]["p99_ms"] or 0
         lines.append(f"{h['job']}: steps at " + ", ".join(f"{k} {v} s" for k, v in
                                                            sorted(h.get("steps_s", {}).items(), key=lambda kv: kv[1])))
+        if h["before"].get("legs_p99_ms"):
+            lines.append("  p99 of each leg, ms (to the rendezvous / in it / back to the client): baseline "
+                         + " / ".join(str(h["before"]["legs_p99_ms"][k]) for k in LEGS) + "; whole hand-over "
+                         + " / ".join(str(h["during"]["legs_p99_ms"][k]) for k in LEGS) + "; transition "
+                         + " / ".join(str(h["transition"]["legs_p99_ms"][k]) for k in LEGS))
         cpu = {t: use for t, use in h.get("cpu", [])}
-        for t, n, p, m in h.get("timeline", []):
+        for t, n, p, m, *slowest in h.get("timeline", []):
             if p is not None and p > 2 * base:
                 top = ", ".join(f"{k} {v:.2f}" for k, v in list(cpu.get(t, {}).items())[:4])
-                lines.append(f"  {t:+4d} s: {n} answers, p99 {p} ms, max {m} ms" + (f"; CPU s: {top}" if top else ""))
+                leg = slowest[0] if slowest and slowest[0] else None
+                lines.append(f"  {t:+4d} s: {n} answers, p99 {p} ms, max {m} ms" + (
+                    f" (slowest: {leg['to_rendezvous']} ms to the rendezvous, {leg['in_rendezvous']} in it, "
+                    f"{leg['to_client']} back{', default' if leg['default'] else ''})" if leg else "")
+                    + (f"; CPU s: {top}" if top else ""))
     return "\n".join(lines)
 
 
@@ -255,7 +285,7 @@ def run(a) -> dict:
         h["transition"] = window(sent, rcv, ans, at[h["upgrade_id"], "transition"] - 1000, h["completed_ms"] + 1000)
         h["steps_s"] = {step: round((ms - h["started_ms"]) / 1000, 1) for (uid, step), ms in at.items()
                         if uid == h["upgrade_id"]}
-        h["timeline"] = timeline(sent, rcv, h["started_ms"] - 5000, h["completed_ms"] + 5000, h["started_ms"])
+        h["timeline"] = timeline(sent, rcv, h["started_ms"] - 5000, h["completed_ms"] + 5000, h["started_ms"], ans)
         h["cpu"] = profile.between(h["started_ms"] - 5000, h["completed_ms"] + 5000, h["started_ms"])
     out.update(sent=len(sent), answered=sum(1 for r in sent if r in rcv), duplicates=collector.duplicates,
                conflicting=collector.conflicting)

@@ -42,9 +42,9 @@ def beside(nice: int | None, own_session: bool, seconds: float, grouped: bool = 
     hogs = [] if nice is None else [
         subprocess.Popen([sys.executable, "-c", SPIN], preexec_fn=lambda: os.nice(nice), start_new_session=own_session)
         for _ in range(os.cpu_count() or 1)]
-    if grouped and not all(priority.move(h.pid, nice) for h in hogs):
-        raise SystemExit(f"could not move the spinning processes into a CPU group ({priority.CPU_CGROUPS})")
     try:
+        if grouped and not all(priority.move(h.pid, nice) for h in hogs):
+            raise SystemExit(f"could not move the spinning processes into a CPU group ({priority.CPU_CGROUPS})")
         time.sleep(0.5 if hogs else 0)
         return serving(seconds)
     finally:

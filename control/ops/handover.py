@@ -52,16 +52,17 @@ from schemas.topics import LIFECYCLE, TRANSITIONS
 STARTING_NICE = 10
 """The CPU priority the hand-over works at and the new version starts at (the checks, `flink run` compiling it, its
 TaskManagers and interpreter starting, the catch-up), so that the version serving keeps the CPU (2 cores: starting a
-JVM and an interpreter otherwise shows in every answer's latency). `flink run` and the TaskManagers run in sessions of
-their own with this priority, their threads' and their sessions' (where the kernel shares the CPU between sessions
-first: control.runtime.priority); the new version's TaskManagers get the normal priority back before the tokens are
+JVM and an interpreter otherwise shows in every answer's latency). `flink run` and the TaskManagers are started at this
+priority and, where this process may, in the CPU group of this priority (control.runtime.priority: where the kernel
+shares the CPU between sessions first, a nice value alone ranks them only within the session of `rendezvous
+upgrade`); the new version's TaskManagers get the normal priority back, and leave the group, before the tokens are
 written."""
 
 RETIRING_NICE = 19
 """The CPU priority the old version's TaskManagers are given once it has nothing left to serve (past its tokens and,
 for the rendezvous, its last mailbox closed), before it is stopped: its last savepoint and its TaskManagers' shutdown
-then take only CPU the version serving does not use (their threads' and their sessions' priority). (Lowering a
-priority needs no privilege.)"""
+then take only CPU the version serving does not use (their threads' nice value, and the CPU group of it where this
+process may: control.runtime.priority). (Lowering a nice value needs no privilege.)"""
 
 KINDS: dict[str, type[HandedOverJob]] = {"external-state": ExternalStateSettings, "rendezvous": RendezvousSettings}
 
@@ -268,7 +269,7 @@ def hand_over(job_id: str, code: Path | None = None, s: RuntimeSettings | None =
 
     `starting_nice`: when this process may give a priority back (`priority.can_renice`), the thread running the
     hand-over works at this lower CPU priority throughout (its checks, which import the new code, the source bundle),
-    and so do `flink run` and the new version's TaskManagers, in sessions of their own (`priority.spawn`); the new
+    and so do `flink run` and the new version's TaskManagers, born in its CPU group (`priority.lowered`); the new
     version's TaskManagers get the normal priority back once it keeps up; 0: everything at the caller's priority."""
     nice = starting_nice if priority.can_renice() else 0
     with priority.lowered(nice):

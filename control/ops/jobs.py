@@ -158,7 +158,7 @@ def submit(module: str, job_args: Sequence[str] = (), savepoint: str | None = No
     A thread-mode job gets TaskManagers of its own, one per subtask, started while `flink run` compiles it
     (control.runtime.pinned): its Python interpreter starts with its code, so another version of the same job
     can run beside it; they are stopped when the job ends."""
-    from control.runtime import pinned, priority
+    from control.runtime import pinned
 
     if parallelism is not None and not 1 <= parallelism <= MAX_PARALLELISM:
         raise SubmissionError(f"parallelism must be between 1 and {MAX_PARALLELISM} (pipeline.max-parallelism in "
@@ -173,8 +173,8 @@ def submit(module: str, job_args: Sequence[str] = (), savepoint: str | None = No
         pin = pinned.start(s, parallelism or 1)
         cmd.insert(cmd.index("-pyfs"), f"-D{pinned.RESOURCE_CONF}={pin}")
     try:
-        out = priority.run(cmd, timeout=timeout, env=flink_env(s), cwd=check_code(s, module, code),
-                           stdin=subprocess.DEVNULL)
+        out = subprocess.run(cmd, env=flink_env(s), capture_output=True, text=True, timeout=timeout,
+                             cwd=check_code(s, module, code), stdin=subprocess.DEVNULL)
         text = out.stdout + out.stderr
         if out.returncode != 0:
             raise SubmissionError(f"`flink run` failed (exit {out.returncode}) for {module}:\n{text[-6000:]}\n"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from control.errors import RuntimeStartError
 from control.kafka_io import ensure_topics
-from control.runtime import gateway, mlserver, pinned, supervisor
+from control.runtime import gateway, mlserver, pinned, priority, supervisor
 from control.runtime.flink import (
     ensure_taskmanagers,
     flink_healthy,
@@ -243,6 +243,7 @@ def down(s: RuntimeSettings | None = None, progress: Progress | None = print) ->
             say(progress, f"stopping the gateway on port {gw.port}")
         gateway.stop(gw)
     pinned.stop_all(s, progress)  # the thread-mode jobs' own TaskManagers
+    priority.remove_groups()  # the CPU groups hand-overs placed them in, once empty
     stop_flink(s, progress)
     stop_kafka(s, progress)
     for port in mlserver.recorded_ports(s):  # model servers started by the demo

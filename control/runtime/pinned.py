@@ -99,9 +99,9 @@ def _launch_one(s: RuntimeSettings, pin: str, i: int) -> subprocess.Popen:
     env = flink_env(s)
     env["FLINK_PID_DIR"] = str(path.parent)
     env["FLINK_IDENT_STRING"] = resource_id(pin, i)  # its own pid file and log file names
-    return priority.spawn(["bash", str(s.flink_home / "bin" / "taskmanager.sh"), "start", *taskmanager_args(s, pin, i)],
-                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          stdin=subprocess.DEVNULL, cwd=taskmanager_cwd(s))
+    return subprocess.Popen(["bash", str(s.flink_home / "bin" / "taskmanager.sh"), "start",
+                             *taskmanager_args(s, pin, i)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, stdin=subprocess.DEVNULL, cwd=taskmanager_cwd(s))
 
 
 def _started(s: RuntimeSettings, pin: str, i: int, proc: subprocess.Popen) -> int | None:

@@ -8,21 +8,19 @@ much CPU from a busy serving thread as one at nice 0 (`python -m bench.wakeups`)
 nice 19 leaves it alone. The session a process runs in is where it was started (a hand-over's new version: the
 session of `rendezvous upgrade`), so the nice value alone promises nothing.
 
-A CPU control group does: a process moved into one is scheduled as part of that group, whatever its session, and the
+A CPU control group does: a thread moved into one is scheduled as part of that group, whatever its session, and the
 group competes with the rest of the machine with the weight of its nice value (cgroup v1 `cpu.shares`, the kernel's
-nice-to-weight table). So, where this process may write the cgroup v1 `cpu` hierarchy (root, `CPU_CGROUPS`), a process
-started at a lowered priority is also moved into the group `rendezvous-nice<N>`, and a process given its priority back
-is moved back to the root group (its session's share again, as if never moved). Elsewhere only the nice value
-changes (what was measured in `bench.handover` before this module).
+nice-to-weight table). So, where this process may write the cgroup v1 `cpu` hierarchy (root, `CPU_CGROUPS`) and its
+thread is in that hierarchy's root group, the lowered thread itself joins the group `rendezvous-nice<N>`: every
+process it starts is born there (no window in which a child runs outside it), and a process given its priority back
+goes to the root group (its session's share again, as if never moved). Elsewhere only the nice value changes.
 
-`lowered(nice)` lowers the calling thread; `spawn`/`run` start processes at the thread's priority; `set_process`
-changes a running process's."""
+`lowered(nice)` lowers the calling thread and what it starts; `set_process` changes a running process's priority."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import threading
 from pathlib import Path
 
@@ -54,7 +52,7 @@ def sessions_grouped() -> bool:
 
 def cpu_groups() -> bool:
     """Whether this process can place processes in CPU control groups of its own (cgroup v1 `cpu`, writable)."""
-    return (CPU_CGROUPS / "cgroup.procs").is_file() and os.access(CPU_CGROUPS, os.W_OK)
+    return (CPU_CGROUPS / "cpu.shares").is_file() and os.access(CPU_CGROUPS, os.W_OK)
 
 
 def current() -> int:
@@ -64,39 +62,49 @@ def current() -> int:
 
 @contextlib.contextmanager
 def lowered(nice: int):
-    """Run the block with the calling thread's CPU priority lowered by `nice` (Linux: per thread; the threads it
-    starts inherit it, the processes it starts with `spawn`/`run` get it and its CPU group), then give the thread its
-    priority back (which needs `can_renice`). 0: unchanged."""
+    """Run the block with the calling thread's CPU priority lowered by `nice` (Linux: per thread), in the CPU group of
+    that priority where it may (`join`); the threads and processes it starts inherit both. Then give the thread its
+    priority back (which needs `can_renice`) and take it out of the group. 0: unchanged."""
     if not nice:
         yield
         return
     tid = threading.get_native_id()
     before = os.getpriority(os.PRIO_PROCESS, tid)
-    os.setpriority(os.PRIO_PROCESS, tid, min(19, before + nice))
+    after = min(19, before + nice)
+    os.setpriority(os.PRIO_PROCESS, tid, after)
     outer = current()
-    _thread.nice = nice
+    _thread.nice = after
+    joined = in_root_group(tid) and join(tid, after, "tasks")
     try:
         yield
     finally:
         _thread.nice = outer
+        if joined:
+            join(tid, 0, "tasks")
         os.setpriority(os.PRIO_PROCESS, tid, before)
 
 
-def group_of(pid: int) -> str | None:
-    """The cgroup v1 `cpu` group `pid` is in ("/" for the root one), None where there is none to read."""
+def _ids(path: Path) -> set[int]:
     try:
-        for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
-            _, controllers, path = line.split(":", 2)
-            if "cpu" in controllers.split(","):
-                return path
+        return {int(x) for x in path.read_text().split()}
     except (OSError, ValueError):
-        pass
-    return None
+        return set()
 
 
-def move(pid: int, nice: int) -> bool:
-    """Move the process (all its threads; what it starts later follows) into the CPU group of `nice`
-    (`rendezvous-nice<N>`, weight `NICE_WEIGHT[N]`), or back to the root group for 0; whether it was moved."""
+def in_root_group(tid: int) -> bool:
+    """Whether the thread is in the root group of the `cpu` hierarchy this process sees (`CPU_CGROUPS`)."""
+    return cpu_groups() and tid in _ids(CPU_CGROUPS / "tasks")
+
+
+def in_our_group(pid: int) -> bool:
+    """Whether the process is in one of the groups `join` makes."""
+    return any(pid in _ids(g / "cgroup.procs") for g in CPU_CGROUPS.glob(f"{GROUP_PREFIX}*"))
+
+
+def join(id_: int, nice: int, what: str = "cgroup.procs") -> bool:
+    """Move a process (`what` = "cgroup.procs": all its threads) or one thread ("tasks") into the CPU group of `nice`
+    (`rendezvous-nice<N>`, weight `NICE_WEIGHT[N]`), or for 0 to the root group; whether it was moved. What it starts
+    from then on is born in the same group."""
     if not cpu_groups():
         return False
     group = CPU_CGROUPS
@@ -107,35 +115,31 @@ def move(pid: int, nice: int) -> bool:
             (group / "cpu.shares").write_text(str(NICE_WEIGHT[min(19, nice)]))
         except OSError:
             return False
-    elif not (group_of(pid) or "/").startswith(f"/{GROUP_PREFIX}"):
-        return False  # not in a group of ours: where it was started, leave it there
     try:
-        (group / "cgroup.procs").write_text(str(pid))
+        (group / what).write_text(str(id_))
         return True
     except OSError:
         return False  # ended meanwhile
 
 
-def spawn(cmd: list[str], **popen) -> subprocess.Popen:
-    """`subprocess.Popen` at the calling thread's priority: when `lowered`, its threads' nice value and (`move`) its
-    CPU group, so that it yields the CPU to the version serving whatever session each runs in."""
-    proc = subprocess.Popen(cmd, **popen)
-    if current():
-        move(proc.pid, current())  # what it starts from now on is in the group too
-    return proc
+def move(pid: int, nice: int) -> bool:
+    """Move a running process into the CPU group of `nice`, from the root group or one of ours; for 0, out of ours
+    back to the root group. A process elsewhere (placed by someone else) is left where it is. Whether it moved."""
+    if not cpu_groups():
+        return False
+    if not (in_our_group(pid) or (nice > 0 and pid in _ids(CPU_CGROUPS / "cgroup.procs"))):
+        return False
+    return join(pid, nice)
 
 
-def run(cmd: list[str], timeout: float | None = None, **popen) -> subprocess.CompletedProcess:
-    """`subprocess.run(cmd, capture_output=True, text=True, timeout=...)` through `spawn`; killed on timeout or on
-    any interruption of the caller."""
-    proc = spawn(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except BaseException:
-        proc.kill()
-        proc.communicate()
-        raise
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+def remove_groups() -> None:
+    """Remove the CPU groups of `move` that nothing is in any more (`rendezvous down`); one in use stays."""
+    if cpu_groups():
+        for group in CPU_CGROUPS.glob(f"{GROUP_PREFIX}*"):
+            try:
+                group.rmdir()
+            except OSError:
+                continue
 
 
 def set_process(pid: int, nice: int) -> int:

@@ -66,12 +66,17 @@ def test_the_handover_table_gives_each_hand_over_a_row_and_each_job_its_median_a
 
     sent = {f"r{i}": 1000.0 * i / 10 for i in range(100)}  # 10 requests/s for 10 s
     received = {r: t + (300 if 5000 <= t < 6000 else 50) for r, t in sent.items() if r != "r99"}
-    answers = {r: {"is_default": r == "r3"} for r in received}
+    # the slow second's answers spent their extra 250 ms in the rendezvous; every answer 10 ms to get there, 5 back
+    answers = {r: {"is_default": r == "r3", "received_at_ms": sent[r] + 10, "answered_at_ms": received[r] - 5}
+               for r in received}
     w = window(sent, received, answers, 0, 4999)
     assert (w["sent"], w["answered"], w["defaults"], w["p99_ms"]) == (50, 50, 1, 50.0)
-    line = timeline(sent, received, 0, 10000, 4000)
-    assert [s for s, n, p99, m in line if p99 > 100] == [1]  # the slow second, 1 s after `zero`
+    assert w["legs_p99_ms"] == {"to_rendezvous": 10, "in_rendezvous": 35, "to_client": 5}
+    line = timeline(sent, received, 0, 10000, 4000, answers)
+    assert [s for s, n, p99, m, _ in line if p99 > 100] == [1]  # the slow second, 1 s after `zero`
+    assert line[5][4] == {"to_rendezvous": 10, "in_rendezvous": 285, "to_client": 5, "default": False}
     assert line[-1][1] == 9  # r99 was never answered
+    assert timeline(sent, received, 0, 1000, 0)[0][4] == {}  # answers not kept: no legs
 
     def ho(job, before, whole, trans):
         mk = lambda p99: {"sent": 10, "answered": 10, "p50_ms": 1.0, "p99_ms": p99, "max_ms": p99, "defaults": 0}
@@ -86,7 +91,11 @@ def test_the_handover_table_gives_each_hand_over_a_row_and_each_job_its_median_a
     assert out.count("| rendezvous |") == 3 and out.count("| external-state |") == 1
     assert "- rendezvous, median of 3: transition p99 / baseline p99 1.10, whole hand-over p99 / baseline p99 3.00" in out
     assert "- external-state, median of 1: transition p99 / baseline p99 1.20" in out
-    assert "+0 s: 10 answers, p99 300 ms" in show_timeline(r)
+    assert "+0 s: 10 answers, p99 300 ms" in show_timeline(r)  # a run from before the legs were kept
+    r["handovers"][0]["timeline"] = [[0, 10, 300, 310, {"to_rendezvous": 10, "in_rendezvous": 290, "to_client": 10,
+                                                        "default": True}]]
+    assert "+0 s: 10 answers, p99 300 ms, max 310 ms (slowest: 10 ms to the rendezvous, 290 in it, 10 back, default)" \
+        in show_timeline(r)
 
 
 def test_the_cpu_profile_tells_the_processes_of_a_hand_over_apart():

@@ -251,23 +251,26 @@ def test_a_hand_over_thread_works_at_a_lower_priority_that_what_it_starts_inheri
     other = threading.Thread(target=bystander)
     other.start()
     probe = [sys.executable, "-c", "import os; print(os.nice(0))"]
+    grouped = priority.in_root_group(threading.get_native_id())  # where the machine lets it place processes
     with priority.lowered(10):
         assert nice_of_this_thread() == min(19, before + 10)
-        child = subprocess.run(probe, capture_output=True, text=True)
-        assert int(child.stdout) == min(19, before + 10)  # a thread's child: at the lower priority
-        spawned = priority.spawn([*probe[:2], "import os, time; print(os.nice(0), flush=True); time.sleep(60)"],
-                                 stdout=subprocess.PIPE, text=True)  # `flink run`, a TaskManager
+        child = subprocess.run(probe, capture_output=True, text=True)  # `flink run`
+        assert int(child.stdout) == min(19, before + 10)
+        started = subprocess.Popen([*probe[:2], "import os, time; print(os.nice(0), flush=True); time.sleep(60)"],
+                                   stdout=subprocess.PIPE, text=True)  # a TaskManager
         try:
-            assert int(spawned.stdout.readline()) == min(19, before + 10)
-            if priority.cpu_groups():  # and its CPU group's weight is that of the lower priority
-                assert priority.group_of(spawned.pid) == f"/{priority.GROUP_PREFIX}10"
-                assert int((priority.CPU_CGROUPS / f"{priority.GROUP_PREFIX}10" / "cpu.shares").read_text()) == 110
-                priority.set_process(spawned.pid, 0)  # given its priority back: out of the group
-                assert priority.group_of(spawned.pid) == "/"
-                assert os.getpriority(os.PRIO_PROCESS, spawned.pid) == 0
+            assert int(started.stdout.readline()) == min(19, before + 10)
+            if grouped:  # born in the CPU group of the lower priority, with its weight
+                assert priority.in_our_group(started.pid)
+                group = priority.CPU_CGROUPS / f"{priority.GROUP_PREFIX}{min(19, before + 10)}"
+                assert started.pid in priority._ids(group / "cgroup.procs")
+                assert int((group / "cpu.shares").read_text()) == priority.NICE_WEIGHT[min(19, before + 10)]
+                priority.set_process(started.pid, 0)  # given its priority back: out of the group
+                assert not priority.in_our_group(started.pid)
+                assert os.getpriority(os.PRIO_PROCESS, started.pid) == 0
         finally:
-            spawned.kill()
-            spawned.wait()
+            started.kill()
+            started.wait()
         started = threading.Thread(target=lambda: seen.setdefault("started", nice_of_this_thread()))
         started.start()
         started.join()
@@ -276,8 +279,28 @@ def test_a_hand_over_thread_works_at_a_lower_priority_that_what_it_starts_inheri
     other.join()
     assert nice_of_this_thread() == before
     assert seen == {"started": min(19, before + 10), "bystander": before}
-    after = priority.run(probe, timeout=30)  # the thread's own priority back: what it starts is not lowered
+    after = subprocess.run(probe, capture_output=True, text=True)  # its own priority back: what it starts is not lowered
     assert int(after.stdout) == before
+    assert not grouped or threading.get_native_id() in priority._ids(priority.CPU_CGROUPS / "tasks")
+
+
+@pytest.mark.skipif(not __import__("control.runtime.priority", fromlist=["x"]).in_root_group(os.getpid()),
+                    reason="no writable cgroup v1 cpu hierarchy here, or this process is placed in a group of it")
+def test_cpu_groups_in_use_are_kept_empty_ones_removed():
+    from control.runtime import priority
+
+    busy = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert priority.move(busy.pid, 17)
+        (priority.CPU_CGROUPS / f"{priority.GROUP_PREFIX}18").mkdir(exist_ok=True)
+        priority.remove_groups()
+        assert (priority.CPU_CGROUPS / f"{priority.GROUP_PREFIX}17").is_dir()  # in use (another stack's, maybe)
+        assert not (priority.CPU_CGROUPS / f"{priority.GROUP_PREFIX}18").exists()
+    finally:
+        busy.kill()
+        busy.wait()
+    priority.remove_groups()
+    assert not (priority.CPU_CGROUPS / f"{priority.GROUP_PREFIX}17").exists()
 
 
 def test_a_process_not_moved_into_a_cpu_group_stays_where_it_was_started():
@@ -285,8 +308,7 @@ def test_a_process_not_moved_into_a_cpu_group_stays_where_it_was_started():
 
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        where = priority.group_of(other.pid)
-        assert priority.move(other.pid, 0) is False and priority.group_of(other.pid) == where
+        assert priority.move(other.pid, 0) is False and not priority.in_our_group(other.pid)
     finally:
         other.kill()
         other.wait()
