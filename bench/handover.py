@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import queue
+import re
 import statistics
 import threading
 import time
@@ -55,21 +56,30 @@ def role(cmdline: list[str]) -> str:
     return cmdline[0].rsplit("/", 1)[-1] if cmdline else "?"
 
 
+def thread_kind(name: str) -> str:
+    """A JVM thread's name without its number ("C2 CompilerThre", "GC Thread", "Kafka Fetcher for Source: ...")."""
+    return re.sub(r"[#\-\s]*\d+$", "", name).strip() or name
+
+
 class CpuProfile(threading.Thread):
     """Every second, the CPU each role of process used (psutil), with its nice: what competes with the version
-    serving during a hand-over."""
+    serving during a hand-over; and within the thread-mode jobs' own TaskManagers, by kind of thread (the JIT
+    compilers, the garbage collector, the task's thread running the Python, Kafka's)."""
 
     def __init__(self):
         super().__init__(daemon=True)
         self.samples: list[tuple[float, dict[str, float]]] = []
+        self.threads: list[tuple[float, dict[str, float]]] = []
         self.halt = threading.Event()
 
     def run(self) -> None:
         import psutil
 
         last: dict[int, float] = {}
+        last_thread: dict[tuple[int, int], float] = {}
         while not self.halt.wait(1.0):
             use: dict[str, float] = {}
+            inside: dict[str, float] = {}
             for p in psutil.process_iter(["pid", "cmdline", "nice", "cpu_times"]):
                 try:
                     ct = p.info["cpu_times"]
@@ -78,16 +88,28 @@ class CpuProfile(threading.Thread):
                     last[p.info["pid"]] = total
                     if prev is None or total - prev < 0.02:
                         continue
-                    key = f"{role(p.info['cmdline'] or [])} (nice {p.info['nice']})"
+                    name = role(p.info["cmdline"] or [])
+                    key = f"{name} ({'nice ' + str(p.info['nice'])})"
                     use[key] = use.get(key, 0.0) + total - prev
-                except (psutil.Error, TypeError):
+                    if name.startswith("taskmanager pinned-"):
+                        for th in p.threads():
+                            was = last_thread.get((p.pid, th.id))
+                            last_thread[(p.pid, th.id)] = th.user_time + th.system_time
+                            if was is not None and th.user_time + th.system_time - was >= 0.02:
+                                comm = Path(f"/proc/{p.pid}/task/{th.id}/comm").read_text().strip()
+                                kind = f"{name.split()[-1]}: {thread_kind(comm)}"
+                                inside[kind] = inside.get(kind, 0.0) + th.user_time + th.system_time - was
+                except (psutil.Error, TypeError, OSError):
                     continue
-            self.samples.append((time.time() * 1000, use))
+            now = time.time() * 1000
+            self.samples.append((now, use))
+            self.threads.append((now, inside))
 
-    def between(self, a: float, b: float, zero: float) -> list[list]:
-        """[seconds after zero, {role: CPU seconds}] of the samples between a and b."""
+    def between(self, a: float, b: float, zero: float, threads: bool = False) -> list[list]:
+        """[seconds after zero, {role (or pinned TaskManager: thread kind): CPU seconds}] of the samples between a
+        and b."""
         return [[round((t - zero) / 1000), {k: round(v, 2) for k, v in sorted(use.items(), key=lambda kv: -kv[1])}]
-                for t, use in self.samples if a <= t <= b]
+                for t, use in (self.threads if threads else self.samples) if a <= t <= b]
 
 
 class Sender(threading.Thread):
@@ -171,6 +193,7 @@ def show_timeline(r: dict) -> str:
                          + " / ".join(str(h["during"]["legs_p99_ms"][k]) for k in LEGS) + "; transition "
                          + " / ".join(str(h["transition"]["legs_p99_ms"][k]) for k in LEGS))
         cpu = {t: use for t, use in h.get("cpu", [])}
+        threads = {t: use for t, use in h.get("threads", [])}
         for t, n, p, m, *slowest in h.get("timeline", []):
             if p is not None and p > 2 * base:
                 top = ", ".join(f"{k} {v:.2f}" for k, v in list(cpu.get(t, {}).items())[:4])
@@ -179,6 +202,9 @@ def show_timeline(r: dict) -> str:
                     f" (slowest: {leg['to_rendezvous']} ms to the rendezvous, {leg['in_rendezvous']} in it, "
                     f"{leg['to_client']} back{', default' if leg['default'] else ''})" if leg else "")
                     + (f"; CPU s: {top}" if top else ""))
+                if threads.get(t):
+                    lines.append("          in the jobs' own TaskManagers, by thread: " + ", ".join(
+                        f"{k} {v:.2f}" for k, v in list(threads[t].items())[:4]))
     return "\n".join(lines)
 
 
@@ -248,7 +274,7 @@ def run(a) -> dict:
     # what the hand-over really uses: it lowers no priority it could not give back (not root: 0)
     nice = a.starting_nice if priority.can_renice() else 0
     out: dict = {"rate": a.rate, "partitions": a.partitions, "before_s": a.before, "starting_nice": nice,
-                 "handovers": []}
+                 "pinned_jvm_args": s.pinned_taskmanager_jvm_args, "handovers": []}
     try:
         print(f"warming up {a.warm_up:.0f} s, then {a.before:.0f} s of baseline at {a.rate:.0f} requests/s")
         time.sleep(a.warm_up + a.before)
@@ -287,6 +313,7 @@ def run(a) -> dict:
                         if uid == h["upgrade_id"]}
         h["timeline"] = timeline(sent, rcv, h["started_ms"] - 5000, h["completed_ms"] + 5000, h["started_ms"], ans)
         h["cpu"] = profile.between(h["started_ms"] - 5000, h["completed_ms"] + 5000, h["started_ms"])
+        h["threads"] = profile.between(h["started_ms"] - 5000, h["completed_ms"] + 5000, h["started_ms"], threads=True)
     out.update(sent=len(sent), answered=sum(1 for r in sent if r in rcv), duplicates=collector.duplicates,
                conflicting=collector.conflicting)
     return out
@@ -301,7 +328,9 @@ def table(r: dict) -> str:
     n = len(r["handovers"])
     lines = [f"Offered {r['rate']:.0f} requests/s on {r['partitions']} partitions; {n} hand-overs, each after "
              f"{r['before_s']:.0f} s of load (its baseline); the new version started at nice "
-             f"{r.get('starting_nice', 0)}; {r['sent']} sent, {r['answered']} answered, {r['duplicates']} duplicate "
+             f"{r.get('starting_nice', 0)}" + (f", the thread-mode jobs' TaskManagers with JVM options "
+                                               f"{r['pinned_jvm_args']}" if r.get("pinned_jvm_args") else "")
+             + f"; {r['sent']} sent, {r['answered']} answered, {r['duplicates']} duplicate "
              f"and {r['conflicting']} conflicting answers.", "",
              f"| hand-over | answers (baseline / whole / transition) | p99 ms: {r['before_s']:.0f} s before | whole "
              "hand-over | transition | transition / before | whole / before | defaults (baseline / whole / "

@@ -97,17 +97,26 @@ def main(argv=None) -> None:
     p.add_argument("-n", type=int, default=30_000, help="requests per run")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
+    p.add_argument("--also-jvm-args", default=None, metavar="OPTIONS",
+                   help="also run the thread-mode jobs with these JVM options for their own TaskManagers, runs "
+                        "alternating with the settings' (RENDEZVOUS_PINNED_TASKMANAGER_JVM_ARGS); "
+                        "`--also-jvm-args=` for the JVM's defaults")
     a = p.parse_args(argv)
     s = RuntimeSettings()
     runtime.up(s, progress=lambda m: print(f"   {m}"))
+    variants = [s.pinned_taskmanager_jvm_args] + ([a.also_jvm_args] if a.also_jvm_args is not None else [])
     result = {}
     for stage in a.stages:
-        rates = []
+        rates: dict[str, list] = {v: [] for v in variants}
         for i in range(a.runs):
-            print(f"== {stage}: backlog of {a.n} requests, run {i + 1}/{a.runs}")
-            rates.append(one(s, stage, a.n, print))
-        ok = [r for r in rates if r]
-        result[stage] = round(statistics.median(ok)) if ok else None
+            for v in variants:
+                print(f"== {stage}: backlog of {a.n} requests, run {i + 1}/{a.runs}"
+                      + (f", JVM options {v or '(default)'}" if len(variants) > 1 else ""))
+                rates[v].append(one(s.model_copy(update={"pinned_taskmanager_jvm_args": v}), stage, a.n, print))
+        for v, got in rates.items():
+            ok = [r for r in got if r]
+            key = stage if len(variants) == 1 else f"{stage}, JVM options {v or '(default)'}"
+            result[key] = round(statistics.median(ok)) if ok else None
     record = {"n": a.n, "runs": a.runs, "requests_per_s": result}
     print("")
     print(stages_markdown(record))

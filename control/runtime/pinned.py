@@ -89,19 +89,27 @@ def _pid_file(s: RuntimeSettings, pin: str, i: int) -> Path:
     return pins_dir(s) / pin / f"flink-{resource_id(pin, i)}-taskexecutor.pid"
 
 
+def taskmanager_env(s: RuntimeSettings, pin: str, i: int) -> dict[str, str]:
+    """The environment of Flink's start script for pinned TaskManager `i`: its own pid file and log names, and its
+    JVM options (`pinned_taskmanager_jvm_args`)."""
+    from control.runtime.flink import flink_env
+
+    env = flink_env(s)
+    env["FLINK_PID_DIR"] = str(_pid_file(s, pin, i).parent)
+    env["FLINK_IDENT_STRING"] = resource_id(pin, i)  # its own pid file and log file names
+    env["JVM_ARGS"] = f"{env.get('JVM_ARGS', '')} {s.pinned_taskmanager_jvm_args}".strip()
+    return env
+
+
 def _launch_one(s: RuntimeSettings, pin: str, i: int) -> subprocess.Popen:
     """Run Flink's start script of TaskManager `i` of the pin, without waiting for it (`_started`); it starts at the
     calling thread's CPU priority (control.runtime.priority)."""
-    from control.runtime.flink import flink_env, taskmanager_cwd
+    from control.runtime.flink import taskmanager_cwd
 
-    path = _pid_file(s, pin, i)
-    path.unlink(missing_ok=True)  # Flink's script appends; this file names one TaskManager
-    env = flink_env(s)
-    env["FLINK_PID_DIR"] = str(path.parent)
-    env["FLINK_IDENT_STRING"] = resource_id(pin, i)  # its own pid file and log file names
+    _pid_file(s, pin, i).unlink(missing_ok=True)  # Flink's script appends; this file names one TaskManager
     return subprocess.Popen(["bash", str(s.flink_home / "bin" / "taskmanager.sh"), "start",
-                             *taskmanager_args(s, pin, i)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, stdin=subprocess.DEVNULL, cwd=taskmanager_cwd(s))
+                             *taskmanager_args(s, pin, i)], env=taskmanager_env(s, pin, i), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL, cwd=taskmanager_cwd(s))
 
 
 def _started(s: RuntimeSettings, pin: str, i: int, proc: subprocess.Popen) -> int | None:

@@ -216,6 +216,12 @@ def test_a_thread_mode_job_gets_taskmanagers_only_its_slots_fit():
     assert conf["taskmanager.resource-id"] == pinned.resource_id(pin, 1)
     assert pinned.is_pinned(pinned.resource_id(pin, 1))
     assert conf["taskmanager.memory.process.size"] == s.pinned_taskmanager_memory
+    env = pinned.taskmanager_env(s, pin, 1)
+    assert env["FLINK_IDENT_STRING"] == pinned.resource_id(pin, 1) and env["FLINK_PID_DIR"].endswith(pin)
+    quick = pinned.taskmanager_env(RuntimeSettings(pinned_taskmanager_jvm_args="-XX:TieredStopAtLevel=1"), pin, 1)
+    assert "-XX:TieredStopAtLevel=1" in quick["JVM_ARGS"].split()  # the quick JIT compiler only (settings)
+    assert pinned.taskmanager_env(RuntimeSettings(pinned_taskmanager_jvm_args=""), pin, 1)["JVM_ARGS"] == \
+        os.environ.get("JVM_ARGS", "").strip()
     assert jobs.pins_taskmanagers(s, {"python.execution-mode": "thread"})
     assert not jobs.pins_taskmanagers(s, {"python.execution-mode": "process"})
     assert not jobs.pins_taskmanagers(RuntimeSettings(RENDEZVOUS_FLINK_ADDRESS="elsewhere:8081"),

@@ -21,6 +21,7 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from control import kafka_io
@@ -174,7 +175,8 @@ def test_thread_mode_versions_run_side_by_side_and_an_external_state_upgrade_kee
     load.start()
     try:
         # 1. two versions of the thread-mode external state at once: this one (code v1) and one from code v2
-        other = deploy.deploy_external_state(s, job_name=f"up-es2-{unique}", source_topic=t2.requests,
+        quick_jit = s.model_copy(update={"pinned_taskmanager_jvm_args": "-XX:TieredStopAtLevel=1"})
+        other = deploy.deploy_external_state(quick_jit, job_name=f"up-es2-{unique}", source_topic=t2.requests,
                                              sink_topic=t2.augmented, quarantine_topic=t2.quarantine,
                                              group_id=f"up-es2-{unique}", start="earliest", code=v2)
         job_cleanup.append(other)
@@ -188,6 +190,11 @@ def test_thread_mode_versions_run_side_by_side_and_an_external_state_upgrade_kee
         assert not old_msg.startswith(V2) and new_msg.startswith(V2), (old_msg, new_msg)
         assert not tms_es & tms_other and all(map(pinned.is_pinned, tms_es | tms_other)) and not shared & tms_es
         other_pin = pinned.of_job(s, other)
+        assert pinned.pids(s, other_pin) and all("-XX:TieredStopAtLevel=1" in psutil.Process(pid).cmdline()
+                                                 for pid in pinned.pids(s, other_pin))  # its settings' JVM options
+        assert "-XX:TieredStopAtLevel=1" in s.pinned_taskmanager_jvm_args or not any(
+            "-XX:TieredStopAtLevel=1" in psutil.Process(pid).cmdline()
+            for pid in pinned.pids(s, pinned.of_job(s, es)))  # the default: the JVM's own
         jobs.cancel(other, s)
         assert other_pin not in pinned.pins(s)  # its TaskManager went with it
 
