@@ -96,7 +96,10 @@ class CpuProfile(threading.Thread):
                             was = last_thread.get((p.pid, th.id))
                             last_thread[(p.pid, th.id)] = th.user_time + th.system_time
                             if was is not None and th.user_time + th.system_time - was >= 0.02:
-                                comm = Path(f"/proc/{p.pid}/task/{th.id}/comm").read_text().strip()
+                                try:
+                                    comm = Path(f"/proc/{p.pid}/task/{th.id}/comm").read_text().strip()
+                                except OSError:
+                                    comm = "(ended)"  # the thread ended since psutil listed it
                                 kind = f"{name.split()[-1]}: {thread_kind(comm)}"
                                 inside[kind] = inside.get(kind, 0.0) + th.user_time + th.system_time - was
                 except (psutil.Error, TypeError, OSError):
@@ -189,9 +192,10 @@ def show_timeline(r: dict) -> str:
                                                            sorted(h.get("steps_s", {}).items(), key=lambda kv: kv[1])))
         if h["before"].get("legs_p99_ms"):
             lines.append("  p99 of each leg, ms (to the rendezvous / in it / back to the client): baseline "
-                         + " / ".join(str(h["before"]["legs_p99_ms"][k]) for k in LEGS) + "; whole hand-over "
-                         + " / ".join(str(h["during"]["legs_p99_ms"][k]) for k in LEGS) + "; transition "
-                         + " / ".join(str(h["transition"]["legs_p99_ms"][k]) for k in LEGS))
+                         + "; ".join(f"{label} " + " / ".join(str(h[w].get("legs_p99_ms", {}).get(k, "-"))
+                                                               for k in LEGS)
+                                     for label, w in (("baseline", "before"), ("whole hand-over", "during"),
+                                                      ("transition", "transition"))))
         cpu = {t: use for t, use in h.get("cpu", [])}
         threads = {t: use for t, use in h.get("threads", [])}
         for t, n, p, m, *slowest in h.get("timeline", []):

@@ -104,7 +104,8 @@ def main(argv=None) -> None:
     a = p.parse_args(argv)
     s = RuntimeSettings()
     runtime.up(s, progress=lambda m: print(f"   {m}"))
-    variants = [s.pinned_taskmanager_jvm_args] + ([a.also_jvm_args] if a.also_jvm_args is not None else [])
+    variants = list(dict.fromkeys([s.pinned_taskmanager_jvm_args]
+                                  + ([a.also_jvm_args] if a.also_jvm_args is not None else [])))
     result = {}
     for stage in a.stages:
         rates: dict[str, list] = {v: [] for v in variants}

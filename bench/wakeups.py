@@ -51,6 +51,7 @@ def beside(nice: int | None, own_session: bool, seconds: float, grouped: bool = 
         for h in hogs:
             h.kill()
             h.wait()
+        priority.remove_groups()
 
 
 def main(argv=None) -> None:

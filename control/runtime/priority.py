@@ -33,8 +33,6 @@ NICE_WEIGHT = (1024, 820, 655, 526, 423, 335, 272, 215, 172, 137, 110, 87, 70, 5
 """The kernel's CPU weight of nice 0..19 (sched_prio_to_weight): a group at `NICE_WEIGHT[n]` competes with a session
 at nice 0 as a thread at nice n competes with one at nice 0."""
 
-_thread = threading.local()
-
 
 def can_renice() -> bool:
     """Whether this process may give a process it started at a lower CPU priority its normal one back (raising a
@@ -55,30 +53,26 @@ def cpu_groups() -> bool:
     return (CPU_CGROUPS / "cpu.shares").is_file() and os.access(CPU_CGROUPS, os.W_OK)
 
 
-def current() -> int:
-    """How much the calling thread's priority was lowered by `lowered` (0: not)."""
-    return getattr(_thread, "nice", 0)
-
-
 @contextlib.contextmanager
 def lowered(nice: int):
     """Run the block with the calling thread's CPU priority lowered by `nice` (Linux: per thread), in the CPU group of
     that priority where it may (`join`); the threads and processes it starts inherit both. Then give the thread its
-    priority back (which needs `can_renice`) and take it out of the group. 0: unchanged."""
+    priority back (which needs `can_renice`) and take it out of the group. 0: unchanged.
+
+    What was started in the block keeps both until it is given its priority back (`set_process`): a thread of this
+    process started there (a client's I/O thread) stays in the group while the process lives. A block within a block
+    keeps the outer one's group."""
     if not nice:
         yield
         return
     tid = threading.get_native_id()
     before = os.getpriority(os.PRIO_PROCESS, tid)
-    after = min(19, before + nice)
-    os.setpriority(os.PRIO_PROCESS, tid, after)
-    outer = current()
-    _thread.nice = after
-    joined = in_root_group(tid) and join(tid, after, "tasks")
+    joined = False
     try:
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, before + nice))
+        joined = in_root_group(tid) and join(tid, min(19, before + nice), "tasks")
         yield
     finally:
-        _thread.nice = outer
         if joined:
             join(tid, 0, "tasks")
         os.setpriority(os.PRIO_PROCESS, tid, before)
@@ -107,19 +101,19 @@ def join(id_: int, nice: int, what: str = "cgroup.procs") -> bool:
     from then on is born in the same group."""
     if not cpu_groups():
         return False
-    group = CPU_CGROUPS
-    if nice > 0:
-        group = CPU_CGROUPS / f"{GROUP_PREFIX}{min(19, nice)}"
+    group = CPU_CGROUPS if nice <= 0 else CPU_CGROUPS / f"{GROUP_PREFIX}{min(19, nice)}"
+    for _ in range(2):  # a second time if another stack's `remove_groups` took the group away in between
         try:
-            group.mkdir(exist_ok=True)
-            (group / "cpu.shares").write_text(str(NICE_WEIGHT[min(19, nice)]))
+            if nice > 0:
+                group.mkdir(exist_ok=True)
+                (group / "cpu.shares").write_text(str(NICE_WEIGHT[min(19, nice)]))
+            (group / what).write_text(str(id_))
+            return True
+        except FileNotFoundError:
+            continue
         except OSError:
-            return False
-    try:
-        (group / what).write_text(str(id_))
-        return True
-    except OSError:
-        return False  # ended meanwhile
+            return False  # ended meanwhile, or not ours to move
+    return False
 
 
 def move(pid: int, nice: int) -> bool:
