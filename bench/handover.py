@@ -10,9 +10,10 @@ s at the end. For each hand-over: the --before s before it started (its baseline
 started quiescent -> old version stopped) and its transition (tokens written -> old version stopped, +-1 s): answers,
 p50/p99/max, defaults; per job, the medians over the rounds of p99 against the baseline's; over the whole run:
 unanswered, duplicate and conflicting answers. --timeline also prints, for each hand-over, its steps and the seconds
-whose p99 is over twice its baseline's, where the slowest answer's time went (to the rendezvous, in it, back to the
+whose p99 is over twice its baseline's: where the slowest answer's time went (to the rendezvous, in it, back to the
 client; and each leg's p99 in the baseline, the hand-over and the transition), the processes that used the most CPU in
-that second (sampled each second with psutil, by role: JobManager, TaskManagers, `flink run`, Kafka, Python workers, the hand-over itself).
+that second (sampled each second with psutil, by role: JobManager, TaskManagers, `flink run`, Kafka, Python workers,
+the hand-over itself) and, in the thread-mode jobs' own TaskManagers, the kinds of thread that did.
 
 Writes run/bench/handover.json and prints the README's table (`python -m bench.handover --table` prints it again).
 """
@@ -89,7 +90,7 @@ class CpuProfile(threading.Thread):
                     if prev is None or total - prev < 0.02:
                         continue
                     name = role(p.info["cmdline"] or [])
-                    key = f"{name} ({'nice ' + str(p.info['nice'])})"
+                    key = f"{name} (nice {p.info['nice']})"
                     use[key] = use.get(key, 0.0) + total - prev
                     if name.startswith("taskmanager pinned-"):
                         for th in p.threads():
@@ -191,7 +192,7 @@ def show_timeline(r: dict) -> str:
         lines.append(f"{h['job']}: steps at " + ", ".join(f"{k} {v} s" for k, v in
                                                            sorted(h.get("steps_s", {}).items(), key=lambda kv: kv[1])))
         if h["before"].get("legs_p99_ms"):
-            lines.append("  p99 of each leg, ms (to the rendezvous / in it / back to the client): baseline "
+            lines.append("  p99 of each leg, ms (to the rendezvous / in it / back to the client): "
                          + "; ".join(f"{label} " + " / ".join(str(h[w].get("legs_p99_ms", {}).get(k, "-"))
                                                                for k in LEGS)
                                      for label, w in (("baseline", "before"), ("whole hand-over", "during"),

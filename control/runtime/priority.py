@@ -85,9 +85,10 @@ def _ids(path: Path) -> set[int]:
         return set()
 
 
-def in_root_group(tid: int) -> bool:
-    """Whether the thread is in the root group of the `cpu` hierarchy this process sees (`CPU_CGROUPS`)."""
-    return cpu_groups() and tid in _ids(CPU_CGROUPS / "tasks")
+def in_root_group(id_: int, what: str = "tasks") -> bool:
+    """Whether the thread (or, `what` = "cgroup.procs", the process) is in the root group of the `cpu` hierarchy
+    this process sees (`CPU_CGROUPS`)."""
+    return cpu_groups() and id_ in _ids(CPU_CGROUPS / what)
 
 
 def in_our_group(pid: int) -> bool:
@@ -119,9 +120,7 @@ def join(id_: int, nice: int, what: str = "cgroup.procs") -> bool:
 def move(pid: int, nice: int) -> bool:
     """Move a running process into the CPU group of `nice`, from the root group or one of ours; for 0, out of ours
     back to the root group. A process elsewhere (placed by someone else) is left where it is. Whether it moved."""
-    if not cpu_groups():
-        return False
-    if not (in_our_group(pid) or (nice > 0 and pid in _ids(CPU_CGROUPS / "cgroup.procs"))):
+    if not (in_our_group(pid) or (nice > 0 and in_root_group(pid, "cgroup.procs"))):
         return False
     return join(pid, nice)
 

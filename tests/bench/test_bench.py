@@ -96,6 +96,10 @@ def test_the_handover_table_gives_each_hand_over_a_row_and_each_job_its_median_a
                                                         "default": True}]]
     assert "+0 s: 10 answers, p99 300 ms, max 310 ms (slowest: 10 ms to the rendezvous, 290 in it, 10 back, default)" \
         in show_timeline(r)
+    for w, p99 in (("before", 10), ("during", 20), ("transition", 30)):
+        r["handovers"][0][w]["legs_p99_ms"] = {"to_rendezvous": p99, "in_rendezvous": 70, "to_client": 5}
+    assert ("p99 of each leg, ms (to the rendezvous / in it / back to the client): baseline 10 / 70 / 5; whole "
+            "hand-over 20 / 70 / 5; transition 30 / 70 / 5") in show_timeline(r)
 
 
 def test_the_cpu_profile_tells_the_processes_of_a_hand_over_apart():
