@@ -14,8 +14,11 @@ from schemas.topics import TopicSpec
 
 pytestmark = pytest.mark.e2e
 
-SCHEDULE = {"name": "test", "stages": [{"deadline_ms": 400, "models": ["fast", "slow"]},
-                                       {"deadline_ms": 900, "models": ["fallback"]}],
+# Deadlines count from the request's time: long enough that a test's scores, sent right after its request,
+# reach the job before the first one on a loaded machine (a 400 ms one did not, once in a CI run).
+FIRST, SECOND = 1500, 2500
+SCHEDULE = {"name": "test", "stages": [{"deadline_ms": FIRST, "models": ["fast", "slow"]},
+                                       {"deadline_ms": SECOND, "models": ["fallback"]}],
             "default_output": {"decision": "default"}}
 
 
@@ -55,6 +58,17 @@ def score(rid, model, error=None, latency=3):
             "started_at_ms": now - latency, "finished_at_ms": now}
 
 
+def send(t, rid, scores=()):
+    """The request `rid`, then `scores` (score() args), from one producer: no connection set up in between."""
+    p = kafka_io.producer(t["bootstrap"])
+    try:
+        p.send(t["aug"], json.dumps(aug(rid)).encode()).get(timeout=30)
+        for f in [p.send(t["scores"], json.dumps(score(rid, *args)).encode()) for args in scores]:
+            f.get(timeout=30)
+    finally:
+        p.close()
+
+
 def answers_for(t, rids, timeout=60, settle=0.0):
     """The answers of these request ids (waiting for all of them, then `settle` s for extra ones)."""
     want = set(rids)
@@ -75,30 +89,27 @@ def one(t, rid, **kw):
 
 
 def test_preferred_model_answers_before_the_deadline(rv):
-    kafka_io.produce(rv["bootstrap"], rv["aug"], [aug("pref")])
-    kafka_io.produce(rv["bootstrap"], rv["scores"], [score("pref", "fast"), score("pref", "slow")])
+    send(rv, "pref", [("fast",), ("slow",)])
     a = one(rv, "pref")
     assert (a.model_id, a.stage, a.trigger, a.schedule_version) == ("fast", 0, "preferred", 1)
-    assert a.answered_at_ms - a.request_time_ms < 400  # early, not at the deadline
+    assert a.answered_at_ms - a.request_time_ms < FIRST  # early, not at the deadline
     assert a.deadline_at_ms is None
     assert a.timings["fast@1.0"].latency_ms == 3
 
 
 def test_second_model_at_the_deadline_when_the_preferred_is_slow(rv):
-    kafka_io.produce(rv["bootstrap"], rv["aug"], [aug("slowpref")])
-    kafka_io.produce(rv["bootstrap"], rv["scores"], [score("slowpref", "slow")])
+    send(rv, "slowpref", [("slow",)])
     a = one(rv, "slowpref")
     assert (a.model_id, a.stage, a.trigger) == ("slow", 0, "deadline")
-    assert a.deadline_at_ms == a.request_time_ms + 400
+    assert a.deadline_at_ms == a.request_time_ms + FIRST
     assert a.answered_at_ms >= a.deadline_at_ms
 
 
 def test_next_stage_when_the_first_stage_has_nothing(rv):
-    kafka_io.produce(rv["bootstrap"], rv["aug"], [aug("stage2")])
-    kafka_io.produce(rv["bootstrap"], rv["scores"], [score("stage2", "fallback"), score("stage2", "fast", "boom")])
+    send(rv, "stage2", [("fallback",), ("fast", "boom")])
     a = one(rv, "stage2")
     assert (a.model_id, a.stage) == ("fallback", 1)
-    assert a.answered_at_ms - a.request_time_ms >= 400  # stage 0 had to pass first
+    assert a.answered_at_ms - a.request_time_ms >= FIRST  # stage 0 had to pass first
     assert a.timings["fast@1.0"].error == "boom"
 
 
@@ -107,16 +118,15 @@ def test_default_answer_when_nobody_answers(rv):
     a = one(rv, "nobody")
     assert a.is_default and a.model_id is None and a.trigger == "default"
     assert a.output == {"decision": "default"}
-    assert a.answered_at_ms >= a.request_time_ms + 900
-    assert a.deadline_at_ms == a.request_time_ms + 900
+    assert a.answered_at_ms >= a.request_time_ms + SECOND
+    assert a.deadline_at_ms == a.request_time_ms + SECOND
 
 
 def test_error_scores_never_win(rv):
-    kafka_io.produce(rv["bootstrap"], rv["aug"], [aug("errs")])
-    kafka_io.produce(rv["bootstrap"], rv["scores"], [score("errs", "fast", "timeout"), score("errs", "slow")])
+    send(rv, "errs", [("fast", "timeout"), ("slow",)])
     a = one(rv, "errs")
     assert a.model_id == "slow" and a.trigger == "all_answered"
-    assert a.answered_at_ms - a.request_time_ms < 400
+    assert a.answered_at_ms - a.request_time_ms < FIRST
 
 
 def test_early_scores_duplicates_and_late_scores(rv):
@@ -146,10 +156,9 @@ def test_orphaned_scores_expire_as_late_scores(rv):
 
 
 def test_schedule_change_applies_to_new_requests_without_restart(rv):
-    kafka_io.produce(rv["bootstrap"], rv["aug"], [aug("before-change")])
-    kafka_io.produce(rv["bootstrap"], rv["scores"], [score("before-change", "fast"), score("before-change", "slow")])
+    send(rv, "before-change", [("fast",), ("slow",)])
     assert one(rv, "before-change").model_id == "fast"
-    new = schedules.publish(rv["bootstrap"], {"name": "slow-first", "stages": [{"deadline_ms": 300, "models": ["slow"]}],
+    new = schedules.publish(rv["bootstrap"], {"name": "slow-first", "stages": [{"deadline_ms": FIRST, "models": ["slow"]}],
                                               "default_output": {"decision": "default-2"}},
                             topic=rv["sched"], lifecycle_topic=rv["lifecycle"])
     assert new.version == 2
@@ -158,8 +167,7 @@ def test_schedule_change_applies_to_new_requests_without_restart(rv):
     deadline = time.monotonic() + 30
     while True:
         rid = f"after-change-{uuid.uuid4().hex[:6]}"
-        kafka_io.produce(rv["bootstrap"], rv["aug"], [aug(rid)])
-        kafka_io.produce(rv["bootstrap"], rv["scores"], [score(rid, "fast"), score(rid, "slow")])
+        send(rv, rid, [("fast",), ("slow",)])
         a = one(rv, rid)
         if a.schedule_version == 2 or time.monotonic() > deadline:
             break
@@ -181,8 +189,7 @@ def test_a_second_rendezvous_on_the_same_answers_topic_is_refused(rv, stack):
 
 
 def test_answers_and_late_scores_are_keyed_by_request_id(rv):
-    kafka_io.produce(rv["bootstrap"], rv["aug"], [aug("keyed")])
-    kafka_io.produce(rv["bootstrap"], rv["scores"], [score("keyed", "fast")])
+    send(rv, "keyed", [("fast",)])
     one(rv, "keyed")
     kafka_io.produce(rv["bootstrap"], rv["scores"], [score("keyed", "fallback")])  # after the answer: late
     late = kafka_io.consume(rv["bootstrap"], rv["late"], timeout=30,
