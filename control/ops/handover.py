@@ -310,6 +310,7 @@ def _hand_over(job_id: str, code: Path | None, s: RuntimeSettings | None, progre
     say(f"state check passed ({', '.join(sorted(rec.state or {})) or 'no state'}); {old.owner_name} -> {owner}")
     step("started", job_id)
     t0 = time.monotonic()
+    asked_ms = now_ms()
     snap = savepoint(job_id, s)
     target = end_offsets(s, topics)
     took["snapshot_s"] = time.monotonic() - t0
@@ -317,7 +318,7 @@ def _hand_over(job_id: str, code: Path | None, s: RuntimeSettings | None, progre
     step("snapshot", job_id, savepoint=snap, input_end={f"{t}:{p}": o for (t, p), o in target.items()})
     fields: dict = {"owner": owner, "group_id": group, "takes_over": True}
     if isinstance(old, RendezvousSettings):
-        fields.update(restored=True, taken_over_at_ms=now_ms())
+        fields.update(restored=True, taken_over_at_ms=now_ms(), recover_from_ms=asked_ms)
     new_settings = old.model_copy(update=fields)
     t0 = time.monotonic()
     try:  # `flink run` and the TaskManagers start at this thread's priority (`hand_over`)

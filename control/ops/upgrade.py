@@ -151,12 +151,15 @@ def restart_from_savepoint(rec: Recorded, s: RuntimeSettings, *, parallelism: in
     if progress:
         progress(f"stopping {name} ({rec.job_id}) with a savepoint")
     t0 = time.monotonic()
+    settings = rec.settings
+    if isinstance(settings, RendezvousSettings):  # its recovery scan's bound if the group committed no offsets
+        settings = settings.model_copy(update={"recover_from_ms": now_ms()})
     savepoint = jobs_lib.stop_with_savepoint(rec.job_id, s, progress=progress, retire=False)
     t1 = time.monotonic()
     if progress:
         progress(f"savepoint {savepoint} ({t1 - t0:.1f} s); submitting {name} from it")
     try:
-        new = deploy.submit_job(rec.settings, s, savepoint, True, rec.execution_mode,
+        new = deploy.submit_job(settings, s, savepoint, True, rec.execution_mode,
                                 parallelism=parallelism or rec.parallelism, code=code)
     except ControlError as e:
         raise ControlError(f"{name} was stopped with savepoint {savepoint}, but starting it from there failed: {e}\n"

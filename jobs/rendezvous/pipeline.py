@@ -173,7 +173,8 @@ class RendezvousFunction(KeyedBroadcastProcessFunction):
         self.state_ttl_ms = settings.state_ttl_ms
         self.routes = Routes(settings.answers_topic, settings.late_topic, settings.invalid_topic)
         self.recovery = (settings.kafka, settings.group_id, [settings.augmented_topic, settings.scores_topic],
-                         settings.answers_topic, settings.recovery_margin_ms) if settings.recover_answers else None
+                         settings.answers_topic, settings.recovery_margin_ms,
+                         settings.recover_from_ms) if settings.recover_answers else None
         self.reply_lookup = (settings.answers_topic, settings.kafka, f"{settings.group_id}-replies",
                              settings.reply_topics_refresh_ms)
         # a first attempt replays nothing already answered unless it resumes the group's offsets or a snapshot

@@ -108,11 +108,17 @@ def answered_since(kafka: KafkaSettings, answers_topic: str, since_ms: int, time
 
 
 def answered_after_checkpoint(kafka: KafkaSettings, group_id: str, input_topics: list[str], answers_topic: str,
-                              margin_ms: int) -> dict[str, int]:
+                              margin_ms: int, savepoint_ms: int | None = None) -> dict[str, int]:
     """The requests this rendezvous answered after the checkpoint it restores from (empty on a first start).
     After a failure that is what the job wrote between its last checkpoint and the failure (a checkpoint
-    interval's worth of answers), however long the outage lasted."""
+    interval's worth of answers), however long the outage lasted.
+
+    `savepoint_ms`: when the savepoint the job was started from was asked for (`RendezvousSettings.recover_from_ms`),
+    the bound used when the group committed nothing: a job stopped with a savepoint before any checkpoint of its
+    had completed left no committed offsets (seen), though its timers had answered after the savepoint's barrier."""
     t = checkpoint_time(kafka, group_id, input_topics)
+    if t is None:
+        t = savepoint_ms
     if t is None:
         return {}
     return answered_since(kafka, answers_topic, t - margin_ms)

@@ -158,7 +158,8 @@ def test_orphaned_scores_expire_as_late_scores(rv):
 def test_schedule_change_applies_to_new_requests_without_restart(rv):
     send(rv, "before-change", [("fast",), ("slow",)])
     assert one(rv, "before-change").model_id == "fast"
-    new = schedules.publish(rv["bootstrap"], {"name": "slow-first", "stages": [{"deadline_ms": FIRST, "models": ["slow"]}],
+    new = schedules.publish(rv["bootstrap"], {"name": "slow-first",
+                                              "stages": [{"deadline_ms": FIRST, "models": ["slow"]}],
                                               "default_output": {"decision": "default-2"}},
                             topic=rv["sched"], lifecycle_topic=rv["lifecycle"])
     assert new.version == 2

@@ -308,7 +308,8 @@ def test_a_rendezvous_with_open_mailboxes_is_upgraded_into_new_code_and_answers_
     try:
         wait_for("answers to the stream", lambda: sum(b"stream-" in v for _, v in kafka_io.read_to_end(
             s.bootstrap_servers, t.answers)) >= 10)
-        done = upgrade.upgrade(jid, v2, s, progress=lambda m: print(f"[upgrade] {m}"), lifecycle_topic=t.lifecycle)
+        done = upgrade.upgrade(jid, v2, s, lifecycle_topic=t.lifecycle,
+                               progress=lambda m: print(f"[upgrade {time.time() * 1000:.0f}] {m}"))
         job_cleanup.append(done.job_id)
         restored_ms = int(time.time() * 1000)
         n_at_restore = len(stream.sent)
@@ -330,11 +331,16 @@ def test_a_rendezvous_with_open_mailboxes_is_upgraded_into_new_code_and_answers_
     kafka_io.produce(s.bootstrap_servers, t.augmented, [aug(sentinel, int(time.time() * 1000))])
     wait_for("the sentinel's answer", lambda: sentinel in {Answer.parse(v).request_id for _, v in
                                                           kafka_io.read_to_end(s.bootstrap_servers, t.answers)})
-    answers = [Answer.parse(v) for _, v in kafka_io.read_to_end(s.bootstrap_servers, t.answers)]
+    records = kafka_io.records_to_end(s.bootstrap_servers, t.answers)
+    answers = [Answer.parse(r.value) for r in records]
     count: dict[str, int] = {}
     for a in answers:
         count[a.request_id] = count.get(a.request_id, 0) + 1
-    assert set(count) == ids | {sentinel} and set(count.values()) == {1}, {r: n for r, n in count.items() if n > 1}
+    # a request answered twice, with where each answer is in the topic and when and how it was decided
+    twice = {rid: [(r.partition, r.offset, r.timestamp, a.answered_at_ms, a.trigger) for r, a in
+                   zip(records, answers) if a.request_id == rid] for rid, n in count.items() if n > 1}
+    assert set(count) == ids | {sentinel} and set(count.values()) == {1}, (
+        f"restored at {restored_ms}, sentinel sent after it; answered twice: {twice}")
     by_id = {a.request_id: a for a in answers}
     assert by_id[sentinel].schedule_version == v2_schedule.version
     assert {by_id[r].schedule_version for r in held + late + silent} == {v1.version}
