@@ -213,16 +213,17 @@ def show_timeline(r: dict) -> str:
     return "\n".join(lines)
 
 
-def _hand_over(kind: str, job_id: str, lifecycle_topic: str, starting_nice: int, results) -> None:
+def _hand_over(kind: str, job_id: str, lifecycle_topic: str, starting_nice: int, quiet_s: float, results) -> None:
     try:
         ho = handover.hand_over(job_id, None, RuntimeSettings(), progress=lambda m: print(f"  [{kind}] {m}", flush=True),
-                                lifecycle_topic=lifecycle_topic, starting_nice=starting_nice)
+                                lifecycle_topic=lifecycle_topic, starting_nice=starting_nice,
+                                compilers_quiet_timeout_s=quiet_s)
         results.put({"job_id": ho.job_id, "upgrade_id": ho.upgrade_id, "timings_s": ho.timings_s})
     except Exception as e:  # noqa: BLE001 - reported by the parent
         results.put({"error": f"{type(e).__name__}: {e}"})
 
 
-def hand_over_apart(kind: str, job_id: str, lifecycle_topic: str, starting_nice: int) -> dict:
+def hand_over_apart(kind: str, job_id: str, lifecycle_topic: str, starting_nice: int, quiet_s: float) -> dict:
     """`handover.hand_over` in a process of its own, as a user runs `rendezvous upgrade`: the control plane's Python
     (kafka-python readers, JSON) must not hold this process's interpreter lock while the collector stamps when each
     answer arrived."""
@@ -230,7 +231,7 @@ def hand_over_apart(kind: str, job_id: str, lifecycle_topic: str, starting_nice:
 
     ctx = multiprocessing.get_context("spawn")  # not fork: this process runs librdkafka's threads
     results = ctx.Queue()
-    proc = ctx.Process(target=_hand_over, args=(kind, job_id, lifecycle_topic, starting_nice, results))
+    proc = ctx.Process(target=_hand_over, args=(kind, job_id, lifecycle_topic, starting_nice, quiet_s, results))
     proc.start()
     while True:
         try:
@@ -283,15 +284,18 @@ def run(a) -> dict:
     try:
         print(f"warming up {a.warm_up:.0f} s, then {a.before:.0f} s of baseline at {a.rate:.0f} requests/s")
         time.sleep(a.warm_up + a.before)
-        order = [k for _ in range(a.rounds) for k in a.jobs]
-        for n, kind in enumerate(order, 1):
+        order = [(r, k) for r in range(a.rounds) for k in a.jobs]
+        for n, (rnd, kind) in enumerate(order, 1):
             t0 = time.time() * 1000
-            print(f"hand-over {n}/{len(order)}: the {kind}")
-            ho = hand_over_apart(kind, ids[kind], t.lifecycle, a.starting_nice)
+            quiet_s = compilers_quiet_timeout(a.compilers_quiet, rnd)
+            print(f"hand-over {n}/{len(order)}: the {kind}" + (f" (waiting at most {quiet_s:.0f} s for its JIT "
+                                                                 "compilers)" if quiet_s else " (no JIT wait)"))
+            ho = hand_over_apart(kind, ids[kind], t.lifecycle, a.starting_nice, quiet_s)
             ids[kind] = ho["job_id"]
             started.append(ho["job_id"])
             t1 = time.time() * 1000
             out["handovers"].append({"job": kind, "upgrade_id": ho["upgrade_id"], "started_ms": t0, "completed_ms": t1,
+                                     "compilers_quiet_timeout_s": quiet_s,
                                      "timings_s": {k: round(v, 2) for k, v in ho["timings_s"].items()}})
             rest = a.before if n < len(order) else a.after
             print(f"{kind} handed over in {(t1 - t0) / 1000:.1f} s; {rest:.0f} s of load")
@@ -324,6 +328,13 @@ def run(a) -> dict:
     return out
 
 
+def compilers_quiet_timeout(mode: str, round_index: int) -> float:
+    """The hand-over's wait for its JIT compilers in this round: `on` (the default wait), `off`, or `alternate` (off in
+    the first round, on in the second, ...: both in one run, on the same machine and load)."""
+    on = handover.COMPILERS_QUIET_TIMEOUT_S
+    return {"on": on, "off": 0.0}.get(mode, on if round_index % 2 else 0.0)
+
+
 def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 2) if a is not None and b else None
 
@@ -347,12 +358,19 @@ def table(r: dict) -> str:
                      f"{_ratio(t['p99_ms'], b['p99_ms'])} | {_ratio(d['p99_ms'], b['p99_ms'])} | "
                      f"{b['defaults']} / {d['defaults']} / {t['defaults']} |")
     lines.append("")
+    waits = sorted({h.get("compilers_quiet_timeout_s") for h in r["handovers"]}, key=lambda w: w or 0)
     for job in dict.fromkeys(h["job"] for h in r["handovers"]):
-        hs = [h for h in r["handovers"] if h["job"] == job]
-        tr = [x for x in (_ratio(h["transition"]["p99_ms"], h["before"]["p99_ms"]) for h in hs) if x is not None]
-        wh = [x for x in (_ratio(h["during"]["p99_ms"], h["before"]["p99_ms"]) for h in hs) if x is not None]
-        lines.append(f"- {job}, median of {len(hs)}: transition p99 / baseline p99 {statistics.median(tr):.2f}, "
-                     f"whole hand-over p99 / baseline p99 {statistics.median(wh):.2f}" if tr and wh else f"- {job}: -")
+        for wait in waits:
+            hs = [h for h in r["handovers"] if h["job"] == job and h.get("compilers_quiet_timeout_s") == wait]
+            if not hs:
+                continue
+            what = job + (f" ({'no JIT wait' if not wait else f'JIT wait up to {wait:.0f} s'})" if len(waits) > 1
+                          else "")
+            tr = [x for x in (_ratio(h["transition"]["p99_ms"], h["before"]["p99_ms"]) for h in hs) if x is not None]
+            wh = [x for x in (_ratio(h["during"]["p99_ms"], h["before"]["p99_ms"]) for h in hs) if x is not None]
+            lines.append(f"- {what}, median of {len(hs)}: transition p99 / baseline p99 {statistics.median(tr):.2f}, "
+                         f"whole hand-over p99 / baseline p99 {statistics.median(wh):.2f}" if tr and wh
+                         else f"- {what}: -")
     lines.append("")
     lines += [f"- {h['job']}: " + ", ".join(f"{k} {v} s" for k, v in h["timings_s"].items()) for h in r["handovers"]]
     return "\n".join(lines)
@@ -373,11 +391,17 @@ def main(argv=None) -> None:
                    help="hand each job over this many times (medians over the rounds; the machine is noisy)")
     p.add_argument("--starting-nice", type=int, default=handover.STARTING_NICE,
                    help="CPU priority the new version starts at (0: the same as the version serving)")
+    p.add_argument("--compilers-quiet", choices=["on", "off", "alternate"], default="on",
+                   help="the hand-over waits for the new version's JIT compilers before its priority goes back (on: "
+                        f"at most {handover.COMPILERS_QUIET_TIMEOUT_S:.0f} s), or not (off), or alternate by round "
+                        "(off first; an even --rounds: as many of each): both in one run")
     p.add_argument("--out", type=Path, default=None, help="[default: run/bench/handover.json]")
     p.add_argument("--table", action="store_true", help="print the table of the last run's JSON and exit")
     p.add_argument("--timeline", action="store_true",
                    help="also print each hand-over's steps and the seconds whose p99 is over twice the baseline's")
     a = p.parse_args(argv)
+    if a.compilers_quiet == "alternate" and a.rounds % 2:
+        p.error(f"--compilers-quiet alternate needs an even --rounds (as many with as without), not {a.rounds}")
     path = a.out or RuntimeSettings().run_dir / "bench" / "handover.json"
     if not a.table:
         r = run(a)

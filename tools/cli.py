@@ -370,12 +370,18 @@ def deploy_quality_cmd(start, savepoint, parallelism, suite, source_topic, batch
 
 @deploy.command("rendezvous")
 @_where_to_start
-def deploy_rv(start, savepoint, parallelism) -> None:
+@click.option("--recover-from-ms", type=click.IntRange(0), default=None,
+              help="with --from-savepoint: when that savepoint was asked for (epoch ms); the recovery scan reads the "
+                   "answers back from there if the job's group committed no offsets (README, \"The answer contract\")")
+def deploy_rv(start, savepoint, parallelism, recover_from_ms) -> None:
     """The rendezvous job (requests.augmented + scores + schedules -> answers)."""
     from control.ops import deploy as d
 
+    if recover_from_ms is not None and not savepoint:
+        _fail(ControlError("--recover-from-ms is the bound of a restore: give the savepoint too (--from-savepoint)"))
     try:
-        click.echo(d.deploy_rendezvous(start=start, savepoint=savepoint, parallelism=parallelism))
+        click.echo(d.deploy_rendezvous(start=start, savepoint=savepoint, parallelism=parallelism,
+                                       recover_from_ms=recover_from_ms))
     except ControlError as e:
         _fail(e)
 

@@ -9,8 +9,9 @@ on Flink. A new version of a thread-mode job takes over from the running one wit
    serving (`STARTING_NICE`, when this process may give it back); it catches up from the savepoint's offsets
    (the external state's features follow every request; the rendezvous sees every request and score) and is
    caught up (snapshot-complete) when its committed offsets reach the input's end at the snapshot and it then
-   keeps up with its inputs (`keep_up`: what was written while it started); until a token names it, any failure
-   cancels it and leaves the old version untouched;
+   keeps up with its inputs (`keep_up`: what was written while it started); started at a lower priority, it keeps
+   that priority until its JVMs' JIT compilers are quiet too (`COMPILERS_QUIET_TIMEOUT_S`); until a token names it,
+   any failure cancels it and leaves the old version untouched;
 4. transition tokens: one per partition of the input (`requests` for the external state, `requests.augmented` for
    the rendezvous: it reads its tokens from its input directly, so the model jobs pass nothing), naming the new
    version; where each landed goes to the transitions registry. Every record after a token is the new version's,
@@ -27,6 +28,7 @@ last upgrade came from.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
@@ -39,7 +41,7 @@ from control import kafka_io
 from control.errors import ControlError
 from control.ops import deploy, upgrade
 from control.ops import jobs as jobs_lib
-from control.runtime import pinned, priority
+from control.runtime import jit, pinned, priority
 from control.settings import RuntimeSettings
 from jobs.common.entry import SETTINGS
 from jobs.common.settings import HandedOverJob
@@ -63,6 +65,12 @@ RETIRING_NICE = 19
 for the rendezvous, its last mailbox closed), before it is stopped: its last savepoint and its TaskManagers' shutdown
 then take only CPU the version serving does not use (their threads' nice value, and the CPU group of it where this
 process may: control.runtime.priority). (Lowering a nice value needs no privilege.)"""
+
+COMPILERS_QUIET_TIMEOUT_S = 60.0
+"""How long at most a hand-over waits, once the new version keeps up and before it gets the normal priority back, for
+the JIT compilers of its TaskManagers' JVMs to go quiet (control.runtime.jit), so that their work is done at the lower
+priority rather than beside the answers after the tokens; 0: no wait. Only when the version started at a lower
+priority."""
 
 KINDS: dict[str, type[HandedOverJob]] = {"external-state": ExternalStateSettings, "rendezvous": RendezvousSettings}
 
@@ -264,21 +272,24 @@ def previous_code(job_id: str, s: RuntimeSettings, lifecycle_topic: str = LIFECY
 def hand_over(job_id: str, code: Path | None = None, s: RuntimeSettings | None = None,
               progress: Callable[[str], None] | None = None, lifecycle_topic: str = LIFECYCLE,
               registry_topic: str | None = None, catch_up_timeout: float = 300.0, rollback: bool = False,
-              starting_nice: int = STARTING_NICE) -> HandOver:
+              starting_nice: int = STARTING_NICE,
+              compilers_quiet_timeout_s: float = COMPILERS_QUIET_TIMEOUT_S) -> HandOver:
     """Hand the running external-state or rendezvous job `job_id` over to a new version from `code` (module doc).
 
     `starting_nice`: when this process may give a priority back (`priority.can_renice`), the thread running the
     hand-over works at this lower CPU priority throughout (its checks, which import the new code, the source bundle),
     and so do `flink run` and the new version's TaskManagers, born in its CPU group (`priority.lowered`); the new
-    version's TaskManagers get the normal priority back once it keeps up; 0: everything at the caller's priority."""
+    version's TaskManagers get the normal priority back once it keeps up (and, within `compilers_quiet_timeout_s`, its
+    JIT compilers are quiet); 0: everything at the caller's priority."""
     nice = starting_nice if priority.can_renice() else 0
     with priority.lowered(nice):
-        return _hand_over(job_id, code, s, progress, lifecycle_topic, registry_topic, catch_up_timeout, rollback, nice)
+        return _hand_over(job_id, code, s, progress, lifecycle_topic, registry_topic, catch_up_timeout, rollback, nice,
+                          compilers_quiet_timeout_s)
 
 
 def _hand_over(job_id: str, code: Path | None, s: RuntimeSettings | None, progress: Callable[[str], None] | None,
                lifecycle_topic: str, registry_topic: str | None, catch_up_timeout: float, rollback: bool,
-               nice: int) -> HandOver:
+               nice: int, compilers_quiet_timeout_s: float = 0.0) -> HandOver:
     s = s or RuntimeSettings()
     say = progress or (lambda m: None)
     if rollback and code is None:
@@ -318,8 +329,8 @@ def _hand_over(job_id: str, code: Path | None, s: RuntimeSettings | None, progre
     step("snapshot", job_id, savepoint=snap, input_end={f"{t}:{p}": o for (t, p), o in target.items()})
     fields: dict = {"owner": owner, "group_id": group, "takes_over": True}
     if isinstance(old, RendezvousSettings):
-        fields.update(restored=True, taken_over_at_ms=now_ms(), recover_from_ms=asked_ms)
-    new_settings = old.model_copy(update=fields)
+        fields.update(restored=True, taken_over_at_ms=now_ms())
+    new_settings = upgrade.restore_bound(dataclasses.replace(rec, settings=old.model_copy(update=fields)), asked_ms)
     t0 = time.monotonic()
     try:  # `flink run` and the TaskManagers start at this thread's priority (`hand_over`)
         new = deploy.submit_job(new_settings, s, snap, False, rec.execution_mode, parallelism=rec.parallelism,
@@ -336,10 +347,17 @@ def _hand_over(job_id: str, code: Path | None, s: RuntimeSettings | None, progre
         took["catch_up_s"] = wait_committed(new, s, group, target, catch_up_timeout, "catching up")
         took["keep_up_s"] = keep_up(new, s, group, old.input_topics, catch_up_timeout, "keeping up")
         pin = pinned.of_job(s, new)
+        quiet = ""
+        if nice and pin and compilers_quiet_timeout_s > 0:
+            took["compilers_s"], calm = jit.wait_quiet(pinned.pids(s, pin), compilers_quiet_timeout_s, progress=say)
+            # what came in meanwhile: read before the tokens, as after the first catch-up
+            took["keep_up_s"] += keep_up(new, s, group, old.input_topics, catch_up_timeout, "keeping up")
+            quiet = (f"; its JIT compilers {'quiet' if calm else 'still busy'} after {took['compilers_s']:.1f} s "
+                     f"at nice {nice}")
         if nice and pin:
             pinned.renice(s, pin, 0)
         say(f"snapshot complete: {owner} has caught up ({took['catch_up_s']:.1f} s) and keeps up with "
-            f"{', '.join(old.input_topics)} ({took['keep_up_s']:.1f} s)" + (
+            f"{', '.join(old.input_topics)} ({took['keep_up_s']:.1f} s){quiet}" + (
                 f"; its TaskManagers back to the normal CPU priority from {nice}" if nice and pin else ""))
         step("snapshot_complete", new)
     except BaseException as e:

@@ -15,6 +15,7 @@ rendezvous's requests in their restored mailboxes, their timers as they were).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -51,6 +52,18 @@ class Recorded:
     code: str | None
     """The digest of the code it was submitted with (`control.ops.jobs.sources_digest`)."""
     parallelism: int
+    target_fields: frozenset[str] | None = None
+    """The settings the code it goes to knows (`check` reads them there); None: not read (this checkout's)."""
+
+
+def restore_bound(rec: Recorded, asked_ms: int) -> JobSettings:
+    """The settings to start the job with from a savepoint asked for at `asked_ms`: a rendezvous gets that time as its
+    recovery scan's bound (`RendezvousSettings.recover_from_ms`) when the code it goes to knows the setting (code from
+    before it does not, and would refuse it)."""
+    if isinstance(rec.settings, RendezvousSettings) and (rec.target_fields is None
+                                                          or "recover_from_ms" in rec.target_fields):
+        return rec.settings.model_copy(update={"recover_from_ms": asked_ms})
+    return rec.settings
 
 
 def recorded(job_id: str, s: RuntimeSettings) -> Recorded:
@@ -74,6 +87,7 @@ def recorded(job_id: str, s: RuntimeSettings) -> Recorded:
     fields = json.loads(params[SETTINGS])
     if cls is RendezvousSettings:
         fields["restored"] = True  # its first attempt runs the recovery scan (jobs/rendezvous/recovery.py)
+        fields.pop("recover_from_ms", None)  # the bound of its own restore: each restore sets its own
     return Recorded(job_id=job_id, settings=deploy.job_settings(cls, s, **fields),
                     settings_class=params[SETTINGS_CLASS],
                     execution_mode=params.get(EXECUTION_MODE, "process"),
@@ -110,7 +124,7 @@ mod = importlib.import_module(module)
 cls = getattr(mod, name)
 cls.model_validate_json(sys.stdin.read())
 enc = cls.state_encodings() if hasattr(cls, "state_encodings") else None
-print(json.dumps({"file": mod.__file__,
+print(json.dumps({"file": mod.__file__, "fields": sorted(cls.model_fields),
                   "state": None if enc is None else {k: v.as_json() for k, v in enc.items()}}))
 """
 
@@ -118,6 +132,13 @@ print(json.dumps({"file": mod.__file__,
 def code_state_encodings(code: Path, rec: Recorded, s: RuntimeSettings) -> dict | None:
     """The new code's state encodings for the job's settings class, from the new code itself (a fresh interpreter
     in `code`, which also validates the job's settings against the new class). ControlError if it cannot."""
+    return probe(code, rec, s)["state"]
+
+
+def probe(code: Path, rec: Recorded, s: RuntimeSettings) -> dict:
+    """What the new code in `code` says of the job's settings class, read in a fresh interpreter there (which also
+    validates the job's settings against it): `state` (its state encodings), `fields` (the settings it knows), `file`.
+    ControlError if it cannot."""
     python = str(s.venv_python if s.venv_python.exists() else Path(sys.executable))
     env = {**os.environ, "PYTHONPATH": str(code)}  # and cwd: the new code comes first on sys.path
     out = subprocess.run([python, "-c", _PROBE, rec.settings_class], cwd=code, input=rec.settings.model_dump_json(),
@@ -128,7 +149,7 @@ def code_state_encodings(code: Path, rec: Recorded, s: RuntimeSettings) -> dict 
     found = json.loads(out.stdout.strip().splitlines()[-1])
     if not Path(found["file"]).resolve().is_relative_to(code):
         raise ControlError(f"{rec.settings_class} was imported from {found['file']}, not from the new code at {code}")
-    return found["state"]
+    return found
 
 
 @dataclass(frozen=True)
@@ -151,9 +172,7 @@ def restart_from_savepoint(rec: Recorded, s: RuntimeSettings, *, parallelism: in
     if progress:
         progress(f"stopping {name} ({rec.job_id}) with a savepoint")
     t0 = time.monotonic()
-    settings = rec.settings
-    if isinstance(settings, RendezvousSettings):  # its recovery scan's bound if the group committed no offsets
-        settings = settings.model_copy(update={"recover_from_ms": now_ms()})
+    settings = restore_bound(rec, now_ms())  # before the stop: the rendezvous's recovery scan's bound
     savepoint = jobs_lib.stop_with_savepoint(rec.job_id, s, progress=progress, retire=False)
     t1 = time.monotonic()
     if progress:
@@ -189,7 +208,9 @@ def check(job_id: str, code: Path | None = None, s: RuntimeSettings | None = Non
         raise ControlError(f"job {job_id} does not record the encodings of its state (deployed by an older version): "
                            f"its upgrade cannot be checked. Stop it with `rendezvous job stop {job_id}` and deploy the "
                            f"new code from the savepoint it prints (--from-savepoint).")
-    problems = state_problems(rec.state, code_state_encodings(root, rec, s))
+    found = probe(root, rec, s)
+    rec = dataclasses.replace(rec, target_fields=frozenset(found["fields"]))
+    problems = state_problems(rec.state, found["state"])
     if problems:
         raise ControlError(f"upgrade of {rec.settings.job_name} ({job_id}) refused, the job keeps running: the new "
                            f"code at {root} cannot read its state.\n  " + "\n  ".join(problems) + "\nKeep the new code "

@@ -9,10 +9,11 @@ answer those requests again: every request keeps the one answer it was given.
 
 Where the checkpoint was is found without Flink's help: its Kafka source commits its offsets to the
 job's consumer group when a checkpoint completes, so the records just before the committed offsets
-were written before the checkpoint was taken (the latest of them bounds it). Every answer written after the checkpoint has a Kafka
-timestamp at or after that record's (the answers topic stamps records with the broker's append time,
-`schemas.topics`), minus `margin_ms` for topics that keep producer timestamps. A group with no
-committed offsets is a first start: nothing to recover.
+were written before the checkpoint was taken (the latest of them bounds it). Every answer written after the
+checkpoint has a Kafka timestamp at or after that record's (the answers topic stamps records with the broker's append
+time, `schemas.topics`), minus `margin_ms` for topics that keep producer timestamps. A group with no committed
+offsets is a first start (nothing to recover), unless the job was started from a savepoint whose time the control
+plane gave (`RendezvousSettings.recover_from_ms`): a job stopped before any checkpoint of it completed commits none.
 
 Limits (README, "The answer contract"): restoring a savepoint older than the group's last commit starts
 the scan too late; the client maps only the security settings `jobs.common.security.client_config` knows

@@ -34,11 +34,12 @@ class RendezvousSettings(HandedOverJob):
     restored: bool = False
     """Set by the control plane when the job starts from a savepoint or retained checkpoint: its first attempt
     runs the recovery scan too (a failover's later attempts always do; so does `start=committed`)."""
-    recover_from_ms: int | None = Field(default=None, ge=0)
+    recover_from_ms: int | None = Field(default=None, ge=0, exclude_if=lambda v: v is None)
     """Set by the control plane when it starts the job from a savepoint: when that savepoint was asked for (epoch ms).
     The recovery scan starts there when the group committed no offsets: a job stopped with a savepoint before a
     checkpoint of its had completed left none (in CI, and again under load), and the requests its timers answered
-    after the savepoint's barrier were answered a second time by the job restored from it."""
+    after the savepoint's barrier were answered a second time by the job restored from it. Left out of the job's
+    parameters when unset, so that code from before this setting can still take a job over (a rollback)."""
     recovery_margin_ms: int = Field(default=5_000, ge=0)
     """How far before the checkpoint the recovery scan starts (clock skew; answers topics that keep
     producer timestamps)."""

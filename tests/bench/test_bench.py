@@ -102,6 +102,28 @@ def test_the_handover_table_gives_each_hand_over_a_row_and_each_job_its_median_a
             "hand-over 20 / 70 / 5; transition 30 / 70 / 5") in show_timeline(r)
 
 
+def test_the_handover_bench_alternates_the_jit_wait_by_round_and_gives_each_its_own_medians():
+    from bench.handover import compilers_quiet_timeout, table
+    from control.ops.handover import COMPILERS_QUIET_TIMEOUT_S as ON
+
+    assert [compilers_quiet_timeout("alternate", r) for r in range(4)] == [0.0, ON, 0.0, ON]
+    assert {compilers_quiet_timeout("on", r) for r in range(3)} == {ON}
+    assert {compilers_quiet_timeout("off", r) for r in range(3)} == {0.0}
+
+    def ho(wait, trans):
+        mk = lambda p99: {"sent": 10, "answered": 10, "p50_ms": 1.0, "p99_ms": p99, "max_ms": p99, "defaults": 0}
+        return {"job": "rendezvous", "compilers_quiet_timeout_s": wait, "before": mk(100), "during": mk(200),
+                "transition": mk(trans), "timings_s": {}}
+
+    r = {"rate": 10, "partitions": 2, "before_s": 60, "starting_nice": 10, "sent": 100, "answered": 100,
+         "duplicates": 0, "conflicting": 0, "handovers": [ho(0.0, 300), ho(ON, 120), ho(0.0, 250), ho(ON, 100)]}
+    out = table(r)
+    assert "- rendezvous (no JIT wait), median of 2: transition p99 / baseline p99 2.75" in out
+    assert f"- rendezvous (JIT wait up to {ON:.0f} s), median of 2: transition p99 / baseline p99 1.10" in out
+    r["handovers"] = r["handovers"][1::2]  # one setting only: no label
+    assert "- rendezvous, median of 2: transition p99 / baseline p99 1.10" in table(r)
+
+
 def test_the_cpu_profile_tells_the_processes_of_a_hand_over_apart():
     from bench.handover import role
 
@@ -114,3 +136,13 @@ def test_the_cpu_profile_tells_the_processes_of_a_hand_over_apart():
     assert role(f"{java} kafka.Kafka run/kafka-conf/server.properties".split()) == "kafka"
     assert role(["/venv/bin/python", "-m", "pyflink.fn_execution.beam.beam_boot", "--id=2-1"]) == "python worker"
     assert role(["/usr/bin/du"]) == "du" and role([]) == "?"
+
+
+def test_the_handover_bench_refuses_an_odd_number_of_alternating_rounds(capsys):
+    import pytest
+
+    from bench.handover import main
+
+    with pytest.raises(SystemExit):
+        main(["--compilers-quiet", "alternate", "--rounds", "3"])
+    assert "needs an even --rounds" in capsys.readouterr().err

@@ -88,3 +88,26 @@ def test_an_empty_partition_does_not_hold_a_catch_up_back(monkeypatch):
     monkeypatch.setattr(handover, "committed", lambda s, group, positions: {("in", 0): -1, ("in", 1): 1512})
     with pytest.raises(ControlError, match="not yet"):  # a partition with records to read still counts
         handover.wait_committed("j", None, "g", {("in", 0): 3, ("in", 1): 1512}, 0.0, "catching up")
+
+
+def test_a_restored_rendezvous_gets_the_savepoints_time_as_its_scans_bound_where_its_code_knows_it():
+    import json
+
+    from control.ops.upgrade import Recorded, restore_bound
+    from jobs.external_state.settings import ExternalStateSettings
+    from jobs.rendezvous.settings import RendezvousSettings
+
+    def rec(settings, fields=None):
+        return Recorded(job_id="j", settings=settings, settings_class="x", execution_mode="thread", state={},
+                        code=None, parallelism=1, target_fields=fields)
+
+    rv = RendezvousSettings()
+    assert restore_bound(rec(rv), 1234).recover_from_ms == 1234  # this checkout's code
+    assert restore_bound(rec(rv, frozenset(RendezvousSettings.model_fields)), 1234).recover_from_ms == 1234
+    older = frozenset(RendezvousSettings.model_fields) - {"recover_from_ms"}
+    assert restore_bound(rec(rv, older), 1234) is rv  # code from before the setting would refuse it
+    es = ExternalStateSettings()
+    assert restore_bound(rec(es), 1234) is es
+    # unset, it is left out of the job's parameters: code from before it takes the job's settings (a rollback)
+    assert "recover_from_ms" not in json.loads(rv.model_dump_json())
+    assert json.loads(restore_bound(rec(rv), 1234).model_dump_json())["recover_from_ms"] == 1234

@@ -1,0 +1,86 @@
+"""How busy a JVM's just-in-time compilers are, from /proc (Linux): the CPU its compiler threads ("C1 CompilerThre",
+"C2 CompilerThre") used, and a wait until they are quiet.
+
+A hand-over's new version (control/ops/handover.py) starts at a lower CPU priority; its JVM compiles the code it
+runs hot for tens of seconds after it starts (measured with bench.handover --timeline: a median 0.23 CPU s per
+second on C2 for about 40 s, more than its task's own thread). Waiting for that to end before the version gets the
+normal priority back keeps the compilation at the low priority, instead of beside the answers after the tokens.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+COMPILER_THREAD = "CompilerThre"
+"""What the names of HotSpot's compiler threads hold (Linux cuts a thread's name to 15 characters)."""
+
+
+def _ticks() -> int:
+    return os.sysconf("SC_CLK_TCK")
+
+
+def compiler_threads(pids: Iterable[int], proc: Path = Path("/proc")) -> dict[tuple[int, int], float] | None:
+    """CPU seconds each compiler thread of these processes has used so far, by (pid, thread id); None when none of
+    the processes can be read (no /proc, or every one gone). HotSpot starts and ends compiler threads as it needs
+    them: compare two readings thread by thread (`compiler_rate`), not by their sums."""
+    out: dict[tuple[int, int], float] = {}
+    seen = False
+    ticks = _ticks()
+    for pid in pids:
+        try:
+            tasks = list((proc / str(pid) / "task").iterdir())
+        except OSError:
+            continue
+        seen = True
+        for task in tasks:
+            try:
+                if COMPILER_THREAD not in (task / "comm").read_text():
+                    continue
+                # after the name, which is in parentheses and may hold either: state, ..., utime (14th), stime (15th)
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                out[(pid, int(task.name))] = (int(fields[11]) + int(fields[12])) / ticks
+            except (OSError, IndexError, ValueError):
+                continue  # the thread ended while read
+    return out if seen else None
+
+
+def compiler_rate(before: dict[tuple[int, int], float], after: dict[tuple[int, int], float], seconds: float) -> float:
+    """CPU s per second the compiler threads used between two readings: each thread alive at the second against
+    itself at the first (a thread started in between: all of its time); a thread that ended in between is not
+    counted (its last moments are lost, not its whole life subtracted)."""
+    used = sum(max(0.0, t - before.get(k, 0.0)) for k, t in after.items())
+    return used / seconds if seconds > 0 else 0.0
+
+
+def wait_quiet(pids: list[int], timeout_s: float, below: float = 0.05, for_s: float = 3.0,
+               progress: Callable[[str], None] | None = None, clock=time.monotonic, sleep=time.sleep,
+               read: Callable[[list[int]], dict | None] = compiler_threads) -> tuple[float, bool]:
+    """Wait until the compiler threads of `pids` used less than `below` CPU s per second over the last `for_s`
+    (> 0) seconds, at most `timeout_s`; (seconds waited, quiet). Not quiet when they cannot be read."""
+    if for_s <= 0:
+        raise ValueError(f"for_s must be positive, not {for_s}")
+    t0 = clock()
+    samples: list[tuple[float, dict]] = []  # (when, CPU s used so far by thread)
+    said = t0
+    while True:
+        used = read(pids)
+        now = clock()
+        if used is None:
+            return now - t0, False
+        samples.append((now, used))
+        window = [x for x in samples if x[0] <= now - for_s]
+        if window:  # the rate over the last for_s seconds (or a little more)
+            since, was = window[-1]
+            rate = compiler_rate(was, used, now - since)
+            if rate < below:
+                return now - t0, True
+            if progress and now - said >= 10:
+                progress(f"the new version's JIT compilers use {rate:.2f} CPU s per second; waiting for less than "
+                         f"{below} ({now - t0:.0f} s, at most {timeout_s:.0f})")
+                said = now
+        if now - t0 >= timeout_s:
+            return now - t0, False
+        sleep(1.0)
