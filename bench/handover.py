@@ -329,10 +329,31 @@ def run(a) -> dict:
 
 
 def compilers_quiet_timeout(mode: str, round_index: int) -> float:
-    """The hand-over's wait for its JIT compilers in this round: `on` (the default wait), `off`, or `alternate` (off in
-    the first round, on in the second, ...: both in one run, on the same machine and load)."""
-    on = handover.COMPILERS_QUIET_TIMEOUT_S
+    """The hand-over's wait for its JIT compilers in this round: `on` (`COMPILERS_QUIET_WAIT_S`), `off` (as `rendezvous
+    upgrade` by default), or `alternate` (off in the first round, on in the second, ...: both in one run, on the same
+    machine and load)."""
+    on = handover.COMPILERS_QUIET_WAIT_S
     return {"on": on, "off": 0.0}.get(mode, on if round_index % 2 else 0.0)
+
+
+def new_compilers(h: dict, after_s: float = 30.0) -> tuple[float, float] | None:
+    """CPU seconds the new version's JIT compiler threads used before its tokens, and in the `after_s` seconds after
+    them, from the hand-over's per-thread samples (the new version's TaskManagers: those with no thread sampled before
+    the hand-over started); None without samples."""
+    samples, steps = h.get("threads"), h.get("steps_s", {})
+    if not samples or "transition" not in steps:
+        return None
+    old = {k.split(":")[0] for t, th in samples if t < 0 for k in th}
+    before = after = 0.0
+    for t, th in samples:
+        for k, v in th.items():
+            if k.split(":")[0] in old or "CompilerThre" not in k:
+                continue
+            if t < steps["transition"]:
+                before += v
+            elif t <= steps["transition"] + after_s:
+                after += v
+    return round(before, 1), round(after, 1)
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -372,7 +393,11 @@ def table(r: dict) -> str:
                          f"whole hand-over p99 / baseline p99 {statistics.median(wh):.2f}" if tr and wh
                          else f"- {what}: -")
     lines.append("")
-    lines += [f"- {h['job']}: " + ", ".join(f"{k} {v} s" for k, v in h["timings_s"].items()) for h in r["handovers"]]
+    for h in r["handovers"]:
+        jit = new_compilers(h)
+        lines.append(f"- {h['job']}: " + ", ".join(f"{k} {v} s" for k, v in h["timings_s"].items()) + (
+            f"; the new version's JIT compilers: {jit[0]} CPU s before its tokens, {jit[1]} in the 30 s after"
+            if jit else ""))
     return "\n".join(lines)
 
 
@@ -391,10 +416,10 @@ def main(argv=None) -> None:
                    help="hand each job over this many times (medians over the rounds; the machine is noisy)")
     p.add_argument("--starting-nice", type=int, default=handover.STARTING_NICE,
                    help="CPU priority the new version starts at (0: the same as the version serving)")
-    p.add_argument("--compilers-quiet", choices=["on", "off", "alternate"], default="on",
+    p.add_argument("--compilers-quiet", choices=["on", "off", "alternate"], default="off",
                    help="the hand-over waits for the new version's JIT compilers before its priority goes back (on: "
-                        f"at most {handover.COMPILERS_QUIET_TIMEOUT_S:.0f} s), or not (off), or alternate by round "
-                        "(off first; an even --rounds: as many of each): both in one run")
+                        f"at most {handover.COMPILERS_QUIET_WAIT_S:.0f} s), or not (off, as by default), or alternate "
+                        "by round (off first; an even --rounds: as many of each): both in one run")
     p.add_argument("--out", type=Path, default=None, help="[default: run/bench/handover.json]")
     p.add_argument("--table", action="store_true", help="print the table of the last run's JSON and exit")
     p.add_argument("--timeline", action="store_true",

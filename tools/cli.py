@@ -191,7 +191,10 @@ def job_upgrade(job_id, code) -> None:
                    "running version took over from].")
 @click.option("--rollback", is_flag=True, help="Hand back to the code the running version took over from.")
 @click.option("--job", "job_id", default=None, help="The job to hand over [default: the running job of that kind].")
-def upgrade_cmd(kind, code, rollback, job_id) -> None:
+@click.option("--wait-for-jit", "wait_for_jit", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="Seconds the new version may stay at its lower priority, once it keeps up, until its JVMs' JIT "
+                   "compilers are quiet (README, \"Latency through a hand-over\"); 0: no wait.")
+def upgrade_cmd(kind, code, rollback, job_id, wait_for_jit) -> None:
     """Hand the running external state or rendezvous over to a new version without stopping the flow: snapshot
     token (a savepoint, the job running on), the new version restored from it and caught up, transition tokens in
     every partition of the input, the old version stopped once it has finished its share. Prints the new job id."""
@@ -200,7 +203,8 @@ def upgrade_cmd(kind, code, rollback, job_id) -> None:
     say = lambda m: click.echo(f"  {m}", err=True)  # noqa: E731
     try:
         jid = job_id or handover.running_job(kind, RuntimeSettings())
-        click.echo(handover.hand_over(jid, code, progress=say, rollback=rollback).job_id)
+        click.echo(handover.hand_over(jid, code, progress=say, rollback=rollback,
+                                      compilers_quiet_timeout_s=wait_for_jit).job_id)
     except ControlError as e:
         _fail(e)
 

@@ -9,9 +9,9 @@ on Flink. A new version of a thread-mode job takes over from the running one wit
    serving (`STARTING_NICE`, when this process may give it back); it catches up from the savepoint's offsets
    (the external state's features follow every request; the rendezvous sees every request and score) and is
    caught up (snapshot-complete) when its committed offsets reach the input's end at the snapshot and it then
-   keeps up with its inputs (`keep_up`: what was written while it started); started at a lower priority, it keeps
-   that priority until its JVMs' JIT compilers are quiet too (`COMPILERS_QUIET_TIMEOUT_S`); until a token names it,
-   any failure cancels it and leaves the old version untouched;
+   keeps up with its inputs (`keep_up`: what was written while it started); started at a lower priority, it may keep
+   that priority until its JVMs' JIT compilers are quiet too (`COMPILERS_QUIET_WAIT_S`, not by default); until a
+   token names it, any failure cancels it and leaves the old version untouched;
 4. transition tokens: one per partition of the input (`requests` for the external state, `requests.augmented` for
    the rendezvous: it reads its tokens from its input directly, so the model jobs pass nothing), naming the new
    version; where each landed goes to the transitions registry. Every record after a token is the new version's,
@@ -66,11 +66,14 @@ for the rendezvous, its last mailbox closed), before it is stopped: its last sav
 then take only CPU the version serving does not use (their threads' nice value, and the CPU group of it where this
 process may: control.runtime.priority). (Lowering a nice value needs no privilege.)"""
 
-COMPILERS_QUIET_TIMEOUT_S = 60.0
-"""How long at most a hand-over waits, once the new version keeps up and before it gets the normal priority back, for
-the JIT compilers of its TaskManagers' JVMs to go quiet (control.runtime.jit), so that their work is done at the lower
-priority rather than beside the answers after the tokens; 0: no wait. Only when the version started at a lower
-priority."""
+COMPILERS_QUIET_WAIT_S = 60.0
+"""A bound for `hand_over(compilers_quiet_timeout_s=...)` (`rendezvous upgrade --wait-for-jit`): how long at most the
+hand-over waits, once the new version keeps up and before it gets the normal priority back, for the JIT compilers of
+its TaskManagers' JVMs to go quiet (control.runtime.jit), so that their work is done at the lower priority rather than
+beside the answers after the tokens. Not waited for by default: measured (bench.handover --compilers-quiet alternate,
+2 cores, 2026-12-07), the new rendezvous's compilers then used about 40 % less CPU in the 30 s after its tokens, but
+the transition's p99 showed no difference within the machine's noise, and the wait made each hand-over 15-46 s
+longer."""
 
 KINDS: dict[str, type[HandedOverJob]] = {"external-state": ExternalStateSettings, "rendezvous": RendezvousSettings}
 
@@ -273,14 +276,15 @@ def hand_over(job_id: str, code: Path | None = None, s: RuntimeSettings | None =
               progress: Callable[[str], None] | None = None, lifecycle_topic: str = LIFECYCLE,
               registry_topic: str | None = None, catch_up_timeout: float = 300.0, rollback: bool = False,
               starting_nice: int = STARTING_NICE,
-              compilers_quiet_timeout_s: float = COMPILERS_QUIET_TIMEOUT_S) -> HandOver:
+              compilers_quiet_timeout_s: float = 0.0) -> HandOver:
     """Hand the running external-state or rendezvous job `job_id` over to a new version from `code` (module doc).
 
     `starting_nice`: when this process may give a priority back (`priority.can_renice`), the thread running the
     hand-over works at this lower CPU priority throughout (its checks, which import the new code, the source bundle),
     and so do `flink run` and the new version's TaskManagers, born in its CPU group (`priority.lowered`); the new
-    version's TaskManagers get the normal priority back once it keeps up (and, within `compilers_quiet_timeout_s`, its
-    JIT compilers are quiet); 0: everything at the caller's priority."""
+    version's TaskManagers get the normal priority back once it keeps up (and, if `compilers_quiet_timeout_s` > 0, its
+    JIT compilers are quiet, or that many seconds have passed: `COMPILERS_QUIET_WAIT_S`); 0: everything at the
+    caller's priority."""
     nice = starting_nice if priority.can_renice() else 0
     with priority.lowered(nice):
         return _hand_over(job_id, code, s, progress, lifecycle_topic, registry_topic, catch_up_timeout, rollback, nice,

@@ -104,7 +104,7 @@ def test_the_handover_table_gives_each_hand_over_a_row_and_each_job_its_median_a
 
 def test_the_handover_bench_alternates_the_jit_wait_by_round_and_gives_each_its_own_medians():
     from bench.handover import compilers_quiet_timeout, table
-    from control.ops.handover import COMPILERS_QUIET_TIMEOUT_S as ON
+    from control.ops.handover import COMPILERS_QUIET_WAIT_S as ON
 
     assert [compilers_quiet_timeout("alternate", r) for r in range(4)] == [0.0, ON, 0.0, ON]
     assert {compilers_quiet_timeout("on", r) for r in range(3)} == {ON}
@@ -146,3 +146,17 @@ def test_the_handover_bench_refuses_an_odd_number_of_alternating_rounds(capsys):
     with pytest.raises(SystemExit):
         main(["--compilers-quiet", "alternate", "--rounds", "3"])
     assert "needs an even --rounds" in capsys.readouterr().err
+
+
+def test_the_new_versions_compiler_cpu_is_split_at_its_tokens():
+    from bench.handover import new_compilers
+
+    h = {"steps_s": {"transition": 10.0},
+         "threads": [[-2, {"pinned-old-0: C2 CompilerThre": 0.5}],  # the old version's TaskManager: not counted
+                     [3, {"pinned-new-0: C2 CompilerThre": 0.3, "pinned-new-0: rendezvous -> a": 0.2,
+                          "pinned-old-0: C2 CompilerThre": 0.4}],
+                     [9, {"pinned-new-0: C1 CompilerThre": 0.1}],
+                     [12, {"pinned-new-0: C2 CompilerThre": 0.25}],
+                     [45, {"pinned-new-0: C2 CompilerThre": 1.0}]]}  # past the 30 s after the tokens
+    assert new_compilers(h) == (0.4, 0.2)
+    assert new_compilers({"steps_s": {}, "threads": []}) is None

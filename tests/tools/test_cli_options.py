@@ -1,0 +1,29 @@
+"""Options of the CLI that are checked before anything is deployed or handed over (no JVM)."""
+
+from click.testing import CliRunner
+
+from tools.cli import main
+
+
+def test_a_recovery_bound_without_a_savepoint_is_refused():
+    res = CliRunner().invoke(main, ["deploy", "rendezvous", "--recover-from-ms", "1700000000000"])
+    assert res.exit_code == 1 and "give the savepoint too (--from-savepoint)" in res.output
+
+
+def test_the_upgrade_passes_its_jit_wait_to_the_hand_over(monkeypatch):
+    from control.ops import handover
+
+    got = {}
+
+    class Done:
+        job_id = "new-job"
+
+    def hand_over(job_id, code, progress=None, rollback=False, compilers_quiet_timeout_s=0.0):
+        got.update(job_id=job_id, wait=compilers_quiet_timeout_s)
+        return Done()
+
+    monkeypatch.setattr(handover, "hand_over", hand_over)
+    res = CliRunner().invoke(main, ["upgrade", "rendezvous", "--job", "old-job", "--wait-for-jit", "30"])
+    assert res.exit_code == 0 and res.output.strip() == "new-job" and got == {"job_id": "old-job", "wait": 30.0}
+    res = CliRunner().invoke(main, ["upgrade", "rendezvous", "--job", "old-job"])
+    assert res.exit_code == 0 and got["wait"] == 0.0  # no wait unless asked
