@@ -322,7 +322,9 @@ def run(a) -> dict:
                         if uid == h["upgrade_id"]}
         h["timeline"] = timeline(sent, rcv, h["started_ms"] - 5000, h["completed_ms"] + 5000, h["started_ms"], ans)
         h["cpu"] = profile.between(h["started_ms"] - 5000, h["completed_ms"] + 5000, h["started_ms"])
-        h["threads"] = profile.between(h["started_ms"] - 5000, h["completed_ms"] + 5000, h["started_ms"], threads=True)
+        # the threads until 30 s after the tokens at least (new_compilers), as far as the run sampled
+        h["threads"] = profile.between(h["started_ms"] - 5000, max(h["completed_ms"] + 5000, at[h["upgrade_id"],
+                                       "transition"] + JIT_AFTER_S * 1000), h["started_ms"], threads=True)
     out.update(sent=len(sent), answered=sum(1 for r in sent if r in rcv), duplicates=collector.duplicates,
                conflicting=collector.conflicting)
     return out
@@ -336,24 +338,33 @@ def compilers_quiet_timeout(mode: str, round_index: int) -> float:
     return {"on": on, "off": 0.0}.get(mode, on if round_index % 2 else 0.0)
 
 
-def new_compilers(h: dict, after_s: float = 30.0) -> tuple[float, float] | None:
-    """CPU seconds the new version's JIT compiler threads used before its tokens, and in the `after_s` seconds after
-    them, from the hand-over's per-thread samples (the new version's TaskManagers: those with no thread sampled before
-    the hand-over started); None without samples."""
+JIT_AFTER_S = 30.0
+"""How long after a hand-over's tokens its new version's compiler CPU is added up (`new_compilers`)."""
+
+
+def new_compilers(h: dict, after_s: float = JIT_AFTER_S) -> tuple[float, float, float] | None:
+    """CPU seconds the new version's JIT compiler threads used before its tokens and in the `after_s` seconds after
+    them, and how many of those seconds the samples cover (a run's last sample may come sooner), from the hand-over's
+    per-thread samples; the new version's TaskManagers are those with no thread sampled before the hand-over started.
+    None without samples, or without any from before it started (old and new could not be told apart)."""
     samples, steps = h.get("threads"), h.get("steps_s", {})
     if not samples or "transition" not in steps:
         return None
     old = {k.split(":")[0] for t, th in samples if t < 0 for k in th}
+    if not old:
+        return None
+    tokens = steps["transition"]
+    covered = min(after_s, max(0.0, max(t for t, _ in samples) - tokens))
     before = after = 0.0
     for t, th in samples:
         for k, v in th.items():
             if k.split(":")[0] in old or "CompilerThre" not in k:
                 continue
-            if t < steps["transition"]:
+            if t < tokens:
                 before += v
-            elif t <= steps["transition"] + after_s:
+            elif t <= tokens + covered:
                 after += v
-    return round(before, 1), round(after, 1)
+    return round(before, 1), round(after, 1), round(covered, 1)
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -393,11 +404,14 @@ def table(r: dict) -> str:
                          f"whole hand-over p99 / baseline p99 {statistics.median(wh):.2f}" if tr and wh
                          else f"- {what}: -")
     lines.append("")
+    # the compilers after the tokens over the same span for every hand-over of the run: the shortest sampled
+    spans = [x[2] for x in (new_compilers(h) for h in r["handovers"]) if x]
+    span = min(spans) if spans else 0.0
     for h in r["handovers"]:
-        jit = new_compilers(h)
+        jit = new_compilers(h, span) if spans else None
         lines.append(f"- {h['job']}: " + ", ".join(f"{k} {v} s" for k, v in h["timings_s"].items()) + (
-            f"; the new version's JIT compilers: {jit[0]} CPU s before its tokens, {jit[1]} in the 30 s after"
-            if jit else ""))
+            f"; the new version's JIT compilers: {jit[0]} CPU s before its tokens, {jit[1]} in the {span:.0f} s "
+            "after" if jit else ""))
     return "\n".join(lines)
 
 

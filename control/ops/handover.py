@@ -71,9 +71,8 @@ COMPILERS_QUIET_WAIT_S = 60.0
 hand-over waits, once the new version keeps up and before it gets the normal priority back, for the JIT compilers of
 its TaskManagers' JVMs to go quiet (control.runtime.jit), so that their work is done at the lower priority rather than
 beside the answers after the tokens. Not waited for by default: measured (bench.handover --compilers-quiet alternate,
-2 cores, 2026-12-07), the new rendezvous's compilers then used about 40 % less CPU in the 30 s after its tokens, but
-the transition's p99 showed no difference within the machine's noise, and the wait made each hand-over 15-46 s
-longer."""
+2 cores, 2026-12-07), neither the transition's p99 nor the new version's compiler CPU in the 13 s after its tokens
+differed within the machine's noise, and the wait made each hand-over 15-46 s longer."""
 
 KINDS: dict[str, type[HandedOverJob]] = {"external-state": ExternalStateSettings, "rendezvous": RendezvousSettings}
 

@@ -158,5 +158,10 @@ def test_the_new_versions_compiler_cpu_is_split_at_its_tokens():
                      [9, {"pinned-new-0: C1 CompilerThre": 0.1}],
                      [12, {"pinned-new-0: C2 CompilerThre": 0.25}],
                      [45, {"pinned-new-0: C2 CompilerThre": 1.0}]]}  # past the 30 s after the tokens
-    assert new_compilers(h) == (0.4, 0.2)
+    assert new_compilers(h) == (0.4, 0.2, 30.0)
+    assert new_compilers(h, 2.0) == (0.4, 0.2, 2.0)
+    h["threads"] = h["threads"][:-1]  # the samples end 2 s after the tokens: that is all they cover
+    assert new_compilers(h) == (0.4, 0.2, 2.0)
     assert new_compilers({"steps_s": {}, "threads": []}) is None
+    h["threads"] = h["threads"][1:]  # nothing sampled before the hand-over: old and new cannot be told apart
+    assert new_compilers(h) is None

@@ -16,7 +16,7 @@ import pytest
 
 from control import kafka_io
 from control.ops import deploy, handover, jobs, schedules
-from control.runtime import priority
+from control.runtime import jit, pinned, priority
 from schemas.model_card import ModelCard
 from schemas.records import Answer, AugmentedRequest, LifecycleEvent, QuarantineRecord
 from schemas.topics import TopicNames
@@ -96,8 +96,10 @@ def test_the_rendezvous_and_the_external_state_hand_over_to_new_code_under_load_
             job_cleanup.append(ho.job_id)
             done.append(ho)
             assert jobs.job_state(jid, s) == "FINISHED"  # stopped with a savepoint once it had finished its share
-            if quiet_s and priority.can_renice():  # started at a lower priority: read its compilers for 3 s at least
-                assert ho.timings_s["compilers_s"] >= 3.0, ho.timings_s
+            if quiet_s:  # what the wait reads: the compiler threads of the new version's real JVM
+                assert jit.compiler_threads(pinned.pids(s, pinned.of_job(s, ho.job_id))), "no compiler thread read"
+                if priority.can_renice():  # it started at a lower priority, so it waited: 3 s at least
+                    assert ho.timings_s["compilers_s"] >= 3.0, ho.timings_s
             n = len(load.sent)
             wait_for("more requests", lambda: len(load.sent) >= n + 40)
     finally:
