@@ -24,6 +24,8 @@ supervisor also restarts a pinned TaskManager that died while its job runs (`ten
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import subprocess
@@ -45,6 +47,8 @@ ID_PREFIX = "pinned-"
 """`taskmanager.resource-id` of a pinned TaskManager: pinned-<pin>-<i> (how REST readers tell them apart)."""
 
 TERMINAL = ("FINISHED", "CANCELED", "FAILED")
+RUNS_ON = ("CREATED", "INITIALIZING", "RUNNING", "RESTARTING", "FAILING", "RECONCILING")
+"""Job states in which a pinned TaskManager that died is started again (not CANCELLING: the job is ending)."""
 ABANDONED_AFTER_S = 600.0
 """A pin whose submission never recorded a job id (the submitting process died) is retired after this."""
 MAX_RESTARTS, RESTART_WINDOW_S = 5, 600.0
@@ -210,8 +214,29 @@ def retire(s: RuntimeSettings, pin: str, progress: Progress | None = None) -> No
     retire_all(s, [pin], progress)
 
 
+@contextlib.contextmanager
+def _locked(s: RuntimeSettings):
+    """The pins, for this process alone: retiring pins (a test's cleanup, `job cancel`, the hand-over) and the
+    supervisor's restart of a pinned TaskManager (`tend`) run in different processes. Unserialized, a restart racing a
+    retire left a TaskManager running whose pid file the retire had deleted: outside every pin, it took other jobs'
+    slots for the rest of a CI run (and their metrics were on an endpoint nothing listed)."""
+    d = pins_dir(s)
+    d.mkdir(parents=True, exist_ok=True)
+    with open(d / ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def retire_all(s: RuntimeSettings, pins_: list[str], progress: Progress | None = None) -> None:
     """`retire` of several pins; their TaskManagers shut down side by side (each JVM takes seconds to exit)."""
+    with _locked(s):
+        _retire_all(s, pins_, progress)
+
+
+def _retire_all(s: RuntimeSettings, pins_: list[str], progress: Progress | None) -> None:
     alive = []
     for pin in pins_:
         for pid in pids(s, pin):
@@ -288,7 +313,9 @@ def restarts(s: RuntimeSettings, pin: str) -> int:
 
 def tend(s: RuntimeSettings, log) -> None:
     """The supervisor's round: retire the pins of ended jobs, restart a pinned TaskManager that died while its
-    job runs (at most MAX_RESTARTS per pin within RESTART_WINDOW_S); the job then restarts there."""
+    job runs (at most MAX_RESTARTS per pin within RESTART_WINDOW_S); the job then restarts there. Each restart holds
+    the pins' lock (`_locked`) and first checks again that the pin is still there and its job still runs (one
+    cancelled since `reap` looked has its TaskManagers stopped by whoever cancelled it)."""
     reap(s, log)
     for pin in pins(s):
         rec = read(s, pin)
@@ -298,17 +325,26 @@ def tend(s: RuntimeSettings, log) -> None:
             pid = _pid(_pid_file(s, pin, i))
             if pid and pid_alive(pid):
                 continue
-            recent = [t for t in rec.get("restarts", []) if time.time() - t < RESTART_WINDOW_S]
-            if len(recent) >= MAX_RESTARTS:
-                continue
-            log(f"TaskManager {resource_id(pin, i)} of job {rec['job_id']} (pid {pid}) is gone; restarting it")
-            try:
-                new = _start_one(s, pin, i)
-                log(f"restarted TaskManager {resource_id(pin, i)}: pid {new}")
-            except RuntimeStartError as e:
-                log(str(e))
-            rec["restarts"] = recent + [time.time()]
-            _write(s, pin, rec)
+            with _locked(s):
+                rec = read(s, pin)
+                if rec is None:
+                    break  # retired meanwhile
+                state = (_job_states(s) or {}).get(rec["job_id"])
+                if state not in RUNS_ON:
+                    log(f"TaskManager {resource_id(pin, i)} of job {rec['job_id']} is gone, and the job is "
+                        f"{state or 'unknown to the JobManager'}: not restarted")
+                    break
+                recent = [t for t in rec.get("restarts", []) if time.time() - t < RESTART_WINDOW_S]
+                if len(recent) >= MAX_RESTARTS:
+                    continue
+                log(f"TaskManager {resource_id(pin, i)} of job {rec['job_id']} (pid {pid}) is gone; restarting it")
+                try:
+                    new = _start_one(s, pin, i)
+                    log(f"restarted TaskManager {resource_id(pin, i)}: pid {new}")
+                except RuntimeStartError as e:
+                    log(str(e))
+                rec["restarts"] = recent + [time.time()]
+                _write(s, pin, rec)
 
 
 def stop_all(s: RuntimeSettings, progress: Progress | None = None) -> None:
