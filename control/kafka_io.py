@@ -162,7 +162,6 @@ def records_to_end(bootstrap: str, topic: str, timeout: float = 10.0, since_ms: 
             for tp in tps:  # no record that late: nothing to read there
                 c.seek(tp, start[tp].offset if start.get(tp) is not None else end[tp])
         out: list = []
-        after: dict = {}  # the last offset taken per partition: a record handed out twice is kept once
         deadline = time.monotonic() + timeout
         while any(c.position(tp) < end[tp] for tp in tps):
             if time.monotonic() > deadline:
@@ -170,12 +169,8 @@ def records_to_end(bootstrap: str, topic: str, timeout: float = 10.0, since_ms: 
                                    "(is the broker up? `rendezvous status`)")
             for tp, recs in c.poll(timeout_ms=200, max_records=10_000).items():
                 deadline = max(deadline, time.monotonic() + timeout * len(recs) / 10_000)
-                for r in recs:
-                    if r.offset >= end[tp] or r.offset <= after.get(tp, -1):
-                        continue
-                    after[tp] = r.offset
-                    if contains is None or (r.value or b"").find(contains) >= 0:
-                        out.append(r)
+                out += [r for r in recs if r.offset < end[tp] and (contains is None or (r.value or b"").find(
+                    contains) >= 0)]
         return out
     finally:
         c.close()

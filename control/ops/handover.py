@@ -28,7 +28,6 @@ last upgrade came from.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import time
@@ -333,7 +332,7 @@ def _hand_over(job_id: str, code: Path | None, s: RuntimeSettings | None, progre
     fields: dict = {"owner": owner, "group_id": group, "takes_over": True}
     if isinstance(old, RendezvousSettings):
         fields.update(restored=True, taken_over_at_ms=now_ms())
-    new_settings = upgrade.restore_bound(dataclasses.replace(rec, settings=old.model_copy(update=fields)), asked_ms)
+    new_settings = upgrade.restore_bound(old.model_copy(update=fields), rec.target_fields, asked_ms)
     t0 = time.monotonic()
     try:  # `flink run` and the TaskManagers start at this thread's priority (`hand_over`)
         new = deploy.submit_job(new_settings, s, snap, False, rec.execution_mode, parallelism=rec.parallelism,

@@ -56,14 +56,13 @@ class Recorded:
     """The settings the code it goes to knows (`check` reads them there); None: not read (this checkout's)."""
 
 
-def restore_bound(rec: Recorded, asked_ms: int) -> JobSettings:
-    """The settings to start the job with from a savepoint asked for at `asked_ms`: a rendezvous gets that time as its
-    recovery scan's bound (`RendezvousSettings.recover_from_ms`) when the code it goes to knows the setting (code from
-    before it does not, and would refuse it)."""
-    if isinstance(rec.settings, RendezvousSettings) and (rec.target_fields is None
-                                                          or "recover_from_ms" in rec.target_fields):
-        return rec.settings.model_copy(update={"recover_from_ms": asked_ms})
-    return rec.settings
+def restore_bound(settings: JobSettings, target_fields: frozenset[str] | None, asked_ms: int) -> JobSettings:
+    """The settings to start a job with from a savepoint asked for at `asked_ms`: a rendezvous gets that time as its
+    recovery scan's bound (`RendezvousSettings.recover_from_ms`) when the code it goes to knows the setting
+    (`target_fields`, None: this checkout's; code from before it does not, and would refuse it)."""
+    if isinstance(settings, RendezvousSettings) and (target_fields is None or "recover_from_ms" in target_fields):
+        return settings.model_copy(update={"recover_from_ms": asked_ms})
+    return settings
 
 
 def recorded(job_id: str, s: RuntimeSettings) -> Recorded:
@@ -129,12 +128,6 @@ print(json.dumps({"file": mod.__file__, "fields": sorted(cls.model_fields),
 """
 
 
-def code_state_encodings(code: Path, rec: Recorded, s: RuntimeSettings) -> dict | None:
-    """The new code's state encodings for the job's settings class, from the new code itself (a fresh interpreter
-    in `code`, which also validates the job's settings against the new class). ControlError if it cannot."""
-    return probe(code, rec, s)["state"]
-
-
 def probe(code: Path, rec: Recorded, s: RuntimeSettings) -> dict:
     """What the new code in `code` says of the job's settings class, read in a fresh interpreter there (which also
     validates the job's settings against it): `state` (its state encodings), `fields` (the settings it knows), `file`.
@@ -172,7 +165,7 @@ def restart_from_savepoint(rec: Recorded, s: RuntimeSettings, *, parallelism: in
     if progress:
         progress(f"stopping {name} ({rec.job_id}) with a savepoint")
     t0 = time.monotonic()
-    settings = restore_bound(rec, now_ms())  # before the stop: the rendezvous's recovery scan's bound
+    settings = restore_bound(rec.settings, rec.target_fields, now_ms())  # before the stop: the rendezvous's recovery scan's bound
     savepoint = jobs_lib.stop_with_savepoint(rec.job_id, s, progress=progress, retire=False)
     t1 = time.monotonic()
     if progress:

@@ -97,17 +97,18 @@ def test_a_restored_rendezvous_gets_the_savepoints_time_as_its_scans_bound_where
     from jobs.external_state.settings import ExternalStateSettings
     from jobs.rendezvous.settings import RendezvousSettings
 
-    def rec(settings, fields=None):
-        return Recorded(job_id="j", settings=settings, settings_class="x", execution_mode="thread", state={},
-                        code=None, parallelism=1, target_fields=fields)
+    def rec(settings, fields=None):  # what restore_bound takes of a Recorded
+        r = Recorded(job_id="j", settings=settings, settings_class="x", execution_mode="thread", state={},
+                     code=None, parallelism=1, target_fields=fields)
+        return r.settings, r.target_fields
 
     rv = RendezvousSettings()
-    assert restore_bound(rec(rv), 1234).recover_from_ms == 1234  # this checkout's code
-    assert restore_bound(rec(rv, frozenset(RendezvousSettings.model_fields)), 1234).recover_from_ms == 1234
+    assert restore_bound(*rec(rv), 1234).recover_from_ms == 1234  # this checkout's code
+    assert restore_bound(*rec(rv, frozenset(RendezvousSettings.model_fields)), 1234).recover_from_ms == 1234
     older = frozenset(RendezvousSettings.model_fields) - {"recover_from_ms"}
-    assert restore_bound(rec(rv, older), 1234) is rv  # code from before the setting would refuse it
+    assert restore_bound(*rec(rv, older), 1234) is rv  # code from before the setting would refuse it
     es = ExternalStateSettings()
-    assert restore_bound(rec(es), 1234) is es
+    assert restore_bound(*rec(es), 1234) is es
     # unset, it is left out of the job's parameters: code from before it takes the job's settings (a rollback)
     assert "recover_from_ms" not in json.loads(rv.model_dump_json())
-    assert json.loads(restore_bound(rec(rv), 1234).model_dump_json())["recover_from_ms"] == 1234
+    assert json.loads(restore_bound(*rec(rv), 1234).model_dump_json())["recover_from_ms"] == 1234
