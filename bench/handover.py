@@ -213,17 +213,19 @@ def show_timeline(r: dict) -> str:
     return "\n".join(lines)
 
 
-def _hand_over(kind: str, job_id: str, lifecycle_topic: str, starting_nice: int, quiet_s: float, results) -> None:
+def _hand_over(kind: str, job_id: str, lifecycle_topic: str, starting_nice: int, quiet_s: float, hold_s: float,
+               results) -> None:
     try:
         ho = handover.hand_over(job_id, None, RuntimeSettings(), progress=lambda m: print(f"  [{kind}] {m}", flush=True),
                                 lifecycle_topic=lifecycle_topic, starting_nice=starting_nice,
-                                compilers_quiet_timeout_s=quiet_s)
+                                compilers_quiet_timeout_s=quiet_s, hold_compilers_s=hold_s)
         results.put({"job_id": ho.job_id, "upgrade_id": ho.upgrade_id, "timings_s": ho.timings_s})
     except Exception as e:  # noqa: BLE001 - reported by the parent
         results.put({"error": f"{type(e).__name__}: {e}"})
 
 
-def hand_over_apart(kind: str, job_id: str, lifecycle_topic: str, starting_nice: int, quiet_s: float) -> dict:
+def hand_over_apart(kind: str, job_id: str, lifecycle_topic: str, starting_nice: int, quiet_s: float,
+                    hold_s: float) -> dict:
     """`handover.hand_over` in a process of its own, as a user runs `rendezvous upgrade`: the control plane's Python
     (kafka-python readers, JSON) must not hold this process's interpreter lock while the collector stamps when each
     answer arrived."""
@@ -231,7 +233,8 @@ def hand_over_apart(kind: str, job_id: str, lifecycle_topic: str, starting_nice:
 
     ctx = multiprocessing.get_context("spawn")  # not fork: this process runs librdkafka's threads
     results = ctx.Queue()
-    proc = ctx.Process(target=_hand_over, args=(kind, job_id, lifecycle_topic, starting_nice, quiet_s, results))
+    proc = ctx.Process(target=_hand_over, args=(kind, job_id, lifecycle_topic, starting_nice, quiet_s, hold_s,
+                                                       results))
     proc.start()
     while True:
         try:
@@ -287,17 +290,26 @@ def run(a) -> dict:
         order = [(r, k) for r in range(a.rounds) for k in a.jobs]
         for n, (rnd, kind) in enumerate(order, 1):
             t0 = time.time() * 1000
+            rest = a.before if n < len(order) else a.after
+            if kind == NONE:  # the same windows over the load alone: how much p99 moves with no hand-over
+                print(f"round {n}/{len(order)}: no hand-over, {a.idle:.0f} s of load alone")
+                time.sleep(a.idle)
+                out["handovers"].append({"job": NONE, "started_ms": t0, "completed_ms": time.time() * 1000,
+                                         "timings_s": {}})
+                time.sleep(rest)
+                continue
             quiet_s = compilers_quiet_timeout(a.compilers_quiet, rnd)
+            hold_s = by_round(a.hold_jit, rnd, handover.HOLD_COMPILERS_S)
             print(f"hand-over {n}/{len(order)}: the {kind}" + (f" (waiting at most {quiet_s:.0f} s for its JIT "
-                                                                 "compilers)" if quiet_s else " (no JIT wait)"))
-            ho = hand_over_apart(kind, ids[kind], t.lifecycle, a.starting_nice, quiet_s)
+                                                                 "compilers)" if quiet_s else " (no JIT wait)")
+                  + (" (its optimizing compilers held)" if hold_s else " (compilers not held)"))
+            ho = hand_over_apart(kind, ids[kind], t.lifecycle, a.starting_nice, quiet_s, hold_s)
             ids[kind] = ho["job_id"]
             started.append(ho["job_id"])
-            t1 = time.time() * 1000
-            out["handovers"].append({"job": kind, "upgrade_id": ho["upgrade_id"], "started_ms": t0, "completed_ms": t1,
-                                     "compilers_quiet_timeout_s": quiet_s,
+            t1 = time.time() * 1000  # the windows end at its `completed` step (below), not at its return
+            out["handovers"].append({"job": kind, "upgrade_id": ho["upgrade_id"], "started_ms": t0, "returned_ms": t1,
+                                     "compilers_quiet_timeout_s": quiet_s, "hold_compilers_s": hold_s,
                                      "timings_s": {k: round(v, 2) for k, v in ho["timings_s"].items()}})
-            rest = a.before if n < len(order) else a.after
             print(f"{kind} handed over in {(t1 - t0) / 1000:.1f} s; {rest:.0f} s of load")
             time.sleep(rest)
     finally:
@@ -315,27 +327,55 @@ def run(a) -> dict:
     at = {(e.detail.get("upgrade_id"), e.detail.get("step")): e.at_ms for e in events if e.kind == "upgrade"}
     sent, rcv, ans = sender.sent_ms, collector.received_ms, collector.answers
     for h in out["handovers"]:
+        uid = h.get("upgrade_id")
+        if uid:  # when the old version had stopped (the hand-over may go on: its compilers held)
+            h["completed_ms"] = at[uid, "completed"]
+        tokens_ms = at[uid, "transition"] if uid else h["completed_ms"] - NONE_TRANSITION_S * 1000 + 1000
         h["before"] = window(sent, rcv, ans, h["started_ms"] - a.before * 1000, h["started_ms"])
         h["during"] = window(sent, rcv, ans, h["started_ms"], h["completed_ms"])
-        h["transition"] = window(sent, rcv, ans, at[h["upgrade_id"], "transition"] - 1000, h["completed_ms"] + 1000)
-        h["steps_s"] = {step: round((ms - h["started_ms"]) / 1000, 1) for (uid, step), ms in at.items()
-                        if uid == h["upgrade_id"]}
+        h["transition"] = window(sent, rcv, ans, tokens_ms - 1000, h["completed_ms"] + 1000)
+        h["after"] = window(sent, rcv, ans, h["completed_ms"], h["completed_ms"] + AFTER_S * 1000)
+        h["steps_s"] = {step: round((ms - h["started_ms"]) / 1000, 1) for (u, step), ms in at.items() if u == uid}
         h["timeline"] = timeline(sent, rcv, h["started_ms"] - 5000, h["completed_ms"] + 5000, h["started_ms"], ans)
         h["cpu"] = profile.between(h["started_ms"] - 5000, h["completed_ms"] + 5000, h["started_ms"])
         # the threads until 30 s after the tokens at least (new_compilers), as far as the run sampled
-        h["threads"] = profile.between(h["started_ms"] - 5000, max(h["completed_ms"] + 5000, at[h["upgrade_id"],
-                                       "transition"] + JIT_AFTER_S * 1000), h["started_ms"], threads=True)
+        h["threads"] = profile.between(h["started_ms"] - 5000, max(h["completed_ms"] + 5000, tokens_ms
+                                                                   + JIT_AFTER_S * 1000), h["started_ms"], threads=True)
     out.update(sent=len(sent), answered=sum(1 for r in sent if r in rcv), duplicates=collector.duplicates,
                conflicting=collector.conflicting)
     return out
 
 
-def compilers_quiet_timeout(mode: str, round_index: int) -> float:
-    """The hand-over's wait for its JIT compilers in this round: `on` (`COMPILERS_QUIET_WAIT_S`), `off` (as `rendezvous
-    upgrade` by default), or `alternate` (off in the first round, on in the second, ...: both in one run, on the same
-    machine and load)."""
-    on = handover.COMPILERS_QUIET_WAIT_S
+NONE = "none"
+"""A --jobs entry handing nothing over: the same windows over the load alone (the machine's own noise)."""
+NONE_TRANSITION_S = 13.0
+"""The length of a round without a hand-over's 'transition' window (its last seconds; a hand-over's is 11-16 s)."""
+AFTER_S = 20.0
+"""The window after a hand-over (its old version stopped) compared with the baseline: what it left behind (its new
+version's JIT compilers, held until then, among others)."""
+
+
+def by_round(mode: str, round_index: int, on: float) -> float:
+    """An option's value in this round: `on`, `off` (0), or `alternate` (off in the first round, on in the second,
+    ...: both in one run, on the same machine and load)."""
     return {"on": on, "off": 0.0}.get(mode, on if round_index % 2 else 0.0)
+
+
+def compilers_quiet_timeout(mode: str, round_index: int) -> float:
+    """The hand-over's wait for its JIT compilers in this round (`by_round`; on: `COMPILERS_QUIET_WAIT_S`; off is
+    what `rendezvous upgrade` does by default)."""
+    return by_round(mode, round_index, handover.COMPILERS_QUIET_WAIT_S)
+
+
+def variant(h: dict) -> str:
+    """What was tried in this hand-over, for grouping the medians ('' in a run of one kind only)."""
+    parts = []
+    if h.get("compilers_quiet_timeout_s") is not None:
+        wait = h["compilers_quiet_timeout_s"]
+        parts.append(f"JIT wait up to {wait:.0f} s" if wait else "no JIT wait")
+    if h.get("hold_compilers_s") is not None:
+        parts.append("compilers held" if h["hold_compilers_s"] else "compilers not held")
+    return ", ".join(parts)
 
 
 JIT_AFTER_S = 30.0
@@ -372,42 +412,50 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def table(r: dict) -> str:
-    """One row per hand-over (its baseline, the whole hand-over, its transition), then the medians per job."""
+    """One row per hand-over (its baseline, the whole hand-over, its transition, the seconds after), then the medians
+    per job (and per variant tried, when the run alternated: `variant`)."""
     n = len(r["handovers"])
-    lines = [f"Offered {r['rate']:.0f} requests/s on {r['partitions']} partitions; {n} hand-overs, each after "
+    labels = {variant(h) for h in r["handovers"] if h["job"] != NONE}
+
+    def what(h: dict) -> str:
+        if h["job"] == NONE:
+            return "none (load alone)"
+        return h["job"] + (f" ({variant(h)})" if len(labels) > 1 else "")
+
+    lines = [f"Offered {r['rate']:.0f} requests/s on {r['partitions']} partitions; {n} rounds, each after "
              f"{r['before_s']:.0f} s of load (its baseline); the new version started at nice "
              f"{r.get('starting_nice', 0)}" + (f", the thread-mode jobs' TaskManagers with JVM options "
                                                f"{r['pinned_jvm_args']}" if r.get("pinned_jvm_args") else "")
              + f"; {r['sent']} sent, {r['answered']} answered, {r['duplicates']} duplicate "
              f"and {r['conflicting']} conflicting answers.", "",
              f"| hand-over | answers (baseline / whole / transition) | p99 ms: {r['before_s']:.0f} s before | whole "
-             "hand-over | transition | transition / before | whole / before | defaults (baseline / whole / "
-             "transition) |", "|---|---|---|---|---|---|---|---|"]
+             f"hand-over | transition | {AFTER_S:.0f} s after | transition / before | whole / before | after / before "
+             "| defaults (baseline / whole / transition) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for h in r["handovers"]:
-        b, d, t = h["before"], h["during"], h["transition"]
-        lines.append(f"| {h['job']} | {b['answered']}/{b['sent']} / {d['answered']}/{d['sent']} / "
+        b, d, t, af = h["before"], h["during"], h["transition"], h.get("after", {})
+        lines.append(f"| {what(h)} | {b['answered']}/{b['sent']} / {d['answered']}/{d['sent']} / "
                      f"{t['answered']}/{t['sent']} | {b['p99_ms']} | {d['p99_ms']} | {t['p99_ms']} | "
-                     f"{_ratio(t['p99_ms'], b['p99_ms'])} | {_ratio(d['p99_ms'], b['p99_ms'])} | "
+                     f"{af.get('p99_ms', '-')} | {_ratio(t['p99_ms'], b['p99_ms'])} | "
+                     f"{_ratio(d['p99_ms'], b['p99_ms'])} | {_ratio(af.get('p99_ms'), b['p99_ms']) or '-'} | "
                      f"{b['defaults']} / {d['defaults']} / {t['defaults']} |")
     lines.append("")
-    waits = sorted({h.get("compilers_quiet_timeout_s") for h in r["handovers"]}, key=lambda w: w or 0)
-    for job in dict.fromkeys(h["job"] for h in r["handovers"]):
-        for wait in waits:
-            hs = [h for h in r["handovers"] if h["job"] == job and h.get("compilers_quiet_timeout_s") == wait]
-            if not hs:
-                continue
-            what = job + (f" ({'no JIT wait' if not wait else f'JIT wait up to {wait:.0f} s'})" if len(waits) > 1
-                          else "")
-            tr = [x for x in (_ratio(h["transition"]["p99_ms"], h["before"]["p99_ms"]) for h in hs) if x is not None]
-            wh = [x for x in (_ratio(h["during"]["p99_ms"], h["before"]["p99_ms"]) for h in hs) if x is not None]
-            lines.append(f"- {what}, median of {len(hs)}: transition p99 / baseline p99 {statistics.median(tr):.2f}, "
-                         f"whole hand-over p99 / baseline p99 {statistics.median(wh):.2f}" if tr and wh
-                         else f"- {what}: -")
+    for label in dict.fromkeys(what(h) for h in r["handovers"]):
+        hs = [h for h in r["handovers"] if what(h) == label]
+        tr = [x for x in (_ratio(h["transition"]["p99_ms"], h["before"]["p99_ms"]) for h in hs) if x is not None]
+        wh = [x for x in (_ratio(h["during"]["p99_ms"], h["before"]["p99_ms"]) for h in hs) if x is not None]
+        af = [x for x in (_ratio(h.get("after", {}).get("p99_ms"), h["before"]["p99_ms"]) for h in hs)
+              if x is not None]
+        lines.append(f"- {label}, median of {len(hs)}: transition p99 / baseline p99 {statistics.median(tr):.2f}, "
+                     f"whole hand-over p99 / baseline p99 {statistics.median(wh):.2f}"
+                     + (f", {AFTER_S:.0f} s after / baseline {statistics.median(af):.2f}" if af else "")
+                     if tr and wh else f"- {label}: -")
     lines.append("")
     # the compilers after the tokens over the same span for every hand-over of the run: the shortest sampled
     spans = [x[2] for x in (new_compilers(h) for h in r["handovers"]) if x]
     span = min(spans) if spans else 0.0
     for h in r["handovers"]:
+        if h["job"] == NONE:
+            continue
         jit = new_compilers(h, span) if spans else None
         lines.append(f"- {h['job']}: " + ", ".join(f"{k} {v} s" for k, v in h["timings_s"].items()) + (
             f"; the new version's JIT compilers: {jit[0]} CPU s before its tokens, {jit[1]} in the {span:.0f} s "
@@ -422,10 +470,19 @@ def main(argv=None) -> None:
     p.add_argument("--warm-up", type=float, default=60.0,
                    help="seconds of load before the first baseline (fresh JVMs and workers answer late at first)")
     p.add_argument("--before", type=float, default=60.0, help="seconds of load before each hand-over (the baseline)")
-    p.add_argument("--after", type=float, default=20.0)
+    p.add_argument("--after", type=float, default=AFTER_S + 5, help="seconds of load after the last round")
     p.add_argument("--drain", type=float, default=5.0, help="seconds to wait for the last answers")
     p.add_argument("--jobs", nargs="+", default=["rendezvous", "external-state"],
-                   choices=["rendezvous", "external-state"])
+                   choices=["rendezvous", "external-state", NONE],
+                   help=f"what to hand over in each round, in turn ({NONE}: nothing, the same windows over the load "
+                        "alone: the machine's own noise)")
+    p.add_argument("--idle", type=float, default=90.0,
+                   help=f"how long a round of {NONE} lasts (its 'whole hand-over'; its last {NONE_TRANSITION_S:.0f} s: "
+                        "its 'transition')")
+    p.add_argument("--hold-jit", choices=["on", "off", "alternate"], default="on",
+                   help="the new version's optimizing JIT compilers held at the lowest priority through the transition "
+                        f"(on: as by default, at most {handover.HOLD_COMPILERS_S:.0f} s after), or not (off), or "
+                        "alternate by round (off first; an even --rounds)")
     p.add_argument("--rounds", type=int, default=3,
                    help="hand each job over this many times (medians over the rounds; the machine is noisy)")
     p.add_argument("--starting-nice", type=int, default=handover.STARTING_NICE,
@@ -439,8 +496,11 @@ def main(argv=None) -> None:
     p.add_argument("--timeline", action="store_true",
                    help="also print each hand-over's steps and the seconds whose p99 is over twice the baseline's")
     a = p.parse_args(argv)
-    if a.compilers_quiet == "alternate" and a.rounds % 2:
-        p.error(f"--compilers-quiet alternate needs an even --rounds (as many with as without), not {a.rounds}")
+    for opt, mode in (("--compilers-quiet", a.compilers_quiet), ("--hold-jit", a.hold_jit)):
+        if mode == "alternate" and a.rounds % 2:
+            p.error(f"{opt} alternate needs an even --rounds (as many with as without), not {a.rounds}")
+    if a.after < AFTER_S:
+        p.error(f"--after must cover the {AFTER_S:.0f} s after the last hand-over, not {a.after}")
     path = a.out or RuntimeSettings().run_dir / "bench" / "handover.json"
     if not a.table:
         r = run(a)

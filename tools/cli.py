@@ -194,7 +194,11 @@ def job_upgrade(job_id, code) -> None:
 @click.option("--wait-for-jit", "wait_for_jit", type=click.FloatRange(0), default=0.0, show_default=True,
               help="Seconds the new version may stay at its lower priority, once it keeps up, until its JVMs' JIT "
                    "compilers are quiet (README, \"Latency through a hand-over\"); 0: no wait.")
-def upgrade_cmd(kind, code, rollback, job_id, wait_for_jit) -> None:
+@click.option("--hold-jit", "hold_jit", type=click.FloatRange(0), default=None,
+              help="Keep the new version's optimizing JIT compilers at the lowest CPU priority through the transition, "
+                   "then at most this many seconds after the old version stopped until they are quiet; 0: not held "
+                   "[default: 30].")
+def upgrade_cmd(kind, code, rollback, job_id, wait_for_jit, hold_jit) -> None:
     """Hand the running external state or rendezvous over to a new version without stopping the flow: snapshot
     token (a savepoint, the job running on), the new version restored from it and caught up, transition tokens in
     every partition of the input, the old version stopped once it has finished its share. Prints the new job id."""
@@ -203,8 +207,9 @@ def upgrade_cmd(kind, code, rollback, job_id, wait_for_jit) -> None:
     say = lambda m: click.echo(f"  {m}", err=True)  # noqa: E731
     try:
         jid = job_id or handover.running_job(kind, RuntimeSettings())
+        hold = handover.HOLD_COMPILERS_S if hold_jit is None else hold_jit
         click.echo(handover.hand_over(jid, code, progress=say, rollback=rollback,
-                                      compilers_quiet_timeout_s=wait_for_jit).job_id)
+                                      compilers_quiet_timeout_s=wait_for_jit, hold_compilers_s=hold).job_id)
     except ControlError as e:
         _fail(e)
 

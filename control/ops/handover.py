@@ -73,6 +73,13 @@ beside the answers after the tokens. Not waited for by default: measured (bench.
 2 cores, 2026-12-07), neither the transition's p99 nor the new version's compiler CPU in the 13 s after its tokens
 differed within the machine's noise, and the wait made each hand-over 15-46 s longer."""
 
+HOLD_COMPILERS_S = 30.0
+"""For `hand_over(hold_compilers_s=...)` (`rendezvous upgrade --hold-jit S`): the new version's optimizing (C2) JIT
+compiler threads stay at the lowest CPU priority (`RETIRING_NICE`, and its CPU group) from when its TaskManagers get
+the normal priority back, before the tokens, until the old version has stopped and then, at most this long, until
+they are quiet (control.runtime.jit.HeldCompilers): what the new version runs hot for the first time once it owns
+requests (writing answers, firing deadlines) is compiled with CPU the answers do not need. 0: not held."""
+
 KINDS: dict[str, type[HandedOverJob]] = {"external-state": ExternalStateSettings, "rendezvous": RendezvousSettings}
 
 
@@ -274,24 +281,26 @@ def hand_over(job_id: str, code: Path | None = None, s: RuntimeSettings | None =
               progress: Callable[[str], None] | None = None, lifecycle_topic: str = LIFECYCLE,
               registry_topic: str | None = None, catch_up_timeout: float = 300.0, rollback: bool = False,
               starting_nice: int = STARTING_NICE,
-              compilers_quiet_timeout_s: float = 0.0) -> HandOver:
+              compilers_quiet_timeout_s: float = 0.0, hold_compilers_s: float = HOLD_COMPILERS_S) -> HandOver:
     """Hand the running external-state or rendezvous job `job_id` over to a new version from `code` (module doc).
 
     `starting_nice`: when this process may give a priority back (`priority.can_renice`), the thread running the
     hand-over works at this lower CPU priority throughout (its checks, which import the new code, the source bundle),
     and so do `flink run` and the new version's TaskManagers, born in its CPU group (`priority.lowered`); the new
     version's TaskManagers get the normal priority back once it keeps up (and, if `compilers_quiet_timeout_s` > 0, its
-    JIT compilers are quiet, or that many seconds have passed: `COMPILERS_QUIET_WAIT_S`); 0: everything at the
+    JIT compilers are quiet, or that many seconds have passed: `COMPILERS_QUIET_WAIT_S`), except, if
+    `hold_compilers_s` > 0, their optimizing compilers, which stay at the lowest priority until the old version has
+    stopped and then until they are quiet, at most that many seconds (`HOLD_COMPILERS_S`); 0: everything at the
     caller's priority."""
     nice = starting_nice if priority.can_renice() else 0
     with priority.lowered(nice):
         return _hand_over(job_id, code, s, progress, lifecycle_topic, registry_topic, catch_up_timeout, rollback, nice,
-                          compilers_quiet_timeout_s)
+                          compilers_quiet_timeout_s, hold_compilers_s)
 
 
 def _hand_over(job_id: str, code: Path | None, s: RuntimeSettings | None, progress: Callable[[str], None] | None,
                lifecycle_topic: str, registry_topic: str | None, catch_up_timeout: float, rollback: bool,
-               nice: int, compilers_quiet_timeout_s: float = 0.0) -> HandOver:
+               nice: int, compilers_quiet_timeout_s: float = 0.0, hold_compilers_s: float = 0.0) -> HandOver:
     s = s or RuntimeSettings()
     say = progress or (lambda m: None)
     if rollback and code is None:
@@ -315,6 +324,7 @@ def _hand_over(job_id: str, code: Path | None, s: RuntimeSettings | None, progre
             "previous": old.owner_name, "from_code": rec.code, "to_code": jobs_lib.sources_digest(root),
             "code_dir": str(root), "rollback": rollback}
     took: dict[str, float] = {}
+    held: jit.HeldCompilers | None = None
 
     def step(name: str, jid: str | None = None, **detail) -> None:
         deploy._record(s, LifecycleEvent(kind="upgrade", job_id=jid, at_ms=now_ms(),
@@ -358,11 +368,16 @@ def _hand_over(job_id: str, code: Path | None, s: RuntimeSettings | None, progre
                      f"at nice {nice}")
         if nice and pin:
             pinned.renice(s, pin, 0)
+            if hold_compilers_s > 0:
+                held = jit.HeldCompilers(pinned.pids(s, pin), RETIRING_NICE)
+                quiet += f"; its optimizing JIT compilers held at nice {RETIRING_NICE}"
         say(f"snapshot complete: {owner} has caught up ({took['catch_up_s']:.1f} s) and keeps up with "
             f"{', '.join(old.input_topics)} ({took['keep_up_s']:.1f} s){quiet}" + (
                 f"; its TaskManagers back to the normal CPU priority from {nice}" if nice and pin else ""))
         step("snapshot_complete", new)
     except BaseException as e:
+        if held:
+            held.release()
         abandon(new, s)
         try:
             step("failed", new, error=f"{type(e).__name__}: {e}"[:2000])
@@ -372,29 +387,38 @@ def _hand_over(job_id: str, code: Path | None, s: RuntimeSettings | None, progre
             raise
         raise ControlError(f"{e}\nThe new version was cancelled; {old.owner_name} (job {job_id}) runs on, "
                            "untouched: nothing was handed over") from e
-    tokens = write_tokens(s, topics, hid, owner, old.owner_name, registry)
-    landed = {f"{t}:{p.partition}": p.offset for t, ps in tokens.items() for p in ps}
-    say("transition tokens written: " + ", ".join(f"{k} at offset {o}" for k, o in landed.items()))
-    step("transition", new, tokens=landed)
-    t0 = time.monotonic()
     try:
-        wait_committed(job_id, s, old.group_id, {(t, p.partition): p.offset + 1 for t, ps in tokens.items()
-                                                 for p in ps}, catch_up_timeout, f"{old.owner_name} passing its tokens")
-    except ControlError as e:
-        step("failed", new, error=str(e)[:2000])
-        raise ControlError(f"{e}\n{owner} (job {new}) owns every record after the tokens and runs on; {old.owner_name} "
-                           f"(job {job_id}) has not passed them all yet. Once it has (`rendezvous job list`, its "
-                           f"consumer group's offsets), stop it: `rendezvous job stop {job_id}`") from e
-    took["old_passed_s"] = time.monotonic() - t0
-    if isinstance(old, RendezvousSettings):
-        drain_ms = longest_deadline_ms(s, old) + 1_000
-        say(f"{old.owner_name} passed the tokens; its last mailboxes close within {drain_ms} ms")
-        time.sleep(drain_ms / 1000)
-        took["drain_s"] = drain_ms / 1000
-    old_pin = pinned.of_job(s, job_id)
-    if old_pin:
-        pinned.renice(s, old_pin, RETIRING_NICE)
-    old_sp = jobs_lib.stop_with_savepoint(job_id, s, retire=True)
-    say(f"{old.owner_name} (job {job_id}) stopped with savepoint {old_sp}; {owner} (job {new}) answers alone")
-    step("completed", new, old_savepoint=old_sp, timings_s={k: round(v, 3) for k, v in took.items()})
+        tokens = write_tokens(s, topics, hid, owner, old.owner_name, registry)
+        landed = {f"{t}:{p.partition}": p.offset for t, ps in tokens.items() for p in ps}
+        say("transition tokens written: " + ", ".join(f"{k} at offset {o}" for k, o in landed.items()))
+        step("transition", new, tokens=landed)
+        t0 = time.monotonic()
+        try:
+            past = {(t, p.partition): p.offset + 1 for t, ps in tokens.items() for p in ps}
+            wait_committed(job_id, s, old.group_id, past, catch_up_timeout, f"{old.owner_name} passing its tokens")
+        except ControlError as e:
+            step("failed", new, error=str(e)[:2000])
+            raise ControlError(f"{e}\n{owner} (job {new}) owns every record after the tokens and runs on; "
+                               f"{old.owner_name} (job {job_id}) has not passed them all yet. Once it has "
+                               "(`rendezvous job list`, its consumer group's offsets), stop it: "
+                               f"`rendezvous job stop {job_id}`") from e
+        took["old_passed_s"] = time.monotonic() - t0
+        if isinstance(old, RendezvousSettings):
+            drain_ms = longest_deadline_ms(s, old) + 1_000
+            say(f"{old.owner_name} passed the tokens; its last mailboxes close within {drain_ms} ms")
+            time.sleep(drain_ms / 1000)
+            took["drain_s"] = drain_ms / 1000
+        old_pin = pinned.of_job(s, job_id)
+        if old_pin:
+            pinned.renice(s, old_pin, RETIRING_NICE)
+        old_sp = jobs_lib.stop_with_savepoint(job_id, s, retire=True)
+        say(f"{old.owner_name} (job {job_id}) stopped with savepoint {old_sp}; {owner} (job {new}) answers alone")
+        step("completed", new, old_savepoint=old_sp, timings_s={k: round(v, 3) for k, v in took.items()})
+        if held:  # what is left to compile, with the CPU the old version no longer uses
+            took["compilers_held_s"], calm = jit.wait_quiet(pinned.pids(s, pin), hold_compilers_s, progress=say)
+            say(f"{owner}'s optimizing JIT compilers {'quiet' if calm else 'still busy'} "
+                f"{took['compilers_held_s']:.1f} s after; back to the normal CPU priority")
+    finally:
+        if held:
+            held.release()
     return HandOver(kind, hid, job_id, new, owner, old.owner_name, snap, tokens, old_sp, took)

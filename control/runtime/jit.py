@@ -84,3 +84,85 @@ def wait_quiet(pids: list[int], timeout_s: float, below: float = 0.05, for_s: fl
         if now - t0 >= timeout_s:
             return now - t0, False
         sleep(1.0)
+
+
+C2_THREAD = "C2 CompilerThre"
+"""HotSpot's optimizing compiler's threads (C1's, the quick compiler's, are "C1 CompilerThre")."""
+
+
+def compiler_tids(pids: Iterable[int], kind: str = C2_THREAD, proc: Path = Path("/proc")) -> list[int]:
+    """The thread ids of these processes' compiler threads of one kind (by their name's start)."""
+    out = []
+    for pid in pids:
+        try:
+            tasks = list((proc / str(pid) / "task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                if (task / "comm").read_text().startswith(kind):
+                    out.append(int(task.name))
+            except (OSError, ValueError):
+                continue  # ended while read
+    return out
+
+
+class HeldCompilers:
+    """The optimizing (C2) compiler threads of a new version's JVMs at a low CPU priority while it takes over: they
+    then compile with the CPU nothing else wants, instead of beside the answers (the transition's slow seconds had
+    a new version's C2 thread using 0.2-0.44 CPU s per second: bench.handover --timeline). Its quick compiler (C1)
+    keeps the normal priority, so the code it runs hot is compiled at once, if less well.
+
+    Each second until `release`, every C2 thread of `pids` gets `nice` and, where this process may place threads in
+    CPU groups, the group of that nice (control.runtime.priority): HotSpot starts and ends compiler threads as it
+    needs them, so the set is read again each time. `release` gives them the normal priority back (which needs root:
+    `priority.can_renice`)."""
+
+    def __init__(self, pids: list[int], nice: int, kind: str = C2_THREAD,
+                 apply: Callable[[int, int], None] | None = None, tids: Callable[[list[int]], list[int]] | None = None):
+        import threading
+
+        self.pids, self.nice, self.kind = pids, nice, kind
+        self._apply = apply or _set_thread
+        self._tids = tids or (lambda p: compiler_tids(p, kind))
+        self.held: set[int] = set()
+        self._halt = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="held-compilers")
+        self._hold()
+        self._thread.start()
+
+    def _hold(self) -> None:
+        with self._lock:
+            if self._halt.is_set():
+                return
+            for tid in self._tids(self.pids):
+                if tid not in self.held:
+                    self._apply(tid, self.nice)
+                    self.held.add(tid)
+
+    def _run(self) -> None:
+        while not self._halt.wait(1.0):
+            self._hold()
+
+    def release(self) -> int:
+        """Give the held threads still alive the normal priority back; how many were held in all."""
+        with self._lock:
+            self._halt.set()
+            for tid in self._tids(self.pids):
+                self._apply(tid, 0)
+        self._thread.join(5)
+        return len(self.held)
+
+
+def _set_thread(tid: int, nice: int) -> None:
+    from control.runtime import priority
+
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, nice)
+    except OSError:
+        return  # ended meanwhile
+    if nice > 0 and priority.in_root_group(tid):
+        priority.join(tid, nice, "tasks")
+    elif nice <= 0 and priority.in_our_group(tid, "tasks"):
+        priority.join(tid, 0, "tasks")

@@ -91,9 +91,10 @@ def in_root_group(id_: int, what: str = "tasks") -> bool:
     return cpu_groups() and id_ in _ids(CPU_CGROUPS / what)
 
 
-def in_our_group(pid: int) -> bool:
-    """Whether the process is in one of the groups `join` makes."""
-    return any(pid in _ids(g / "cgroup.procs") for g in CPU_CGROUPS.glob(f"{GROUP_PREFIX}*"))
+def in_our_group(id_: int, what: str = "cgroup.procs") -> bool:
+    """Whether the process (or, `what` = "tasks", the thread; a process is in a group when any of its threads is) is
+    in one of the groups `join` makes."""
+    return any(id_ in _ids(g / what) for g in CPU_CGROUPS.glob(f"{GROUP_PREFIX}*"))
 
 
 def join(id_: int, nice: int, what: str = "cgroup.procs") -> bool:

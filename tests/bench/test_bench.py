@@ -124,6 +124,30 @@ def test_the_handover_bench_alternates_the_jit_wait_by_round_and_gives_each_its_
     assert "- rendezvous, median of 2: transition p99 / baseline p99 1.10" in table(r)
 
 
+def test_the_handover_bench_alternates_held_compilers_and_shows_rounds_without_a_hand_over():
+    from bench.handover import NONE, by_round, table
+    from control.ops.handover import HOLD_COMPILERS_S as ON
+
+    assert [by_round("alternate", r, ON) for r in range(4)] == [0.0, ON, 0.0, ON]
+    assert {by_round("on", r, ON) for r in range(2)} == {ON} and {by_round("off", r, ON) for r in range(2)} == {0.0}
+    mk = lambda p99: {"sent": 10, "answered": 10, "p50_ms": 1.0, "p99_ms": p99, "max_ms": p99, "defaults": 0}
+
+    def ho(job, hold, trans, after):
+        return {"job": job, "compilers_quiet_timeout_s": 0.0, "hold_compilers_s": hold, "before": mk(100),
+                "during": mk(150), "transition": mk(trans), "after": mk(after), "timings_s": {}}
+
+    r = {"rate": 10, "partitions": 2, "before_s": 60, "starting_nice": 10, "sent": 100, "answered": 100,
+         "duplicates": 0, "conflicting": 0,
+         "handovers": [ho("rendezvous", 0.0, 300, 100), ho("rendezvous", ON, 120, 130),
+                       {**ho(NONE, 0.0, 105, 95), "compilers_quiet_timeout_s": None, "hold_compilers_s": None}]}
+    out = table(r)
+    assert "- rendezvous (no JIT wait, compilers not held), median of 1: transition p99 / baseline p99 3.00" in out
+    assert "- rendezvous (no JIT wait, compilers held), median of 1: transition p99 / baseline p99 1.20, whole " \
+           "hand-over p99 / baseline p99 1.50, 20 s after / baseline 1.30" in out
+    assert "- none (load alone), median of 1: transition p99 / baseline p99 1.05" in out
+    assert "| none (load alone) | 10/10 / 10/10 / 10/10 | 100 | 150 | 105 | 95 | 1.05 | 1.5 | 0.95 |" in out
+
+
 def test_the_cpu_profile_tells_the_processes_of_a_hand_over_apart():
     from bench.handover import role
 

@@ -101,3 +101,62 @@ def test_progress_every_ten_seconds():
     said: list[str] = []
     run([0.3], timeout=25, progress=said.append)
     assert len(said) == 2 and "0.30 CPU s per second" in said[0]
+
+
+def test_the_optimizing_compilers_threads_are_found_by_name(tmp_path):
+    fake_proc(tmp_path, {10: {10: ("java", 1, 1), 11: ("C2 CompilerThre", 1, 1), 12: ("C1 CompilerThre", 1, 1)},
+                         20: {21: ("C2 CompilerThre", 1, 1)}})
+    assert sorted(jit.compiler_tids([10, 20, 99], proc=tmp_path)) == [11, 21]
+    assert jit.compiler_tids([10], kind="C1", proc=tmp_path) == [12]
+
+
+def test_held_compilers_are_lowered_as_they_appear_and_given_back_once():
+    threads = [[11]]
+    calls = []
+    held = jit.HeldCompilers([10], 19, apply=lambda tid, nice: calls.append((tid, nice)),
+                             tids=lambda pids: threads[0])
+    assert calls == [(11, 19)]  # at once, not a second later
+    threads[0] = [11, 12]  # HotSpot started another
+    held._hold()
+    assert calls == [(11, 19), (12, 19)]  # each thread lowered once
+    threads[0] = [12]  # and ended one
+    assert held.release() == 2
+    assert calls[2:] == [(12, 0)]
+    held._hold()  # a round after the release changes nothing
+    assert calls[2:] == [(12, 0)]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux /proc")
+def test_a_real_thread_named_as_a_c2_compiler_is_lowered_and_given_back():
+    import threading
+
+    from control.runtime import priority
+
+    ready, done = threading.Event(), threading.Event()
+    tid = []
+
+    def compiler():
+        tid.append(threading.get_native_id())
+        with open(f"/proc/self/task/{tid[0]}/comm", "w") as f:
+            f.write("C2 CompilerThread0")  # as HotSpot names it (cut to 15 characters)
+        ready.set()
+        done.wait(30)
+
+    t = threading.Thread(target=compiler, daemon=True)
+    t.start()
+    assert ready.wait(10)
+    try:
+        assert jit.compiler_tids([os.getpid()]) == tid
+        held = jit.HeldCompilers([os.getpid()], 19)
+        assert os.getpriority(os.PRIO_PROCESS, tid[0]) == 19
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == 0  # only that thread
+        if priority.cpu_groups():
+            assert priority.in_our_group(tid[0], "tasks") and not priority.in_our_group(threading.get_native_id(),
+                                                                                         "tasks")
+        held.release()
+        if priority.can_renice():
+            assert os.getpriority(os.PRIO_PROCESS, tid[0]) == 0
+            assert not priority.in_our_group(tid[0], "tasks")
+    finally:
+        done.set()
+        t.join(10)

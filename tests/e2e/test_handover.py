@@ -11,6 +11,8 @@ before, during and after each hand-over, and how long each step took."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -91,8 +93,11 @@ def test_the_rendezvous_and_the_external_state_hand_over_to_new_code_under_load_
             jid = jid or done[0].job_id
             # the first waits for the new version's JIT compilers, briefly: it reads the real TaskManager's threads
             quiet_s = 0.0 if done else 5.0
+            # the second holds its new version's optimizing compilers at the lowest priority, 5 s at most after
+            hold_s = 5.0 if len(done) == 1 else 0.0
             ho = handover.hand_over(jid, code, s, progress=lambda m, n=name: print(f"[{n}] {m}"),
-                                    lifecycle_topic=t.lifecycle, rollback=rollback, compilers_quiet_timeout_s=quiet_s)
+                                    lifecycle_topic=t.lifecycle, rollback=rollback, compilers_quiet_timeout_s=quiet_s,
+                                    hold_compilers_s=hold_s)
             job_cleanup.append(ho.job_id)
             done.append(ho)
             assert jobs.job_state(jid, s) == "FINISHED"  # stopped with a savepoint once it had finished its share
@@ -100,6 +105,11 @@ def test_the_rendezvous_and_the_external_state_hand_over_to_new_code_under_load_
                 assert jit.compiler_threads(pinned.pids(s, pinned.of_job(s, ho.job_id))), "no compiler thread read"
                 if priority.can_renice():  # it started at a lower priority, so it waited: 3 s at least
                     assert ho.timings_s["compilers_s"] >= 3.0, ho.timings_s
+            if hold_s and priority.can_renice():  # held through the transition, then given back
+                assert 0 < ho.timings_s["compilers_held_s"] <= hold_s + 2, ho.timings_s
+                c2 = jit.compiler_tids(pinned.pids(s, pinned.of_job(s, ho.job_id)))
+                assert c2 and {os.getpriority(os.PRIO_PROCESS, tid) for tid in c2} == {0}, c2
+                assert not any(priority.in_our_group(tid, "tasks") for tid in c2), "a compiler thread left in a group"
             n = len(load.sent)
             wait_for("more requests", lambda: len(load.sent) >= n + 40)
     finally:

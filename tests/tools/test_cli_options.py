@@ -18,12 +18,15 @@ def test_the_upgrade_passes_its_jit_wait_to_the_hand_over(monkeypatch):
     class Done:
         job_id = "new-job"
 
-    def hand_over(job_id, code, progress=None, rollback=False, compilers_quiet_timeout_s=0.0):
-        got.update(job_id=job_id, wait=compilers_quiet_timeout_s)
+    def hand_over(job_id, code, progress=None, rollback=False, compilers_quiet_timeout_s=0.0, hold_compilers_s=0.0):
+        got.update(job_id=job_id, wait=compilers_quiet_timeout_s, hold=hold_compilers_s)
         return Done()
 
     monkeypatch.setattr(handover, "hand_over", hand_over)
     res = CliRunner().invoke(main, ["upgrade", "rendezvous", "--job", "old-job", "--wait-for-jit", "30"])
-    assert res.exit_code == 0 and res.output.strip() == "new-job" and got == {"job_id": "old-job", "wait": 30.0}
+    assert res.exit_code == 0 and res.output.strip() == "new-job" and got["job_id"] == "old-job" and got["wait"] == 30.0
     res = CliRunner().invoke(main, ["upgrade", "rendezvous", "--job", "old-job"])
     assert res.exit_code == 0 and got["wait"] == 0.0  # no wait unless asked
+    assert got["hold"] == handover.HOLD_COMPILERS_S > 0  # the compilers held by default
+    res = CliRunner().invoke(main, ["upgrade", "rendezvous", "--job", "old-job", "--hold-jit", "0"])
+    assert res.exit_code == 0 and got["hold"] == 0.0
