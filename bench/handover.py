@@ -296,7 +296,7 @@ def run(a) -> dict:
                 time.sleep(a.idle)
                 out["handovers"].append({"job": NONE, "started_ms": t0, "completed_ms": time.time() * 1000,
                                          "timings_s": {}})
-                time.sleep(rest)
+                time.sleep(rest + AFTER_S)
                 continue
             quiet_s = compilers_quiet_timeout(a.compilers_quiet, rnd)
             hold_s = by_round(a.hold_jit, rnd, handover.HOLD_COMPILERS_S)
@@ -308,8 +308,12 @@ def run(a) -> dict:
             started.append(ho["job_id"])
             t1 = time.time() * 1000  # the windows end at its `completed` step (below), not at its return
             out["handovers"].append({"job": kind, "upgrade_id": ho["upgrade_id"], "started_ms": t0, "returned_ms": t1,
-                                     "compilers_quiet_timeout_s": quiet_s, "hold_compilers_s": hold_s,
+                                     "compilers_quiet_timeout_s": quiet_s,
+                                     # what was done, not asked: nothing is held where the priority cannot be given back
+                                     "hold_compilers_s": hold_s if "compilers_held_s" in ho["timings_s"] else 0.0,
                                      "timings_s": {k: round(v, 2) for k, v in ho["timings_s"].items()}})
+            # its window after (`AFTER_S` from its old version's stop) must not be in the next baseline
+            rest += max(0.0, AFTER_S - ho["timings_s"].get("compilers_held_s", 0.0))
             print(f"{kind} handed over in {(t1 - t0) / 1000:.1f} s; {rest:.0f} s of load")
             time.sleep(rest)
     finally:
@@ -349,7 +353,8 @@ def run(a) -> dict:
 NONE = "none"
 """A --jobs entry handing nothing over: the same windows over the load alone (the machine's own noise)."""
 NONE_TRANSITION_S = 13.0
-"""The length of a round without a hand-over's 'transition' window (its last seconds; a hand-over's is 11-16 s)."""
+"""The seconds at the end of a round without a hand-over taken as its 'transition' (with the 1 s after it, as a
+hand-over's: 14 s; a hand-over's is 11-16 s)."""
 AFTER_S = 20.0
 """The window after a hand-over (its old version stopped) compared with the baseline: what it left behind (its new
 version's JIT compilers, held until then, among others)."""

@@ -184,6 +184,18 @@ def job_upgrade(job_id, code) -> None:
         _fail(e)
 
 
+def _exit_on_signals() -> None:
+    """SIGTERM and SIGHUP end this process as Ctrl-C does, through its `finally` blocks (by default they end it at
+    once: a hand-over would leave its new version running quiescent, or its JIT compilers at the lowest priority)."""
+    import signal
+
+    def leave(signum, frame):
+        raise SystemExit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, leave)
+
+
 @main.command("upgrade")
 @click.argument("kind", type=click.Choice(["external-state", "rendezvous"]))
 @click.option("--code", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
@@ -197,7 +209,7 @@ def job_upgrade(job_id, code) -> None:
 @click.option("--hold-jit", "hold_jit", type=click.FloatRange(0), default=None,
               help="Keep the new version's optimizing JIT compilers at the lowest CPU priority through the transition, "
                    "then at most this many seconds after the old version stopped until they are quiet; 0: not held "
-                   "[default: 30].")
+                   "[default: control.ops.handover.HOLD_COMPILERS_S].")
 def upgrade_cmd(kind, code, rollback, job_id, wait_for_jit, hold_jit) -> None:
     """Hand the running external state or rendezvous over to a new version without stopping the flow: snapshot
     token (a savepoint, the job running on), the new version restored from it and caught up, transition tokens in
@@ -205,6 +217,7 @@ def upgrade_cmd(kind, code, rollback, job_id, wait_for_jit, hold_jit) -> None:
     from control.ops import handover
 
     say = lambda m: click.echo(f"  {m}", err=True)  # noqa: E731
+    _exit_on_signals()  # a kill or a closed terminal unwinds the hand-over (the new version cancelled, or given back)
     try:
         jid = job_id or handover.running_job(kind, RuntimeSettings())
         hold = handover.HOLD_COMPILERS_S if hold_jit is None else hold_jit

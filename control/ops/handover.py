@@ -325,11 +325,15 @@ def _hand_over(job_id: str, code: Path | None, s: RuntimeSettings | None, progre
             "code_dir": str(root), "rollback": rollback}
     took: dict[str, float] = {}
     held: jit.HeldCompilers | None = None
+    completed = False
 
     def step(name: str, jid: str | None = None, **detail) -> None:
         deploy._record(s, LifecycleEvent(kind="upgrade", job_id=jid, at_ms=now_ms(),
                                          detail={**base, "step": name, **detail}), lifecycle_topic)
 
+    old_pin = pinned.of_job(s, job_id)
+    if nice and old_pin:  # a hand-over to it interrupted while its compilers were held left them at the lowest priority
+        pinned.renice(s, old_pin, 0)
     say(f"state check passed ({', '.join(sorted(rec.state or {})) or 'no state'}); {old.owner_name} -> {owner}")
     step("started", job_id)
     t0 = time.monotonic()
@@ -408,17 +412,22 @@ def _hand_over(job_id: str, code: Path | None, s: RuntimeSettings | None, progre
             say(f"{old.owner_name} passed the tokens; its last mailboxes close within {drain_ms} ms")
             time.sleep(drain_ms / 1000)
             took["drain_s"] = drain_ms / 1000
-        old_pin = pinned.of_job(s, job_id)
         if old_pin:
             pinned.renice(s, old_pin, RETIRING_NICE)
         old_sp = jobs_lib.stop_with_savepoint(job_id, s, retire=True)
         say(f"{old.owner_name} (job {job_id}) stopped with savepoint {old_sp}; {owner} (job {new}) answers alone")
         step("completed", new, old_savepoint=old_sp, timings_s={k: round(v, 3) for k, v in took.items()})
-        if held:  # what is left to compile, with the CPU the old version no longer uses
-            took["compilers_held_s"], calm = jit.wait_quiet(pinned.pids(s, pin), hold_compilers_s, progress=say)
-            say(f"{owner}'s optimizing JIT compilers {'quiet' if calm else 'still busy'} "
-                f"{took['compilers_held_s']:.1f} s after; back to the normal CPU priority")
+        completed = True
     finally:
-        if held:
+        if held and not completed:  # failed, or interrupted, before the end
+            held.release()
+    if held:  # what is left to compile, with the CPU the old version no longer uses
+        try:
+            took["compilers_held_s"], calm = jit.wait_quiet(pinned.pids(s, pin), hold_compilers_s, progress=say)
+            say(f"{owner}'s JIT compilers {'quiet' if calm else 'still busy'} {took['compilers_held_s']:.1f} s after; "
+                "its optimizing ones back to the normal CPU priority")
+        except (Exception, KeyboardInterrupt):  # noqa: BLE001 - Ctrl-C, or the broker: the hand-over is complete
+            pass
+        finally:
             held.release()
     return HandOver(kind, hid, job_id, new, owner, old.owner_name, snap, tokens, old_sp, took)

@@ -115,16 +115,21 @@ class HeldCompilers:
 
     Each second until `release`, every C2 thread of `pids` gets `nice` and, where this process may place threads in
     CPU groups, the group of that nice (control.runtime.priority): HotSpot starts and ends compiler threads as it
-    needs them, so the set is read again each time. `release` gives them the normal priority back (which needs root:
-    `priority.can_renice`)."""
+    needs them, so the set is read again each time. `release` gives every thread of `pids` the normal priority back
+    and takes them out of the groups (a thread a held one started inherited its priority and group, whatever its
+    kind); that needs root (`priority.can_renice`)."""
 
     def __init__(self, pids: list[int], nice: int, kind: str = C2_THREAD,
-                 apply: Callable[[int, int], None] | None = None, tids: Callable[[list[int]], list[int]] | None = None):
+                 apply: Callable[[int, int], None] | None = None, tids: Callable[[list[int]], list[int]] | None = None,
+                 give_back: Callable[[int], object] | None = None):
         import threading
+
+        from control.runtime import priority
 
         self.pids, self.nice, self.kind = pids, nice, kind
         self._apply = apply or _set_thread
         self._tids = tids or (lambda p: compiler_tids(p, kind))
+        self._give_back = give_back or (lambda pid: priority.set_process(pid, 0))
         self.held: set[int] = set()
         self._halt = threading.Event()
         self._lock = threading.Lock()
@@ -146,11 +151,13 @@ class HeldCompilers:
             self._hold()
 
     def release(self) -> int:
-        """Give the held threads still alive the normal priority back; how many were held in all."""
+        """Give every thread of the processes the normal priority back, out of the groups; how many compiler
+        threads were held in all. Once only: a second call does nothing."""
         with self._lock:
-            self._halt.set()
-            for tid in self._tids(self.pids):
-                self._apply(tid, 0)
+            if not self._halt.is_set():
+                self._halt.set()
+                for pid in self.pids:
+                    self._give_back(pid)
         self._thread.join(5)
         return len(self.held)
 
@@ -162,7 +169,5 @@ def _set_thread(tid: int, nice: int) -> None:
         os.setpriority(os.PRIO_PROCESS, tid, nice)
     except OSError:
         return  # ended meanwhile
-    if nice > 0 and priority.in_root_group(tid):
+    if priority.in_root_group(tid):
         priority.join(tid, nice, "tasks")
-    elif nice <= 0 and priority.in_our_group(tid, "tasks"):
-        priority.join(tid, 0, "tasks")

@@ -113,17 +113,18 @@ def test_the_optimizing_compilers_threads_are_found_by_name(tmp_path):
 def test_held_compilers_are_lowered_as_they_appear_and_given_back_once():
     threads = [[11]]
     calls = []
-    held = jit.HeldCompilers([10], 19, apply=lambda tid, nice: calls.append((tid, nice)),
-                             tids=lambda pids: threads[0])
+    held = jit.HeldCompilers([10, 20], 19, apply=lambda tid, nice: calls.append((tid, nice)),
+                             tids=lambda pids: threads[0], give_back=lambda pid: calls.append(("process", pid)))
     assert calls == [(11, 19)]  # at once, not a second later
     threads[0] = [11, 12]  # HotSpot started another
     held._hold()
     assert calls == [(11, 19), (12, 19)]  # each thread lowered once
     threads[0] = [12]  # and ended one
     assert held.release() == 2
-    assert calls[2:] == [(12, 0)]
-    held._hold()  # a round after the release changes nothing
-    assert calls[2:] == [(12, 0)]
+    assert calls[2:] == [("process", 10), ("process", 20)]  # every thread given back (what the held ones started)
+    held._hold()  # a round after the release changes nothing, nor does a second release
+    held.release()
+    assert calls[2:] == [("process", 10), ("process", 20)]
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux /proc")
@@ -147,14 +148,16 @@ def test_a_real_thread_named_as_a_c2_compiler_is_lowered_and_given_back():
     assert ready.wait(10)
     try:
         assert jit.compiler_tids([os.getpid()]) == tid
+        me = threading.get_native_id()
+        was = os.getpriority(os.PRIO_PROCESS, me)
+        movable = priority.in_root_group(tid[0])  # placed in a group only from the root group
         held = jit.HeldCompilers([os.getpid()], 19)
         assert os.getpriority(os.PRIO_PROCESS, tid[0]) == 19
-        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == 0  # only that thread
-        if priority.cpu_groups():
-            assert priority.in_our_group(tid[0], "tasks") and not priority.in_our_group(threading.get_native_id(),
-                                                                                         "tasks")
+        assert os.getpriority(os.PRIO_PROCESS, me) == was  # only that thread
+        if movable:
+            assert priority.in_our_group(tid[0], "tasks") and not priority.in_our_group(me, "tasks")
         held.release()
-        if priority.can_renice():
+        if priority.can_renice() and was == 0:
             assert os.getpriority(os.PRIO_PROCESS, tid[0]) == 0
             assert not priority.in_our_group(tid[0], "tasks")
     finally:

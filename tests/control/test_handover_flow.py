@@ -1,0 +1,122 @@
+"""control.ops.handover's steps without a cluster (every call to Flink and Kafka replaced): when the new version's
+held JIT compilers are given back, whatever happens (the real protocol: tests/e2e/test_handover.py)."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from control.errors import ControlError
+from control.ops import handover
+from jobs.common.entry import SETTINGS
+from jobs.external_state.settings import ExternalStateSettings
+
+
+class FakeHeld:
+    made: list["FakeHeld"] = []
+
+    def __init__(self, pids, nice):
+        self.pids, self.nice, self.released = pids, nice, 0
+        FakeHeld.made.append(self)
+
+    def release(self):
+        self.released += 1
+        return 1
+
+
+@pytest.fixture
+def flow(monkeypatch, tmp_path):
+    """A hand-over of an external state whose every outside call succeeds; returns what it recorded."""
+    from control.ops import deploy, upgrade
+    from control.ops import jobs as jobs_lib
+    from control.runtime import jit, pinned
+
+    FakeHeld.made = []
+    seen = {"steps": [], "renice": []}
+    old = ExternalStateSettings()
+    rec = SimpleNamespace(settings=old, code="c0de", target_fields=set(ExternalStateSettings.model_fields),
+                          execution_mode="thread", parallelism=1, state={})
+    monkeypatch.setattr(upgrade, "check", lambda job_id, code, s: rec)
+    monkeypatch.setattr(jobs_lib, "job_parameters", lambda job_id, s: {SETTINGS: json.dumps({"takes_over": True})})
+    monkeypatch.setattr(jobs_lib, "check_code", lambda s, entry, code: tmp_path)
+    monkeypatch.setattr(jobs_lib, "sources_digest", lambda root: "n3w")
+    monkeypatch.setattr(jobs_lib, "wait_running", lambda jid, s: None)
+    monkeypatch.setattr(jobs_lib, "stop_with_savepoint", lambda jid, s, retire: "file:///sp-old")
+    monkeypatch.setattr(handover, "savepoint", lambda jid, s: "file:///sp")
+    monkeypatch.setattr(handover, "end_offsets", lambda s, topics: {("requests", 0): 5})
+    monkeypatch.setattr(deploy, "submit_job", lambda *a, **k: "new-job")
+    monkeypatch.setattr(deploy, "_record", lambda s, e, topic: seen["steps"].append(e.detail["step"]))
+    monkeypatch.setattr(handover, "wait_committed", lambda *a, **k: 0.1)
+    monkeypatch.setattr(handover, "keep_up", lambda *a, **k: 0.1)
+    monkeypatch.setattr(handover, "write_tokens", lambda *a, **k: {"requests": [SimpleNamespace(partition=0, offset=7)]})
+    monkeypatch.setattr(handover, "abandon", lambda jid, s: seen.setdefault("abandoned", jid))
+    monkeypatch.setattr(pinned, "of_job", lambda s, jid: {"old-job": "pin-old", "new-job": "pin-new"}[jid])
+    monkeypatch.setattr(pinned, "pids", lambda s, pin: [{"pin-old": 100, "pin-new": 200}[pin]])
+    monkeypatch.setattr(pinned, "renice", lambda s, pin, nice: seen["renice"].append((pin, nice)))
+    monkeypatch.setattr(jit, "HeldCompilers", FakeHeld)
+    monkeypatch.setattr(jit, "wait_quiet", lambda pids, timeout, progress=None: (2.0, True))
+
+    def run(**kw):
+        return handover._hand_over("old-job", None, None, None, "lifecycle", None, 10.0, False, 10, **kw)
+
+    seen["run"] = run
+    return seen
+
+
+def test_held_compilers_are_given_back_once_after_the_old_version_stopped(flow):
+    ho = flow["run"](hold_compilers_s=30.0)
+    assert flow["steps"] == ["started", "snapshot", "quiescent", "snapshot_complete", "transition", "completed"]
+    [held] = FakeHeld.made
+    assert held.pids == [200] and held.nice == handover.RETIRING_NICE and held.released == 1
+    assert ho.timings_s["compilers_held_s"] == 2.0
+    # a leftover of an interrupted hand-over to the old version is undone first; the new version's TaskManagers get
+    # the normal priority back, the old one's the lowest once it serves nothing
+    assert flow["renice"] == [("pin-old", 0), ("pin-new", 0), ("pin-old", handover.RETIRING_NICE)]
+
+
+def test_nothing_is_held_when_not_asked(flow):
+    ho = flow["run"](hold_compilers_s=0.0)
+    assert FakeHeld.made == [] and "compilers_held_s" not in ho.timings_s
+
+
+def test_held_compilers_are_given_back_when_the_old_version_does_not_pass_its_tokens(flow, monkeypatch):
+    calls = []
+
+    def wait_committed(job_id, s, group, at_least, timeout, what):
+        calls.append(job_id)
+        if job_id == "old-job":
+            raise ControlError("not past its tokens")
+        return 0.1
+
+    monkeypatch.setattr(handover, "wait_committed", wait_committed)
+    with pytest.raises(ControlError, match="owns every record after the tokens"):
+        flow["run"](hold_compilers_s=30.0)
+    assert [h.released for h in FakeHeld.made] == [1] and flow["steps"][-1] == "failed"
+
+
+def test_held_compilers_are_given_back_when_interrupted_before_the_tokens(flow, monkeypatch):
+    def step_fails(s, e, topic):
+        flow["steps"].append(e.detail["step"])
+        if e.detail["step"] == "snapshot_complete":
+            raise KeyboardInterrupt  # Ctrl-C just after the compilers were held
+
+    from control.ops import deploy
+
+    monkeypatch.setattr(deploy, "_record", step_fails)
+    with pytest.raises(KeyboardInterrupt):
+        flow["run"](hold_compilers_s=30.0)
+    assert [h.released for h in FakeHeld.made] == [1] and flow["abandoned"] == "new-job"
+
+
+def test_a_hand_over_interrupted_while_waiting_for_its_compilers_is_complete_all_the_same(flow, monkeypatch):
+    from control.runtime import jit
+
+    def interrupted(pids, timeout, progress=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(jit, "wait_quiet", interrupted)
+    ho = flow["run"](hold_compilers_s=30.0)
+    assert ho.job_id == "new-job" and flow["steps"][-1] == "completed"
+    assert [h.released for h in FakeHeld.made] == [1]
