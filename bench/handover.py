@@ -354,7 +354,7 @@ NONE = "none"
 """A --jobs entry handing nothing over: the same windows over the load alone (the machine's own noise)."""
 NONE_TRANSITION_S = 13.0
 """The seconds at the end of a round without a hand-over taken as its 'transition' (with the 1 s after it, as a
-hand-over's: 14 s; a hand-over's is 11-16 s)."""
+hand-over's: 14 s; a hand-over's was 10-16 s in the runs of 2026-12-07)."""
 AFTER_S = 20.0
 """The window after a hand-over (its old version stopped) compared with the baseline: what it left behind (its new
 version's JIT compilers, held until then, among others)."""

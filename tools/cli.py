@@ -217,7 +217,7 @@ def upgrade_cmd(kind, code, rollback, job_id, wait_for_jit, hold_jit) -> None:
     from control.ops import handover
 
     say = lambda m: click.echo(f"  {m}", err=True)  # noqa: E731
-    _exit_on_signals()  # a kill or a closed terminal unwinds the hand-over (the new version cancelled, or given back)
+    _exit_on_signals()  # a kill or a closed terminal ends it as Ctrl-C does: through its `finally` blocks
     try:
         jid = job_id or handover.running_job(kind, RuntimeSettings())
         hold = handover.HOLD_COMPILERS_S if hold_jit is None else hold_jit

@@ -77,8 +77,8 @@ HOLD_COMPILERS_S = 30.0
 """For `hand_over(hold_compilers_s=...)` (`rendezvous upgrade --hold-jit S`): the new version's optimizing (C2) JIT
 compiler threads stay at the lowest CPU priority (`RETIRING_NICE`, and its CPU group) from when its TaskManagers get
 the normal priority back, before the tokens, until the old version has stopped and then, at most this long, until
-they are quiet (control.runtime.jit.HeldCompilers): what the new version runs hot for the first time once it owns
-requests (writing answers, firing deadlines) is compiled with CPU the answers do not need. 0: not held.
+they are quiet (control.runtime.jit.HeldCompilers): they then yield the CPU to the threads that answer while the
+new version takes its first requests. 0: not held.
 Measured (bench.handover --hold-jit alternate, 2 cores, 2026-12-07): the transition's p99 over the minute before went
 from 3.38 to 2.16 (rendezvous) and from 2.41 to 1.44 (external state), with no bump in the 20 s after."""
 
@@ -382,9 +382,9 @@ def _hand_over(job_id: str, code: Path | None, s: RuntimeSettings | None, progre
                 f", but for their optimizing JIT compilers, held at nice {RETIRING_NICE}" if held else ""))
         step("snapshot_complete", new)
     except BaseException as e:
+        abandon(new, s)  # first: its TaskManagers, held compilers and all, stop with it
         if held:
             held.release()
-        abandon(new, s)
         try:
             step("failed", new, error=f"{type(e).__name__}: {e}"[:2000])
         except Exception:  # noqa: BLE001 - the broker may be what failed; the error below says what happened
@@ -420,6 +420,16 @@ def _hand_over(job_id: str, code: Path | None, s: RuntimeSettings | None, progre
         say(f"{old.owner_name} (job {job_id}) stopped with savepoint {old_sp}; {owner} (job {new}) answers alone")
         step("completed", new, old_savepoint=old_sp, timings_s={k: round(v, 3) for k, v in took.items()})
         completed = True
+    except BaseException as e:
+        if not completed and not isinstance(e, ControlError):  # interrupted (Ctrl-C, SIGTERM) after the tokens
+            try:
+                step("failed", new, error=f"interrupted after the tokens: {type(e).__name__}: {e}"[:2000])
+            except Exception:  # noqa: BLE001 - the broker may be what failed
+                pass
+            say(f"interrupted after the tokens: {owner} (job {new}) owns every record after them and runs on. If "
+                f"{old.owner_name} (job {job_id}) still runs (`rendezvous job list`), stop it once its consumer "
+                f"group is past the tokens: `rendezvous job stop {job_id}`")
+        raise
     finally:
         if held and not completed:  # failed, or interrupted, before the end
             held.release()
@@ -428,7 +438,7 @@ def _hand_over(job_id: str, code: Path | None, s: RuntimeSettings | None, progre
             took["compilers_held_s"], calm = jit.wait_quiet(pinned.pids(s, pin), hold_compilers_s, progress=say)
             say(f"{owner}'s JIT compilers {'quiet' if calm else 'still busy'} {took['compilers_held_s']:.1f} s after; "
                 "its optimizing ones back to the normal CPU priority")
-        except (Exception, KeyboardInterrupt):  # noqa: BLE001 - Ctrl-C, or the broker: the hand-over is complete
+        except BaseException:  # noqa: BLE001 - Ctrl-C, a SIGTERM, the broker: the hand-over is complete all the same
             pass
         finally:
             held.release()

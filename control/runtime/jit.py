@@ -109,9 +109,9 @@ def compiler_tids(pids: Iterable[int], kind: str = C2_THREAD, proc: Path = Path(
 
 class HeldCompilers:
     """The optimizing (C2) compiler threads of a new version's JVMs at a low CPU priority while it takes over: they
-    then compile with the CPU nothing else wants, instead of beside the answers (the transition's slow seconds had
-    a new version's C2 thread using 0.2-0.44 CPU s per second: bench.handover --timeline). Its quick compiler (C1)
-    keeps the normal priority, so the code it runs hot is compiled at once, if less well.
+    then yield the CPU to the threads that answer, instead of competing with them (in the transition's slow seconds
+    of one run, a new version's C2 thread used 0.17-0.44 CPU s per second: bench.handover --timeline). Its quick
+    compiler (C1) keeps the normal priority.
 
     Each second until `release`, every C2 thread of `pids` gets `nice` and, where this process may place threads in
     CPU groups, the group of that nice (control.runtime.priority): HotSpot starts and ends compiler threads as it
@@ -131,6 +131,7 @@ class HeldCompilers:
         self._tids = tids or (lambda p: compiler_tids(p, kind))
         self._give_back = give_back or (lambda pid: priority.set_process(pid, 0))
         self.held: set[int] = set()
+        self._released = False
         self._halt = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, daemon=True, name="held-compilers")
@@ -152,12 +153,13 @@ class HeldCompilers:
 
     def release(self) -> int:
         """Give every thread of the processes the normal priority back, out of the groups; how many compiler
-        threads were held in all. Once only: a second call does nothing."""
+        threads were held in all. A second call does nothing, unless the first was interrupted."""
         with self._lock:
-            if not self._halt.is_set():
-                self._halt.set()
+            self._halt.set()  # nothing is lowered from now on
+            if not self._released:
                 for pid in self.pids:
                     self._give_back(pid)
+                self._released = True
         self._thread.join(5)
         return len(self.held)
 

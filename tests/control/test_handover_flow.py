@@ -16,6 +16,7 @@ from jobs.external_state.settings import ExternalStateSettings
 
 class FakeHeld:
     made: list["FakeHeld"] = []
+    log: list[str] = []  # the steps recorded, the waits and the releases, in order
 
     def __init__(self, pids, nice):
         self.pids, self.nice, self.released = pids, nice, 0
@@ -23,6 +24,7 @@ class FakeHeld:
 
     def release(self):
         self.released += 1
+        FakeHeld.log.append("release")
         return 1
 
 
@@ -33,7 +35,7 @@ def flow(monkeypatch, tmp_path):
     from control.ops import jobs as jobs_lib
     from control.runtime import jit, pinned
 
-    FakeHeld.made = []
+    FakeHeld.made, FakeHeld.log = [], []
     seen = {"steps": [], "renice": []}
     old = ExternalStateSettings()
     rec = SimpleNamespace(settings=old, code="c0de", target_fields=set(ExternalStateSettings.model_fields),
@@ -47,7 +49,12 @@ def flow(monkeypatch, tmp_path):
     monkeypatch.setattr(handover, "savepoint", lambda jid, s: "file:///sp")
     monkeypatch.setattr(handover, "end_offsets", lambda s, topics: {("requests", 0): 5})
     monkeypatch.setattr(deploy, "submit_job", lambda *a, **k: "new-job")
-    monkeypatch.setattr(deploy, "_record", lambda s, e, topic: seen["steps"].append(e.detail["step"]))
+
+    def record(s, e, topic):
+        seen["steps"].append(e.detail["step"])
+        FakeHeld.log.append(e.detail["step"])
+
+    monkeypatch.setattr(deploy, "_record", record)
     monkeypatch.setattr(handover, "wait_committed", lambda *a, **k: 0.1)
     monkeypatch.setattr(handover, "keep_up", lambda *a, **k: 0.1)
     monkeypatch.setattr(handover, "write_tokens", lambda *a, **k: {"requests": [SimpleNamespace(partition=0, offset=7)]})
@@ -56,7 +63,12 @@ def flow(monkeypatch, tmp_path):
     monkeypatch.setattr(pinned, "pids", lambda s, pin: [{"pin-old": 100, "pin-new": 200}[pin]])
     monkeypatch.setattr(pinned, "renice", lambda s, pin, nice: seen["renice"].append((pin, nice)))
     monkeypatch.setattr(jit, "HeldCompilers", FakeHeld)
-    monkeypatch.setattr(jit, "wait_quiet", lambda pids, timeout, progress=None: (2.0, True))
+
+    def wait_quiet(pids, timeout, progress=None):
+        FakeHeld.log.append("wait")
+        return 2.0, True
+
+    monkeypatch.setattr(jit, "wait_quiet", wait_quiet)
 
     def run(**kw):
         return handover._hand_over("old-job", None, None, None, "lifecycle", None, 10.0, False, 10, **kw)
@@ -71,6 +83,9 @@ def test_held_compilers_are_given_back_once_after_the_old_version_stopped(flow):
     [held] = FakeHeld.made
     assert held.pids == [200] and held.nice == handover.RETIRING_NICE and held.released == 1
     assert ho.timings_s["compilers_held_s"] == 2.0
+    # held through the transition, waited for once the old version stopped, then given back
+    log = FakeHeld.log
+    assert log[log.index("snapshot_complete"):] == ["snapshot_complete", "transition", "completed", "wait", "release"]
     # a leftover of an interrupted hand-over to the old version is undone first; the new version's TaskManagers get
     # the normal priority back, the old one's the lowest once it serves nothing
     assert flow["renice"] == [("pin-old", 0), ("pin-new", 0), ("pin-old", handover.RETIRING_NICE)]
@@ -110,13 +125,28 @@ def test_held_compilers_are_given_back_when_interrupted_before_the_tokens(flow, 
     assert [h.released for h in FakeHeld.made] == [1] and flow["abandoned"] == "new-job"
 
 
-def test_a_hand_over_interrupted_while_waiting_for_its_compilers_is_complete_all_the_same(flow, monkeypatch):
+@pytest.mark.parametrize("interruption", [KeyboardInterrupt, SystemExit])  # Ctrl-C; SIGTERM, SIGHUP (the CLI)
+def test_a_hand_over_interrupted_while_waiting_for_its_compilers_is_complete_all_the_same(flow, monkeypatch,
+                                                                                          interruption):
     from control.runtime import jit
 
     def interrupted(pids, timeout, progress=None):
-        raise KeyboardInterrupt
+        raise interruption(143)
 
     monkeypatch.setattr(jit, "wait_quiet", interrupted)
     ho = flow["run"](hold_compilers_s=30.0)
     assert ho.job_id == "new-job" and flow["steps"][-1] == "completed"
     assert [h.released for h in FakeHeld.made] == [1]
+
+
+def test_an_interruption_after_the_tokens_is_recorded_and_gives_the_compilers_back(flow, monkeypatch):
+    from control.ops import jobs as jobs_lib
+
+    def killed(jid, s, retire):
+        raise SystemExit(143)  # the CLI's SIGTERM, while the old version stops
+
+    monkeypatch.setattr(jobs_lib, "stop_with_savepoint", killed)
+    with pytest.raises(SystemExit):
+        flow["run"](hold_compilers_s=30.0)
+    assert flow["steps"][-2:] == ["transition", "failed"]
+    assert [h.released for h in FakeHeld.made] == [1] and "abandoned" not in flow  # the new version owns the rest

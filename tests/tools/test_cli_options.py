@@ -23,6 +23,9 @@ def test_the_upgrade_passes_its_jit_wait_to_the_hand_over(monkeypatch):
         return Done()
 
     monkeypatch.setattr(handover, "hand_over", hand_over)
+    import tools.cli
+
+    monkeypatch.setattr(tools.cli, "_exit_on_signals", lambda: None)  # not this test process's handlers
     res = CliRunner().invoke(main, ["upgrade", "rendezvous", "--job", "old-job", "--wait-for-jit", "30"])
     assert res.exit_code == 0 and res.output.strip() == "new-job" and got["job_id"] == "old-job" and got["wait"] == 30.0
     res = CliRunner().invoke(main, ["upgrade", "rendezvous", "--job", "old-job"])
@@ -30,3 +33,28 @@ def test_the_upgrade_passes_its_jit_wait_to_the_hand_over(monkeypatch):
     assert got["hold"] == handover.HOLD_COMPILERS_S > 0  # the compilers held by default
     res = CliRunner().invoke(main, ["upgrade", "rendezvous", "--job", "old-job", "--hold-jit", "0"])
     assert res.exit_code == 0 and got["hold"] == 0.0
+
+
+def test_a_sigterm_ends_an_upgrade_through_its_finally_blocks():
+    import os
+    import signal
+    import time
+
+    import pytest
+
+    import tools.cli
+
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    unwound = []
+    try:
+        tools.cli._exit_on_signals()
+        with pytest.raises(SystemExit) as e:
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(30)  # the handler raises at once; without it the default action would end pytest
+            finally:
+                unwound.append(True)
+        assert e.value.code == 128 + signal.SIGTERM and unwound == [True]
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
