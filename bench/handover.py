@@ -300,15 +300,17 @@ def run(a) -> dict:
                 continue
             quiet_s = compilers_quiet_timeout(a.compilers_quiet, rnd)
             hold_s = by_round(a.hold_jit, rnd, handover.HOLD_COMPILERS_S)
-            print(f"hand-over {n}/{len(order)}: the {kind}" + (f" (waiting at most {quiet_s:.0f} s for its JIT "
-                                                                 "compilers)" if quiet_s else " (no JIT wait)")
+            start_nice = starting_nice(a.starting_nice, a.also_starting_nice, rnd)
+            print(f"hand-over {n}/{len(order)}: the {kind}, started at nice {start_nice}"
+                  + (f" (waiting at most {quiet_s:.0f} s for its JIT compilers)" if quiet_s else " (no JIT wait)")
                   + (" (its optimizing compilers held)" if hold_s else " (compilers not held)"))
-            ho = hand_over_apart(kind, ids[kind], t.lifecycle, a.starting_nice, quiet_s, hold_s)
+            ho = hand_over_apart(kind, ids[kind], t.lifecycle, start_nice, quiet_s, hold_s)
             ids[kind] = ho["job_id"]
             started.append(ho["job_id"])
             t1 = time.time() * 1000  # the windows end at its `completed` step (below), not at its return
             out["handovers"].append({"job": kind, "upgrade_id": ho["upgrade_id"], "started_ms": t0, "returned_ms": t1,
                                      "compilers_quiet_timeout_s": quiet_s,
+                                     "starting_nice": start_nice if nice else 0,
                                      # what was done, not asked: nothing is held where the priority cannot be given back
                                      "hold_compilers_s": hold_s if "compilers_held_s" in ho["timings_s"] else 0.0,
                                      "timings_s": {k: round(v, 2) for k, v in ho["timings_s"].items()}})
@@ -366,6 +368,12 @@ def by_round(mode: str, round_index: int, on: float) -> float:
     return {"on": on, "off": 0.0}.get(mode, on if round_index % 2 else 0.0)
 
 
+def starting_nice(base: int, also: int, round_index: int) -> int:
+    """The priority the new version starts at in this round: `base`, or with `also` (> 0) alternating, `base` in the
+    first round, `also` in the second, ..."""
+    return also if also and round_index % 2 else base
+
+
 def compilers_quiet_timeout(mode: str, round_index: int) -> float:
     """The hand-over's wait for its JIT compilers in this round (`by_round`; on: `COMPILERS_QUIET_WAIT_S`; off is
     what `rendezvous upgrade` does by default)."""
@@ -380,6 +388,8 @@ def variant(h: dict) -> str:
         parts.append(f"JIT wait up to {wait:.0f} s" if wait else "no JIT wait")
     if h.get("hold_compilers_s") is not None:
         parts.append("compilers held" if h["hold_compilers_s"] else "compilers not held")
+    if h.get("starting_nice") is not None:
+        parts.append(f"started at nice {h['starting_nice']}")
     return ", ".join(parts)
 
 
@@ -429,7 +439,8 @@ def table(r: dict) -> str:
 
     lines = [f"Offered {r['rate']:.0f} requests/s on {r['partitions']} partitions; {n} rounds, each after "
              f"{r['before_s']:.0f} s of load (its baseline); the new version started at nice "
-             f"{r.get('starting_nice', 0)}" + (f", the thread-mode jobs' TaskManagers with JVM options "
+             + " or ".join(str(x) for x in sorted({r.get("starting_nice", 0)} | {
+                 h["starting_nice"] for h in r["handovers"] if h.get("starting_nice") is not None})) + (f", the thread-mode jobs' TaskManagers with JVM options "
                                                f"{r['pinned_jvm_args']}" if r.get("pinned_jvm_args") else "")
              + f"; {r['sent']} sent, {r['answered']} answered, {r['duplicates']} duplicate "
              f"and {r['conflicting']} conflicting answers.", "",
@@ -484,6 +495,9 @@ def main(argv=None) -> None:
     p.add_argument("--idle", type=float, default=90.0,
                    help=f"how long a round of {NONE} lasts (its 'whole hand-over'; its last {NONE_TRANSITION_S:.0f} s: "
                         "its 'transition')")
+    p.add_argument("--also-starting-nice", type=int, default=0,
+                   help="alternate by round: the new version starts at --starting-nice in the first round, at this "
+                        "priority in the second, ... (an even --rounds); 0: always at --starting-nice")
     p.add_argument("--hold-jit", choices=["on", "off", "alternate"], default="on",
                    help="the new version's optimizing JIT compilers held at the lowest priority through the transition "
                         f"(on: as by default, at most {handover.HOLD_COMPILERS_S:.0f} s after), or not (off), or "
@@ -501,7 +515,8 @@ def main(argv=None) -> None:
     p.add_argument("--timeline", action="store_true",
                    help="also print each hand-over's steps and the seconds whose p99 is over twice the baseline's")
     a = p.parse_args(argv)
-    for opt, mode in (("--compilers-quiet", a.compilers_quiet), ("--hold-jit", a.hold_jit)):
+    for opt, mode in (("--compilers-quiet", a.compilers_quiet), ("--hold-jit", a.hold_jit),
+                      ("--also-starting-nice", "alternate" if a.also_starting_nice else "")):
         if mode == "alternate" and a.rounds % 2:
             p.error(f"{opt} alternate needs an even --rounds (as many with as without), not {a.rounds}")
     if a.after < AFTER_S:

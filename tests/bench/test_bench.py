@@ -189,3 +189,11 @@ def test_the_new_versions_compiler_cpu_is_split_at_its_tokens():
     assert new_compilers({"steps_s": {}, "threads": []}) is None
     h["threads"] = h["threads"][1:]  # nothing sampled before the hand-over: old and new cannot be told apart
     assert new_compilers(h) is None
+
+
+def test_the_handover_bench_alternates_the_starting_priority_by_round():
+    from bench.handover import starting_nice, variant
+
+    assert [starting_nice(10, 19, r) for r in range(4)] == [10, 19, 10, 19]
+    assert {starting_nice(10, 0, r) for r in range(3)} == {10}
+    assert variant({"hold_compilers_s": 30.0, "starting_nice": 19}) == "compilers held, started at nice 19"
