@@ -310,7 +310,7 @@ def run(a) -> dict:
             t1 = time.time() * 1000  # the windows end at its `completed` step (below), not at its return
             out["handovers"].append({"job": kind, "upgrade_id": ho["upgrade_id"], "started_ms": t0, "returned_ms": t1,
                                      "compilers_quiet_timeout_s": quiet_s,
-                                     "starting_nice": start_nice if nice else 0,
+                                     "starting_nice": start_nice if priority.can_renice() else 0,
                                      # what was done, not asked: nothing is held where the priority cannot be given back
                                      "hold_compilers_s": hold_s if "compilers_held_s" in ho["timings_s"] else 0.0,
                                      "timings_s": {k: round(v, 2) for k, v in ho["timings_s"].items()}})
@@ -440,7 +440,8 @@ def table(r: dict) -> str:
     lines = [f"Offered {r['rate']:.0f} requests/s on {r['partitions']} partitions; {n} rounds, each after "
              f"{r['before_s']:.0f} s of load (its baseline); the new version started at nice "
              + " or ".join(str(x) for x in sorted({r.get("starting_nice", 0)} | {
-                 h["starting_nice"] for h in r["handovers"] if h.get("starting_nice") is not None})) + (f", the thread-mode jobs' TaskManagers with JVM options "
+                 h["starting_nice"] for h in r["handovers"] if h.get("starting_nice") is not None}))
+             + (f", the thread-mode jobs' TaskManagers with JVM options "
                                                f"{r['pinned_jvm_args']}" if r.get("pinned_jvm_args") else "")
              + f"; {r['sent']} sent, {r['answered']} answered, {r['duplicates']} duplicate "
              f"and {r['conflicting']} conflicting answers.", "",
@@ -519,6 +520,8 @@ def main(argv=None) -> None:
                       ("--also-starting-nice", "alternate" if a.also_starting_nice else "")):
         if mode == "alternate" and a.rounds % 2:
             p.error(f"{opt} alternate needs an even --rounds (as many with as without), not {a.rounds}")
+    if a.also_starting_nice and a.also_starting_nice == a.starting_nice:
+        p.error(f"--also-starting-nice {a.also_starting_nice} is --starting-nice already: nothing would alternate")
     if a.after < AFTER_S:
         p.error(f"--after must cover the {AFTER_S:.0f} s after the last hand-over, not {a.after}")
     path = a.out or RuntimeSettings().run_dir / "bench" / "handover.json"

@@ -57,9 +57,9 @@ JVM and an interpreter otherwise shows in every answer's latency). `flink run` a
 priority and, where this process may, in the CPU group of this priority (control.runtime.priority: where the kernel
 shares the CPU between sessions first, a nice value alone ranks them only within the session of `rendezvous
 upgrade`); the new version's TaskManagers get the normal priority back, and leave the group, before the tokens are
-written. 19 rather than 10 since a run alternating the two (bench.handover --also-starting-nice 19, 2 cores,
-2026-12-07): the transition's p99 over the minute before 1.71 against 2.35 (rendezvous) and 1.57 against 2.25
-(external state), medians of 2, the new versions running no later (25-28 s against 22-29 s)."""
+written. 19 rather than 10 since a run alternating the two (bench.handover --starting-nice 10 --also-starting-nice
+19, 2 cores, 2026-12-07): the transition's p99 over the minute before 1.71 against 2.35 (rendezvous) and 1.57 against
+2.25 (external state), medians of 2, the new versions running about as soon (25-28 s against 22-29 s)."""
 
 RETIRING_NICE = 19
 """The CPU priority the old version's TaskManagers are given once it has nothing left to serve (past its tokens and,
@@ -360,7 +360,7 @@ def _hand_over(job_id: str, code: Path | None, s: RuntimeSettings | None, progre
         raise ControlError(f"the new version did not start ({e}); {old.owner_name} (job {job_id}) runs on, "
                            "untouched: nothing was handed over") from e
     try:  # until a token names it, whatever goes wrong (Ctrl-C too), the new version goes and the old one runs on
-        jobs_lib.wait_running(new, s)
+        jobs_lib.wait_running(new, s, timeout=catch_up_timeout)  # at the lowest priority, it may start slowly
         took["start_s"] = time.monotonic() - t0
         say(f"{owner} runs as job {new}, quiescent ({took['start_s']:.1f} s); catching up from the snapshot")
         step("quiescent", new)
