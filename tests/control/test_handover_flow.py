@@ -44,7 +44,7 @@ def flow(monkeypatch, tmp_path):
     monkeypatch.setattr(jobs_lib, "job_parameters", lambda job_id, s: {SETTINGS: json.dumps({"takes_over": True})})
     monkeypatch.setattr(jobs_lib, "check_code", lambda s, entry, code: tmp_path)
     monkeypatch.setattr(jobs_lib, "sources_digest", lambda root: "n3w")
-    monkeypatch.setattr(jobs_lib, "wait_running", lambda jid, s: None)
+    monkeypatch.setattr(jobs_lib, "wait_running", lambda jid, s, timeout: seen.setdefault("running_timeout", timeout))
     monkeypatch.setattr(jobs_lib, "stop_with_savepoint", lambda jid, s, retire: "file:///sp-old")
     monkeypatch.setattr(handover, "savepoint", lambda jid, s: "file:///sp")
     monkeypatch.setattr(handover, "end_offsets", lambda s, topics: {("requests", 0): 5})
@@ -80,6 +80,7 @@ def flow(monkeypatch, tmp_path):
 def test_held_compilers_are_given_back_once_after_the_old_version_stopped(flow):
     ho = flow["run"](hold_compilers_s=30.0)
     assert flow["steps"] == ["started", "snapshot", "quiescent", "snapshot_complete", "transition", "completed"]
+    assert flow["running_timeout"] == 10.0  # the hand-over's own: started at the lowest priority, it may be slow
     [held] = FakeHeld.made
     assert held.pids == [200] and held.nice == handover.RETIRING_NICE and held.released == 1
     assert ho.timings_s["compilers_held_s"] == 2.0
