@@ -22,29 +22,42 @@ def _ticks() -> int:
     return os.sysconf("SC_CLK_TCK")
 
 
+def _tasks(pids: Iterable[int], proc: Path):
+    """(pid, the thread's /proc directory, its name) of every thread of these processes that can be read, and
+    whether any process could (a process gone yields nothing; a thread that ended while read is skipped)."""
+    seen = [False]
+
+    def gen():
+        for pid in pids:
+            try:
+                tasks = list((proc / str(pid) / "task").iterdir())
+            except OSError:
+                continue
+            seen[0] = True
+            for task in tasks:
+                try:
+                    yield pid, task, (task / "comm").read_text()
+                except OSError:
+                    continue
+    return gen(), seen
+
+
 def compiler_threads(pids: Iterable[int], proc: Path = Path("/proc")) -> dict[tuple[int, int], float] | None:
     """CPU seconds each compiler thread of these processes has used so far, by (pid, thread id); None when none of
     the processes can be read (no /proc, or every one gone). HotSpot starts and ends compiler threads as it needs
     them: compare two readings thread by thread (`compiler_rate`), not by their sums."""
     out: dict[tuple[int, int], float] = {}
-    seen = False
     ticks = _ticks()
-    for pid in pids:
-        try:
-            tasks = list((proc / str(pid) / "task").iterdir())
-        except OSError:
+    threads, seen = _tasks(pids, proc)
+    for pid, task, name in threads:
+        if COMPILER_THREAD not in name:
             continue
-        seen = True
-        for task in tasks:
-            try:
-                if COMPILER_THREAD not in (task / "comm").read_text():
-                    continue
-                # after the name, which is in parentheses and may hold either: state, ..., utime (14th), stime (15th)
-                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-                out[(pid, int(task.name))] = (int(fields[11]) + int(fields[12])) / ticks
-            except (OSError, IndexError, ValueError):
-                continue  # the thread ended while read
-    return out if seen else None
+        try:  # after the name, which is in parentheses and may hold either: state, ..., utime (14th), stime (15th)
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            out[(pid, int(task.name))] = (int(fields[11]) + int(fields[12])) / ticks
+        except (OSError, IndexError, ValueError):
+            continue  # the thread ended while read
+    return out if seen[0] else None
 
 
 def compiler_rate(before: dict[tuple[int, int], float], after: dict[tuple[int, int], float], seconds: float) -> float:
@@ -92,19 +105,7 @@ C2_THREAD = "C2 CompilerThre"
 
 def compiler_tids(pids: Iterable[int], kind: str = C2_THREAD, proc: Path = Path("/proc")) -> list[int]:
     """The thread ids of these processes' compiler threads of one kind (by their name's start)."""
-    out = []
-    for pid in pids:
-        try:
-            tasks = list((proc / str(pid) / "task").iterdir())
-        except OSError:
-            continue
-        for task in tasks:
-            try:
-                if (task / "comm").read_text().startswith(kind):
-                    out.append(int(task.name))
-            except (OSError, ValueError):
-                continue  # ended while read
-    return out
+    return [int(task.name) for _, task, name in _tasks(pids, proc)[0] if name.startswith(kind)]
 
 
 class HeldCompilers:
