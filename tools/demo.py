@@ -153,7 +153,7 @@ def run(progress=print, rate: float = 100.0, duration_s: float = 60.0, report_pa
                  "(`rendezvous status`, `top`); measuring anyway")
 
     step_s = max(3.0, duration_s / 5)
-    progress(f"== 6/7 load: {rate:.0f} requests/s for {duration_s:.0f} s; {cards['next'].key} is rolled in "
+    progress(f"== 6/7 load: {rate:.0f} requests/s for {duration_s:.0f} s (on until the roll decides); {cards['next'].key} is rolled in "
              f"({' -> '.join(f'{w} %' for w in ROLL_STEPS)}, {step_s:.0f} s per step, guarded)")
     state: dict = {"started": False}
 
@@ -174,10 +174,11 @@ def run(progress=print, rate: float = 100.0, duration_s: float = 60.0, report_pa
             state["started"] = True
             roller.start()
 
+    # the load goes on until the roll has decided: its guards judge each step from live scores
     report = load.run_load(s.bootstrap_servers, rate=rate, duration_s=duration_s, progress=progress, on_tick=on_tick,
-                           labels_topic="labels", label_delay_s=5.0)
+                           labels_topic="labels", label_delay_s=5.0, keep_going=roller.is_alive)
     if state["started"]:
-        roller.join(timeout=len(ROLL_STEPS) * step_s + 60)
+        roller.join()
     out = report_path or s.run_dir / "demo" / "latest.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     result = state.get("result")

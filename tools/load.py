@@ -289,8 +289,9 @@ def run_load(bootstrap: str, rate: float, duration_s: float, requests_topic: str
              drain_s: float = 10.0, progress: Callable[[str], None] | None = print,
              on_tick: Callable[[float], None] | None = None, labels_topic: str | None = None,
              label_delay_s: float = 5.0, gateway: str | None = None, model: str = "rendezvous",
-             budget_ms: float | None = None) -> LoadReport:
-    """Send `rate` requests/s for `duration_s`, then wait up to `drain_s` for the last answers. With
+             budget_ms: float | None = None, keep_going: Callable[[], bool] | None = None) -> LoadReport:
+    """Send `rate` requests/s for `duration_s` (and on past it while `keep_going()` is true: a roll that
+    needs traffic to judge its steps), then wait up to `drain_s` for the last answers. With
     `labels_topic`, each transaction's outcome follows `label_delay_s` after it (the run waits for the last).
     With `gateway` (its URL), every request is one infer call of rendezvous `model` there (with `budget_ms`, if
     given) instead of a record on `requests_topic`; client-observed latency is then the call's."""
@@ -330,10 +331,13 @@ def run_load(bootstrap: str, rate: float, duration_s: float, requests_topic: str
     total = int(duration_s * rate)
     last_report = t0
     try:
-        while sent < total:
+        while True:
             now = time.monotonic()
             elapsed = now - t0
-            due = min(int(elapsed * rate) + 1, total)
+            extended = sent >= total and keep_going is not None and keep_going()
+            if sent >= total and not extended:
+                break
+            due = int(elapsed * rate) + 1 if extended else min(int(elapsed * rate) + 1, total)
             while sent < due:
                 now_ms = time.time() * 1000
                 txn = gen.next(int(now_ms))
@@ -378,7 +382,7 @@ def run_load(bootstrap: str, rate: float, duration_s: float, requests_topic: str
         collector.stop()
         if sender is not None:
             sender.close()
-    report = build_report(rate, duration_s, sent, labels, collector.answers, collector.duplicates,
+    report = build_report(rate, max(duration_s, sent / rate), sent, labels, collector.answers, collector.duplicates,
                           collector.first_answer_s, collector.last_answer_s)
     if sender is not None:  # the caller's view: when its call returned the answer
         report.path = "gateway"

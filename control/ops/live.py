@@ -19,7 +19,7 @@ from schemas.records import model_key
 
 @dataclass
 class ScoreSample:
-    at_ms: int  # Kafka timestamp of the score record
+    at_ms: int  # when it was scored (the score's finished_at_ms; else its Kafka timestamp, the request's time)
     key: str  # id@version
     request_id: str
     ok: bool
@@ -53,7 +53,8 @@ def sample_of(raw: bytes | str, at_ms: int, output_field: str) -> ScoreSample | 
         out = s.get("output") or {}
         v = out.get(output_field) if isinstance(out, dict) else None
         ok = s.get("error") is None and s.get("output") is not None
-        return ScoreSample(at_ms, model_key(s["model_id"], s["model_version"]), str(s["request_id"]), ok,
+        finished = s.get("finished_at_ms")
+        return ScoreSample(int(finished) if isinstance(finished, (int, float)) else at_ms, model_key(s["model_id"], s["model_version"]), str(s["request_id"]), ok,
                            int(s["finished_at_ms"]) - int(s["started_at_ms"]),
                            float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None)
     except Exception:  # noqa: BLE001 - not a score: not counted
@@ -129,8 +130,8 @@ class ScoreWindow:
                         self.samples.append(x)
                         n += 1
         cutoff = int(time.time() * 1000) - self.window_ms
-        while self.samples and self.samples[0].at_ms < cutoff:
-            self.samples.popleft()
+        if self.samples and min(x.at_ms for x in self.samples) < cutoff:  # scored times interleave across jobs
+            self.samples = deque(x for x in self.samples if x.at_ms >= cutoff)
         return n
 
     def stats(self, since_ms: int | None = None) -> dict[str, ModelStats]:

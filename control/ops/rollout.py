@@ -36,6 +36,12 @@ class Guards:
     """Error scores (failures and timeouts) of the new model, as a share of its scores."""
     max_p99_ms: float | None = None
     """The new model's latency p99; None: the deadline of the first stage that names the replaced model."""
+    max_p99_ratio: float = 1.5
+    """When the replaced model's p99 in the same window is over `max_p99_ms` too (a busy machine slows
+    both), the new model crosses the latency guard only past this many times the replaced model's p99."""
+    evidence_wait_s: float = 30.0
+    """How long a step waits past its time for `min_scores` of the new model in the window; with none by
+    then, the roll rolls back: a step never passes on no evidence."""
     min_volume: float = 0.5
     """The new model's scores in the window, relative to the replaced model's (a job that stopped scoring)."""
     canary: str | None = None
@@ -61,7 +67,13 @@ def check_guards(guards: Guards, samples, new: str, old: str, since_ms: int | No
         breaches.append(f"{new} error rate {n.error_rate:.1%} > {guards.max_error_rate:.1%} "
                         f"({n.errors} of {n.scores} scores)")
     if guards.max_p99_ms is not None and n.p99_ms is not None and n.p99_ms > guards.max_p99_ms:
-        breaches.append(f"{new} latency p99 {n.p99_ms:.0f} ms > {guards.max_p99_ms:.0f} ms")
+        o_p99 = o.p99_ms if o is not None and o.scores >= guards.min_scores else None
+        if o_p99 is None or o_p99 <= guards.max_p99_ms:
+            breaches.append(f"{new} latency p99 {n.p99_ms:.0f} ms > {guards.max_p99_ms:.0f} ms"
+                            + ("" if o_p99 is None else f" ({old}: {o_p99:.0f} ms)"))
+        elif n.p99_ms > guards.max_p99_ratio * o_p99:
+            breaches.append(f"{new} latency p99 {n.p99_ms:.0f} ms > {guards.max_p99_ms:.0f} ms, and > "
+                            f"{guards.max_p99_ratio:g} x {old}'s {o_p99:.0f} ms")
     if guards.canary:
         both, d_new = disagreement(samples, new, guards.canary, guards.threshold, since_ms)
         _, d_old = disagreement(samples, old, guards.canary, guards.threshold, since_ms)
@@ -124,6 +136,11 @@ class RollResult:
     @property
     def completed(self) -> bool:
         return not self.rolled_back and bool(self.steps_done) and self.steps_done[-1] == 100
+
+
+def scores_of(window: ScoreWindow, key: str) -> int:
+    st = window.stats().get(key)
+    return 0 if st is None else st.scores
 
 
 def _event(plane: Plane, kind: str, result: RollResult, **detail) -> None:
@@ -198,9 +215,22 @@ def _steps(plane: Plane, result: RollResult, base: Schedule, new: str, old: str,
         say(f"  step {w:>3} %: schedule v{sched.version} published; guards watch for {every_s:g} s")
         step_started = now_ms()
         end = time.monotonic() + every_s
+        waiting = False
         while True:
             window.poll()
             breaches = check_guards(g, window.samples, new, old)
+            if not breaches and time.monotonic() >= end:
+                seen = scores_of(window, new)
+                if seen >= g.min_scores:
+                    break
+                if time.monotonic() >= end + g.evidence_wait_s:
+                    breaches = [f"no evidence: {new} scored {seen} requests in the last {g.window_s:g} s "
+                                f"(the guards judge from {g.min_scores}) after {every_s + g.evidence_wait_s:g} s "
+                                "of this step: is traffic flowing, is its job running (`rendezvous models`)?"]
+                elif not waiting:
+                    waiting = True
+                    say(f"  step {w:>3} %: {new} scored {seen} requests in the window, the guards judge from "
+                        f"{g.min_scores}: waiting up to {g.evidence_wait_s:g} s more")
             if breaches:
                 result.breaches = breaches
                 _event(plane, "guard_breached", result, weight=w, schedule_version=sched.version,
@@ -209,8 +239,6 @@ def _steps(plane: Plane, result: RollResult, base: Schedule, new: str, old: str,
                 rb = rollback(plane, reason="guard: " + "; ".join(breaches), progress=say)
                 result.rolled_back, result.rollback_version = True, rb.version
                 return result
-            if time.monotonic() >= end:
-                break
             time.sleep(check_every_s)
         st = window.stats()
         result.steps_done.append(w)

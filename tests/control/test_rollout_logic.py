@@ -149,6 +149,18 @@ def test_slowness_crosses_the_latency_guard():
                                                  "new@2", "old@1")[0]
 
 
+def test_when_both_models_are_late_only_a_new_model_much_slower_than_the_old_one_crosses_the_latency_guard():
+    g = Guards(min_scores=10, max_p99_ms=100, max_p99_ratio=1.5)
+    busy = samples("old@1", 50, latency=300)  # a busy machine: the replaced model is late too
+    assert check_guards(g, samples("new@2", 50, latency=400) + busy, "new@2", "old@1") == []
+    (breach,) = check_guards(g, samples("new@2", 50, latency=500) + busy, "new@2", "old@1")
+    assert "latency p99 500 ms > 100 ms, and > 1.5 x old@1's 300 ms" in breach
+    # late where the replaced model is on time: crossed, whatever the ratio
+    (breach,) = check_guards(g, samples("new@2", 50, latency=120) + samples("old@1", 50, latency=90),
+                             "new@2", "old@1")
+    assert "latency p99 120 ms > 100 ms (old@1: 90 ms)" in breach
+
+
 def test_a_model_that_stopped_scoring_crosses_the_volume_guard():
     g = Guards(min_scores=10)
     (breach,) = check_guards(g, samples("old@1", 50), "new@2", "old@1")
@@ -172,7 +184,9 @@ def test_live_figures_of_score_records():
                       "error": None, "request_time_ms": 1, "received_at_ms": 2, "started_at_ms": 3,
                       "finished_at_ms": 10})
     x = sample_of(raw, 99, "fraud_probability")
-    assert (x.key, x.ok, x.latency_ms, x.value, x.at_ms) == ("m@3", True, 7, 0.7, 99)
+    # timed when scored, not by the record's Kafka timestamp (the request's time: a late job's scores
+    # would fall out of a short window before they were read)
+    assert (x.key, x.ok, x.latency_ms, x.value, x.at_ms) == ("m@3", True, 7, 0.7, 10)
     assert sample_of(b"not json", 1, "p") is None
     st = stats_of(samples("a@1", 100, errors=10, latency=20))["a@1"]
     assert (st.scores, st.errors, st.error_rate, st.p99_ms) == (100, 10, 0.1, 20.0)
@@ -192,3 +206,59 @@ def test_a_replay_never_writes_into_the_production_scores():
 def test_topic_names_keep_compaction_under_a_suffix():
     specs = {s.name: s for s in TopicNames.suffixed("t1").specs()}
     assert specs["models-t1"].compacted and specs["schedules-t1"].compacted and not specs["scores-t1"].compacted
+
+
+# ------------------------------------------------------------------------------------------------ roll steps
+class FakeWindow:
+    """Scores of `new@2` and `champ@1` arrive from the `arrive_at`-th poll on."""
+
+    def __init__(self, arrive_at: int | None):
+        self.arrive_at, self.polls, self.samples = arrive_at, 0, []
+
+    def poll(self) -> int:
+        self.polls += 1
+        if self.arrive_at is not None and self.polls == self.arrive_at:
+            self.samples = samples("new@2", 30) + samples("champ@1", 30)
+        return 0
+
+    def stats(self):
+        return stats_of(self.samples)
+
+
+@pytest.fixture
+def step_world(monkeypatch):
+    from control.ops import rollout
+
+    events, published = [], []
+    monkeypatch.setattr(rollout.schedules, "publish", lambda *a, **k: published.append(a) or
+                        Schedule(version=10 + len(published), stages=BASE.stages, default_output=DEFAULT))
+    monkeypatch.setattr(rollout, "_event", lambda plane, kind, result, **d: events.append((kind, d)))
+    monkeypatch.setattr(rollout, "rollback", lambda plane, reason, progress: events.append(("rollback", reason))
+                        or Schedule(version=99, stages=BASE.stages, default_output=DEFAULT))
+    monkeypatch.setattr(rollout.registry, "entries", lambda plane: {})
+    plane = type("P", (), {"bootstrap": "-", "topics": TopicNames()})()
+
+    def run(window: FakeWindow, steps=(10, 100)):
+        from control.ops.rollout import RollResult, _steps
+
+        result = RollResult(model="new@2", replaces="champ@1", base_version=BASE.version)
+        g = Guards(min_scores=20, evidence_wait_s=0.3, max_p99_ms=100)
+        said: list[str] = []
+        _steps(plane, result, BASE, "new@2", "champ@1", list(steps), 0.05, g, window, 0.01, said.append)
+        return result, events, said
+    return run
+
+
+def test_a_step_never_passes_on_no_evidence(step_world):
+    result, events, said = step_world(FakeWindow(arrive_at=None))
+    assert result.rolled_back and result.steps_done == [] and result.rollback_version == 99
+    assert "no evidence: new@2 scored 0 requests" in result.breaches[0]
+    assert [k for k, _ in events] == ["roll_step", "guard_breached", "rollback"]
+    assert any("waiting up to 0.3 s more" in m for m in said)
+
+
+def test_a_step_waits_for_late_scores_and_then_passes(step_world):
+    result, events, said = step_world(FakeWindow(arrive_at=10))  # past the step's 0.05 s, within the wait
+    assert result.completed and result.steps_done == [10, 100], result.breaches
+    assert [k for k, _ in events] == ["roll_step", "guard_passed", "roll_step", "guard_passed", "roll_completed"]
+    assert events[1][1]["window"]["new@2"]["scores"] == 30

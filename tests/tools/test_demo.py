@@ -23,12 +23,23 @@ def test_a_short_demo_answers_every_request_mostly_with_models(stack, tmp_path):
         assert report["sent"] >= 700 and report["unanswered"] == 0 and report["duplicate_answers"] == 0
         models = report["answered"] - report["by_model"].get("(default)", 0)
         assert models > report["answered"] / 2, report["by_model"]  # models answer, not the default
-        # the champion's next version was rolled in step by step while the load ran, none rolled back
+        # the champion's next version was rolled in step by step while the load ran, judged by guards over
+        # live scores; the load went on until the roll decided. On a busy machine the guards may roll it back
+        # (the new version late where the old one is on time): the test holds the decision to its reasons and
+        # checks that the registry and the life cycle agree with it.
         roll = report["roll"]
         assert roll["model"] == "fraud-champion@1.1.0" and roll["replaces"] == "fraud-champion@1.0.0"
-        assert roll["steps"] == [10, 50, 100] and not roll["rolled_back"], roll
-        assert len(report["by_schedule"]) >= 3, report["by_schedule"]  # answered under several roll steps
-        assert "fraud-champion@1.1.0" in report["by_model"]
+        completed = not roll["rolled_back"]
+        print(f"the demo's roll: {'completed' if completed else 'rolled back'}: steps {roll['steps']}, "
+              f"schedules {roll['schedule_versions']}, breaches {roll['breaches']}")
+        if completed:
+            assert roll["steps"] == [10, 50, 100] and not roll["breaches"], roll
+            assert len(report["by_schedule"]) >= 3, report["by_schedule"]  # answered under several roll steps
+            assert "fraud-champion@1.1.0" in report["by_model"]
+        else:
+            assert roll["breaches"] and roll["steps"] == [10, 50, 100][:len(roll["steps"])], roll
+            assert len(roll["schedule_versions"]) == len(roll["steps"]) + 1, roll  # the step it was rolled back at
+            assert "rolled back: " + "; ".join(roll["breaches"]) in out.stdout
         # the live figures of the metrics job, in the terminal and as the HTML report
         figures = out.stdout.split("each model's live figures", 1)[1]
         assert "scores/min" in figures and "fraud-champion@1.0.0" in figures, figures[:2000]
@@ -39,11 +50,14 @@ def test_a_short_demo_answers_every_request_mostly_with_models(stack, tmp_path):
         assert listed.returncode == 0, listed.stderr
         rows = {line.split()[0]: line.replace(" (canary)", "").split()[1]
                 for line in listed.stdout.splitlines()[1:] if line.strip()}
-        assert rows["fraud-champion@1.1.0"] == "production" and rows["fraud-champion@1.0.0"] == "postproduction"
+        assert (rows["fraud-champion@1.1.0"], rows["fraud-champion@1.0.0"]) == \
+            (("production", "postproduction") if completed else ("preproduction", "production")), rows
         assert rows["fraud-canary@1.0.0"] == "preproduction" and "(canary)" in listed.stdout, listed.stdout
         shown = subprocess.run([sys.executable, "-m", "tools.cli", "model", "show", "fraud-champion@1.1.0"],
                                cwd=stack.home, capture_output=True, text=True, timeout=120)
-        assert shown.returncode == 0 and "roll_completed" in shown.stdout and "guard_passed" in shown.stdout
+        assert shown.returncode == 0, shown.stderr
+        assert ("roll_completed" in shown.stdout and "guard_passed" in shown.stdout) if completed \
+            else ("guard_breached" in shown.stdout and "roll_completed" not in shown.stdout), shown.stdout
     finally:
         from control.ops import metrics as metrics_ops
 
