@@ -210,7 +210,11 @@ def _exit_on_signals() -> None:
               help="Keep the new version's optimizing JIT compilers at the lowest CPU priority through the transition, "
                    "then at most this many seconds after the old version stopped until they are quiet; 0: not held "
                    "[default: control.ops.handover.HOLD_COMPILERS_S].")
-def upgrade_cmd(kind, code, rollback, job_id, wait_for_jit, hold_jit) -> None:
+@click.option("--shadow", "shadow_s", type=click.FloatRange(0), default=None,
+              help="The rendezvous: the new version answers the live requests into <answers>-shadow until its tokens, "
+                   "and this many seconds more once it keeps up, so that its answer path is warm when it takes over; "
+                   "0: no shadow [default: control.ops.handover.SHADOW_S].")
+def upgrade_cmd(kind, code, rollback, job_id, wait_for_jit, hold_jit, shadow_s) -> None:
     """Hand the running external state or rendezvous over to a new version without stopping the flow: snapshot
     token (a savepoint, the job running on), the new version restored from it and caught up, transition tokens in
     every partition of the input, the old version stopped once it has finished its share. Prints the new job id."""
@@ -221,8 +225,10 @@ def upgrade_cmd(kind, code, rollback, job_id, wait_for_jit, hold_jit) -> None:
     try:
         jid = job_id or handover.running_job(kind, RuntimeSettings())
         hold = handover.HOLD_COMPILERS_S if hold_jit is None else hold_jit
+        shadow = handover.SHADOW_S if shadow_s is None else shadow_s
         click.echo(handover.hand_over(jid, code, progress=say, rollback=rollback,
-                                      compilers_quiet_timeout_s=wait_for_jit, hold_compilers_s=hold).job_id)
+                                      compilers_quiet_timeout_s=wait_for_jit, hold_compilers_s=hold,
+                                      shadow_s=shadow).job_id)
     except ControlError as e:
         _fail(e)
 

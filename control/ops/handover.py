@@ -48,7 +48,7 @@ from jobs.common.transition import registry_record, token_json
 from jobs.external_state.settings import ExternalStateSettings
 from jobs.rendezvous.settings import RendezvousSettings
 from schemas.records import LifecycleEvent, Schedule, TokenPosition, now_ms
-from schemas.topics import LIFECYCLE, TRANSITIONS
+from schemas.topics import LIFECYCLE, TRANSITIONS, TopicSpec
 
 STARTING_NICE = 19
 """The CPU priority the hand-over works at and the new version starts at (the checks, `flink run` compiling it, its
@@ -84,6 +84,13 @@ new version takes its first requests. 0: not held.
 Measured (bench.handover --hold-jit alternate, 2 cores, 2026-12-07): the transition's p99 over the minute before went
 from 3.38 to 2.16 (rendezvous) and from 2.41 to 1.44 (external state), with no bump in the 20 s after."""
 
+SHADOW_S = 10.0
+"""For `hand_over(shadow_s=...)` (`rendezvous upgrade --shadow S`, the rendezvous only): a new version of the
+rendezvous answers the live requests it does not own yet into a shadow topic (`shadow_topic_of`; jobs/rendezvous/core.py
+`on_shadow_request`), from when it starts until its tokens; once it keeps up, the hand-over gives it this long more,
+still at the starting priority, before the tokens, so that its answer path, timers and sink have run, and their
+hottest code has been compiled, before it answers for real. 0: no shadow."""
+
 KINDS: dict[str, type[HandedOverJob]] = {"external-state": ExternalStateSettings, "rendezvous": RendezvousSettings}
 
 
@@ -95,6 +102,12 @@ def successor_names(settings: HandedOverJob) -> tuple[str, str]:
     n = int(m.group(2)) if m else 1
     base_group = re.sub(r"#\d+$", "", settings.group_id)
     return f"{settings.job_name}#{n + 1}", f"{base_group}#{n + 1}"
+
+
+def shadow_topic_of(settings: RendezvousSettings) -> str:
+    """Where a new version of this rendezvous answers as a shadow: `<answers topic>-shadow` (not `<answers topic>.*`,
+    the names of reply topics, where a request may ask for a copy of its answer)."""
+    return f"{settings.answers_topic}-shadow"
 
 
 def running_job(kind: str, s: RuntimeSettings, job_name: str | None = None) -> str:
@@ -249,6 +262,8 @@ class HandOver:
     """Where the transition tokens landed, by topic."""
     old_savepoint: str
     timings_s: dict[str, float] = field(default_factory=dict)
+    shadow_answers: int | None = None
+    """How many answers the new version had given as a shadow before its tokens (None: it did not shadow)."""
 
 
 def code_of(digest: str | None, s: RuntimeSettings, lifecycle_topic: str) -> Path:
@@ -285,7 +300,8 @@ def hand_over(job_id: str, code: Path | None = None, s: RuntimeSettings | None =
               progress: Callable[[str], None] | None = None, lifecycle_topic: str = LIFECYCLE,
               registry_topic: str | None = None, catch_up_timeout: float = 300.0, rollback: bool = False,
               starting_nice: int = STARTING_NICE,
-              compilers_quiet_timeout_s: float = 0.0, hold_compilers_s: float = HOLD_COMPILERS_S) -> HandOver:
+              compilers_quiet_timeout_s: float = 0.0, hold_compilers_s: float = HOLD_COMPILERS_S,
+              shadow_s: float = SHADOW_S) -> HandOver:
     """Hand the running external-state or rendezvous job `job_id` over to a new version from `code` (module doc).
 
     `starting_nice`: when this process may give a priority back (`priority.can_renice`), the thread running the
@@ -295,16 +311,18 @@ def hand_over(job_id: str, code: Path | None = None, s: RuntimeSettings | None =
     JIT compilers are quiet, or that many seconds have passed: `COMPILERS_QUIET_WAIT_S`), except, if
     `hold_compilers_s` > 0, their optimizing compilers, which stay at the lowest priority until the old version has
     stopped and then until they are quiet, at most that many seconds (`HOLD_COMPILERS_S`); 0: everything at the
-    caller's priority."""
+    caller's priority. `shadow_s` > 0 (the rendezvous): the new version answers as a shadow until its tokens, and
+    that many seconds more once it keeps up (`SHADOW_S`)."""
     nice = starting_nice if priority.can_renice() else 0
     with priority.lowered(nice):
         return _hand_over(job_id, code, s, progress, lifecycle_topic, registry_topic, catch_up_timeout, rollback, nice,
-                          compilers_quiet_timeout_s, hold_compilers_s)
+                          compilers_quiet_timeout_s, hold_compilers_s, shadow_s)
 
 
 def _hand_over(job_id: str, code: Path | None, s: RuntimeSettings | None, progress: Callable[[str], None] | None,
                lifecycle_topic: str, registry_topic: str | None, catch_up_timeout: float, rollback: bool,
-               nice: int, compilers_quiet_timeout_s: float = 0.0, hold_compilers_s: float = 0.0) -> HandOver:
+               nice: int, compilers_quiet_timeout_s: float = 0.0, hold_compilers_s: float = 0.0,
+               shadow_s: float = 0.0) -> HandOver:
     s = s or RuntimeSettings()
     say = progress or (lambda m: None)
     if rollback and code is None:
@@ -348,8 +366,18 @@ def _hand_over(job_id: str, code: Path | None, s: RuntimeSettings | None, progre
     say(f"snapshot token: savepoint {snap} of the running {old.owner_name} ({took['snapshot_s']:.1f} s)")
     step("snapshot", job_id, savepoint=snap, input_end={f"{t}:{p}": o for (t, p), o in target.items()})
     fields: dict = {"owner": owner, "group_id": group, "takes_over": True}
+    knows_shadows = rec.target_fields is None or "shadow_topic" in rec.target_fields  # code from before them does not
+    shadow = shadow_topic_of(old) if isinstance(old, RendezvousSettings) and shadow_s > 0 and knows_shadows else None
+    shadows_before = shadow_answers = 0
     if isinstance(old, RendezvousSettings):
-        fields.update(restored=True, taken_over_at_ms=now_ms())
+        # not the running version's shadow topic (it shadowed before its own tokens): None leaves it out of the
+        # job's parameters, which code from before shadows would refuse
+        fields.update(restored=True, taken_over_at_ms=now_ms(), shadow_topic=None)
+    if shadow:
+        kafka_io.ensure_topics(s.bootstrap_servers, [TopicSpec(shadow)],
+                               partitions=kafka_io.partition_count(s.bootstrap_servers, old.answers_topic))
+        shadows_before = sum(end_offsets(s, [shadow]).values())
+        fields["shadow_topic"] = shadow
     new_settings = upgrade.restore_bound(old.model_copy(update=fields), rec.target_fields, asked_ms)
     t0 = time.monotonic()
     try:  # `flink run` and the TaskManagers start at this thread's priority (`hand_over`)
@@ -366,6 +394,11 @@ def _hand_over(job_id: str, code: Path | None, s: RuntimeSettings | None, progre
         step("quiescent", new)
         took["catch_up_s"] = wait_committed(new, s, group, target, catch_up_timeout, "catching up")
         took["keep_up_s"] = keep_up(new, s, group, old.input_topics, catch_up_timeout, "keeping up")
+        if shadow:  # its answer path runs (and is compiled) on the live requests, at the starting priority
+            say(f"{owner} answers live requests as a shadow into {shadow} for {shadow_s:g} s more")
+            time.sleep(shadow_s)
+            took["keep_up_s"] += keep_up(new, s, group, old.input_topics, catch_up_timeout, "keeping up")
+            shadow_answers = sum(end_offsets(s, [shadow]).values()) - shadows_before
         pin = pinned.of_job(s, new)
         quiet = ""
         if nice and pin and compilers_quiet_timeout_s > 0:
@@ -380,9 +413,10 @@ def _hand_over(job_id: str, code: Path | None, s: RuntimeSettings | None, progre
                 held = jit.HeldCompilers(pinned.pids(s, pin), RETIRING_NICE)
         say(f"snapshot complete: {owner} has caught up ({took['catch_up_s']:.1f} s) and keeps up with "
             f"{', '.join(old.input_topics)} ({took['keep_up_s']:.1f} s){quiet}" + (
+                f"; {shadow_answers} shadow answers in {shadow}" if shadow else "") + (
                 f"; its TaskManagers back to the normal CPU priority from {nice}" if nice and pin else "") + (
                 f", but for their optimizing JIT compilers, held at nice {RETIRING_NICE}" if held else ""))
-        step("snapshot_complete", new)
+        step("snapshot_complete", new, **({"shadow_topic": shadow, "shadow_answers": shadow_answers} if shadow else {}))
     except BaseException as e:
         abandon(new, s)  # first: its TaskManagers, held compilers and all, stop with it
         if held:
@@ -444,4 +478,5 @@ def _hand_over(job_id: str, code: Path | None, s: RuntimeSettings | None, progre
             pass
         finally:
             held.release()
-    return HandOver(kind, hid, job_id, new, owner, old.owner_name, snap, tokens, old_sp, took)
+    return HandOver(kind, hid, job_id, new, owner, old.owner_name, snap, tokens, old_sp, took,
+                    shadow_answers if shadow else None)

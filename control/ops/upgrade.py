@@ -134,7 +134,10 @@ def probe(code: Path, rec: Recorded, s: RuntimeSettings) -> dict:
     ControlError if it cannot."""
     python = str(s.venv_python if s.venv_python.exists() else Path(sys.executable))
     env = {**os.environ, "PYTHONPATH": str(code)}  # and cwd: the new code comes first on sys.path
-    out = subprocess.run([python, "-c", _PROBE, rec.settings_class], cwd=code, input=rec.settings.model_dump_json(),
+    settings = rec.settings
+    if isinstance(settings, RendezvousSettings):  # a version's shadow topic is never its successor's (handover.py)
+        settings = settings.model_copy(update={"shadow_topic": None})
+    out = subprocess.run([python, "-c", _PROBE, rec.settings_class], cwd=code, input=settings.model_dump_json(),
                          capture_output=True, text=True, timeout=120, env=env)
     if out.returncode != 0:
         raise ControlError(f"the new code at {code} cannot take job {rec.job_id} over; nothing was stopped. Loading "

@@ -70,6 +70,14 @@ class Ownership:
         i = bisect.bisect_left(tokens, (offset, "")) - 1
         return tokens[i][1] == self.owner if i >= 0 else self.first
 
+    def warming(self, topic: str, partition: int, offset: int) -> bool:
+        """Whether the record at this position precedes every record of its partition this version owns: a version
+        taking over, before the token that names it (it may answer such records as a shadow). False for the version
+        that was first, and for a version after a token took the partition from it (it is retiring)."""
+        if self.first:
+            return False
+        return not any(owner == self.owner and o < offset for o, owner in self._tokens.get((topic, partition), ()))
+
     def owners(self) -> dict[str, str]:
         """The current owner of every partition a token was seen for, as `topic:partition` -> owner."""
         return {f"{t}:{p}": tokens[-1][1] for (t, p), tokens in self._tokens.items()}

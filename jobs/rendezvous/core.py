@@ -105,6 +105,7 @@ class Effects:
     duplicate_request: bool = False
     dropped_scores: int = 0  # duplicates of a model's score for this request, or over the bound
     handed_over: int = 0  # a request or score of the other version's, during a hand-over (nothing goes out)
+    shadow: bool = False  # the answer is a shadow's: it goes to the shadow topic, never to the answers or a reply
 
 
 @dataclass(frozen=True)
@@ -147,10 +148,19 @@ class Rendezvous:
         eff.handed_over = 1
         return eff
 
+    def on_shadow_request(self, mb: Mailbox, request_time_ms: int, schedule: Schedule, now: int) -> Effects:
+        """A request that another version owns, answered by this one as a shadow: by the same rules, into the
+        shadow topic only (no return address, no late scores). A version taking over does this before a token names
+        it, so that its answer path has run, and been compiled, before it answers for real."""
+        if mb.has_request:
+            return Effects(duplicate_request=True, changed=False)
+        mb.shadow = True
+        return self.on_request(mb, request_time_ms, schedule, now)
+
     def hand_over(self, mb: Mailbox, now: int) -> Effects:
         """Make the mailbox another version's (one restored from the version handing over, by the version taking
         over): its scores are dropped, its timers go off for nothing, it is cleared after the retention."""
-        mb.foreign = True
+        mb.foreign, mb.shadow = True, False
         mb.reply_to = None
         mb.scores.clear()
         mb.expires_at_ms = now + self.config.answered_retention_ms
@@ -161,6 +171,8 @@ class Rendezvous:
         if mb.foreign:  # the other version's request: its scores are its business
             return Effects(changed=False, handed_over=1)
         if mb.answered:
+            if mb.shadow:  # the owner reports its own late scores
+                return Effects(changed=False)
             eff.late.append(LateScore(score=score, reason="after_answer", answered_at_ms=mb.answered_at_ms,
                                       observed_at_ms=now))
             eff.changed = False
@@ -278,6 +290,7 @@ class Rendezvous:
             timings=timings,
         )
         eff.reply_to, mb.reply_to = mb.reply_to, None
+        eff.shadow = mb.shadow
         mb.answered_at_ms = now
         mb.scores.clear()  # answered: only the tombstone is needed from now on
         mb.expires_at_ms = now + self.config.answered_retention_ms

@@ -21,6 +21,10 @@ requests restores into the release before return addresses too.
 Version 4 (`HANDED_OVER_STATE_VERSION`) is version 3 plus one last element, `True`: the mailbox belongs to another
 version of the rendezvous (a request on the other side of a transition token, or a mailbox a version taking over
 restored from the one handing over; jobs/common/transition.py). Written only for such a mailbox.
+A shadow mailbox (a request a version taking over answers into its shadow topic before a token names it, see
+core.py `on_shadow_request`) is written as version 4 with the last element `"shadow"` instead of `True`: a reader
+from before shadows, which checks only that it is true, takes it for another version's mailbox, which is what
+that reader would have made of the request.
 """
 
 from __future__ import annotations
@@ -39,7 +43,10 @@ REPLY_STATE_VERSION = 3
 """Version 2 plus the return address as a last element: written for a mailbox that holds one."""
 
 HANDED_OVER_STATE_VERSION = 4
-"""Version 3 plus a last element, True: the mailbox is another version's (written only for such a mailbox)."""
+"""Version 3 plus a last element, True: the mailbox is another version's (written only for such a mailbox), or
+`SHADOW`: a shadow mailbox."""
+
+SHADOW = "shadow"
 
 _LENGTHS = {1: 9, MAILBOX_STATE_VERSION: 9, REPLY_STATE_VERSION: 10, HANDED_OVER_STATE_VERSION: 11}
 """Elements of the state tuple of each encoding this code reads."""
@@ -97,6 +104,7 @@ class Mailbox:
     scores: dict[str, HeldScore] = field(default_factory=dict)  # first score per model `id@version`
     reply_to: str | None = None  # the request's return address until it is answered (a gateway's reply topic)
     foreign: bool = False  # another version of the rendezvous owns this request (a hand-over): nothing goes out
+    shadow: bool = False  # another version owns it, and this one answers it into its shadow topic (a warm-up)
 
     @property
     def has_request(self) -> bool:
@@ -115,8 +123,8 @@ def to_state(mb: Mailbox) -> tuple:
         for key, h in mb.scores.items())
     base = (mb.first_seen_ms, mb.request_time_ms, mb.received_at_ms, mb.schedule_version, mb.stage,
             mb.answered_at_ms, mb.expires_at_ms, scores)
-    if mb.foreign:
-        return (HANDED_OVER_STATE_VERSION, *base, mb.reply_to, True)
+    if mb.foreign or mb.shadow:
+        return (HANDED_OVER_STATE_VERSION, *base, mb.reply_to, True if mb.foreign else SHADOW)
     if mb.reply_to is None:
         return (MAILBOX_STATE_VERSION, *base)
     return (REPLY_STATE_VERSION, *base, mb.reply_to)
@@ -131,10 +139,11 @@ def from_state(request_id: str, value: tuple) -> Mailbox:
                                 f"{sorted(_LENGTHS)} ({_LENGTHS} elements). Restore the savepoint with the version "
                                 "that wrote it.")
     encoding, first_seen, request_time, received, schedule_version, stage, answered, expires, scores = value[:9]
+    other = value[10] if encoding == HANDED_OVER_STATE_VERSION else False  # True: foreign; SHADOW: a shadow
     mb = Mailbox(request_id=request_id, first_seen_ms=first_seen, request_time_ms=request_time,
                  received_at_ms=received, schedule_version=schedule_version, stage=stage, answered_at_ms=answered,
                  expires_at_ms=expires, reply_to=value[9] if encoding >= REPLY_STATE_VERSION else None,
-                 foreign=encoding == HANDED_OVER_STATE_VERSION and bool(value[10]))
+                 foreign=bool(other) and other != SHADOW, shadow=other == SHADOW)
     for key, version, output_json, error, started, finished, arrived, req_time, rcv in scores:
         if encoding == 1:  # keyed by model id then
             key = f"{key}@{version}"

@@ -52,6 +52,7 @@ class Env(NamedTuple):
     raw: str | None = None
     reply_to: str | None = None  # a request's return address, as written (checked by the function)
     mine: bool = True  # a request this version owns (jobs/common/transition.py); else another version's
+    shadow: bool = False  # another version's request before any of this version's tokens: answered as a shadow
 
 
 ENVELOPE = Types.PICKLED_BYTE_ARRAY()
@@ -94,6 +95,7 @@ class Envelopes(FlatMapFunction):
     def __init__(self, settings: RendezvousSettings):
         self.hand_over = (settings.owner_name, not settings.takes_over, settings.kafka, settings.transitions_topic,
                           settings.handed_over_topic)
+        self.shadows = settings.shadow_topic is not None
 
     def open(self, runtime_context: RuntimeContext):
         owner, first, kafka, registry, topic = self.hand_over
@@ -114,7 +116,7 @@ class Envelopes(FlatMapFunction):
             return
         e = envelope(raw)
         if not self.ownership.owns(topic, partition, offset):
-            e = e._replace(mine=False)
+            e = e._replace(mine=False, shadow=self.shadows and self.ownership.warming(topic, partition, offset))
         yield e
 
 
@@ -123,11 +125,15 @@ class Routes:
     """The rendezvous's one output stream: (topic, key, payload) rows, typed by record
     (`jobs.common.kafka.ROUTED`; side outputs from on_timer break in thread mode, PyFlink 2.3)."""
 
-    def __init__(self, answers: str, late: str, invalid: str):
-        self.answers, self.late, self.invalid = answers, late, invalid
+    def __init__(self, answers: str, late: str, invalid: str, shadow: str | None = None):
+        self.answers, self.late, self.invalid, self.shadow = answers, late, invalid, shadow
 
     def answer(self, a: Answer) -> Row:
         return Row(self.answers, a.request_id, a.to_json())
+
+    def shadow_answer(self, a: Answer) -> Row:
+        """A shadow's answer (a version warming up before it takes over): to the shadow topic only."""
+        return Row(self.shadow, a.request_id, a.to_json())
 
     def reply(self, topic: str, a: Answer) -> Row:
         """The copy of an answer for its request's return address (a gateway's reply topic)."""
@@ -160,6 +166,10 @@ def attempt_number(ctx: RuntimeContext) -> int:
 
 
 # ------------------------------------------------------------------------------------------------- the function
+SHADOW_MAX_AGE_MS = 1_000
+"""A version warming up shadows only the live requests (reaching it within this of their time); the backlog it reads
+while catching up from its snapshot was answered long ago, and would only take CPU from the version answering."""
+
 SCHEDULES_STATE = MapStateDescriptor("schedules", Types.LONG(), Types.STRING())
 ACTIVE = -1  # key of the active schedule's version in the broadcast state
 VERSIONS = -2  # key of the JSON list of versions kept (iterating broadcast state fails in thread mode)
@@ -171,7 +181,7 @@ class RendezvousFunction(KeyedBroadcastProcessFunction):
         self.config = RendezvousConfig(orphan_timeout_ms=settings.orphan_timeout_ms,
                                        answered_retention_ms=settings.answered_retention_ms)
         self.state_ttl_ms = settings.state_ttl_ms
-        self.routes = Routes(settings.answers_topic, settings.late_topic, settings.invalid_topic)
+        self.routes = Routes(settings.answers_topic, settings.late_topic, settings.invalid_topic, settings.shadow_topic)
         self.recovery = (settings.kafka, settings.group_id, [settings.augmented_topic, settings.scores_topic],
                          settings.answers_topic, settings.recovery_margin_ms,
                          settings.recover_from_ms) if settings.recover_answers else None
@@ -204,7 +214,8 @@ class RendezvousFunction(KeyedBroadcastProcessFunction):
         try:
             group = runtime_context.get_metrics_group().add_group("rendezvous")
             for name in ("answers", "answers_default", "late_scores", "duplicate_requests", "dropped_scores",
-                         "invalid", "recovered_answers", "recovery_failed", "replies", "reply_dropped", "handed_over"):
+                         "invalid", "recovered_answers", "recovery_failed", "replies", "reply_dropped", "handed_over",
+                         "shadow_answers"):
                 self.counters[name] = group.counter(name)
         except Exception:  # noqa: BLE001 - metrics are optional (not every execution mode has them)
             self.counters = {}
@@ -282,7 +293,10 @@ class RendezvousFunction(KeyedBroadcastProcessFunction):
         for late in eff.late:
             self._count("late_scores")
             yield self.routes.late_score(late)
-        if eff.answer is not None:
+        if eff.answer is not None and eff.shadow:
+            self._count("shadow_answers")
+            yield self.routes.shadow_answer(eff.answer)
+        elif eff.answer is not None:
             if self.recovered:
                 if eff.answer.answered_at_ms >= self.recovered_until:
                     self.recovered = {}  # as long as a mailbox can live: what was not replayed by now never will be
@@ -322,7 +336,9 @@ class RendezvousFunction(KeyedBroadcastProcessFunction):
         inherited = self._inherited(mb, now)
         if inherited is not None:
             yield from self._apply(inherited, mb, ctx.timer_service())
-        if value.kind == "request" and not value.mine:
+        if value.kind == "request" and value.shadow and now - value.request_time_ms <= SHADOW_MAX_AGE_MS:
+            eff = self.core.on_shadow_request(mb, value.request_time_ms, self._schedule(ctx, None), now)
+        elif value.kind == "request" and not value.mine:
             eff = self.core.on_foreign_request(mb, value.request_time_ms, now)
         elif value.kind == "request":
             reply = value.reply_to

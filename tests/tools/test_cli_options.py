@@ -18,8 +18,9 @@ def test_the_upgrade_passes_its_jit_wait_to_the_hand_over(monkeypatch):
     class Done:
         job_id = "new-job"
 
-    def hand_over(job_id, code, progress=None, rollback=False, compilers_quiet_timeout_s=0.0, hold_compilers_s=0.0):
-        got.update(job_id=job_id, wait=compilers_quiet_timeout_s, hold=hold_compilers_s)
+    def hand_over(job_id, code, progress=None, rollback=False, compilers_quiet_timeout_s=0.0, hold_compilers_s=0.0,
+                  shadow_s=0.0):
+        got.update(job_id=job_id, wait=compilers_quiet_timeout_s, hold=hold_compilers_s, shadow=shadow_s)
         return Done()
 
     monkeypatch.setattr(handover, "hand_over", hand_over)
@@ -33,6 +34,9 @@ def test_the_upgrade_passes_its_jit_wait_to_the_hand_over(monkeypatch):
     assert got["hold"] == handover.HOLD_COMPILERS_S > 0  # the compilers held by default
     res = CliRunner().invoke(main, ["upgrade", "rendezvous", "--job", "old-job", "--hold-jit", "0"])
     assert res.exit_code == 0 and got["hold"] == 0.0
+    assert got["shadow"] == handover.SHADOW_S > 0  # a shadow by default
+    res = CliRunner().invoke(main, ["upgrade", "rendezvous", "--job", "old-job", "--shadow", "0"])
+    assert res.exit_code == 0 and got["shadow"] == 0.0
 
 
 def test_a_sigterm_ends_an_upgrade_through_its_finally_blocks():

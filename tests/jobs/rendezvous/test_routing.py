@@ -56,3 +56,30 @@ def test_the_recovery_scan_maps_the_jobs_kafka_security_settings():
                          "ssl.ca.location": "/etc/ca.pem", "linger.ms": "5"})
     assert cfg == {"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512", "sasl_plain_username": "svc",
                    "sasl_plain_password": "s3cret", "ssl_cafile": "/etc/ca.pem"}
+
+
+def test_a_version_taking_over_marks_the_requests_before_its_token_for_its_shadow_and_routes_their_answers_apart():
+    from jobs.common.transition import token_json
+    from jobs.rendezvous.pipeline import Envelopes
+    from jobs.rendezvous.settings import RendezvousSettings
+
+    def request(i: int) -> str:
+        return '{"request": {"request_id": "q%d", "event_time_ms": 5}, "features": {}}' % i
+
+    def run(settings: RendezvousSettings, rows) -> list:
+        env = Envelopes(settings)
+        env.open(None)
+        return [(e.mine, e.shadow) for row in rows for e in env.flat_map(row)]
+
+    new = RendezvousSettings(owner="rendezvous#2", takes_over=True, transitions_topic="", shadow_topic="answers-shadow")
+    t = new.augmented_topic
+    token = token_json("u1", t, 0, "rendezvous#2", "rendezvous", 1)
+    rows = [(t, 0, 1, request(1)), (t, 0, 2, token), (t, 0, 3, request(3))]
+    assert run(new, rows) == [(False, True), (True, False)]  # the token goes no further
+    assert run(new.model_copy(update={"shadow_topic": None}), rows) == [(False, False), (True, False)]
+    old = RendezvousSettings(transitions_topic="", shadow_topic="answers-shadow")  # the version that was first
+    assert run(old, rows) == [(True, False), (False, False)]  # past its token: retiring, never a shadow
+    shadow = Routes("answers", "late", "quarantine", "answers-shadow")
+    answer = Answer(request_id="r", model_id=None, model_version=None, output={}, stage=None, trigger="default",
+                    is_default=True, schedule_version=0, request_time_ms=0, received_at_ms=0, answered_at_ms=1)
+    assert tuple(shadow.shadow_answer(answer)) == ("answers-shadow", "r", answer.to_json())
