@@ -214,18 +214,19 @@ def show_timeline(r: dict) -> str:
 
 
 def _hand_over(kind: str, job_id: str, lifecycle_topic: str, starting_nice: int, quiet_s: float, hold_s: float,
-               results) -> None:
+               shadow_s: float, results) -> None:
     try:
         ho = handover.hand_over(job_id, None, RuntimeSettings(), progress=lambda m: print(f"  [{kind}] {m}", flush=True),
                                 lifecycle_topic=lifecycle_topic, starting_nice=starting_nice,
-                                compilers_quiet_timeout_s=quiet_s, hold_compilers_s=hold_s)
-        results.put({"job_id": ho.job_id, "upgrade_id": ho.upgrade_id, "timings_s": ho.timings_s})
+                                compilers_quiet_timeout_s=quiet_s, hold_compilers_s=hold_s, shadow_s=shadow_s)
+        results.put({"job_id": ho.job_id, "upgrade_id": ho.upgrade_id, "timings_s": ho.timings_s,
+                     "shadow_answers": ho.shadow_answers})
     except Exception as e:  # noqa: BLE001 - reported by the parent
         results.put({"error": f"{type(e).__name__}: {e}"})
 
 
 def hand_over_apart(kind: str, job_id: str, lifecycle_topic: str, starting_nice: int, quiet_s: float,
-                    hold_s: float) -> dict:
+                    hold_s: float, shadow_s: float = 0.0) -> dict:
     """`handover.hand_over` in a process of its own, as a user runs `rendezvous upgrade`: the control plane's Python
     (kafka-python readers, JSON) must not hold this process's interpreter lock while the collector stamps when each
     answer arrived."""
@@ -234,7 +235,7 @@ def hand_over_apart(kind: str, job_id: str, lifecycle_topic: str, starting_nice:
     ctx = multiprocessing.get_context("spawn")  # not fork: this process runs librdkafka's threads
     results = ctx.Queue()
     proc = ctx.Process(target=_hand_over, args=(kind, job_id, lifecycle_topic, starting_nice, quiet_s, hold_s,
-                                                       results))
+                                                       shadow_s, results))
     proc.start()
     while True:
         try:
@@ -301,10 +302,12 @@ def run(a) -> dict:
             quiet_s = compilers_quiet_timeout(a.compilers_quiet, rnd)
             hold_s = by_round(a.hold_jit, rnd, handover.HOLD_COMPILERS_S)
             start_nice = starting_nice(a.starting_nice, a.also_starting_nice, rnd)
+            shadow_s = by_round(a.shadow, rnd, handover.SHADOW_S) if kind == "rendezvous" else None
             print(f"hand-over {n}/{len(order)}: the {kind}, started at nice {start_nice}"
                   + (f" (waiting at most {quiet_s:.0f} s for its JIT compilers)" if quiet_s else " (no JIT wait)")
-                  + (" (its optimizing compilers held)" if hold_s else " (compilers not held)"))
-            ho = hand_over_apart(kind, ids[kind], t.lifecycle, start_nice, quiet_s, hold_s)
+                  + (" (its optimizing compilers held)" if hold_s else " (compilers not held)")
+                  + ("" if shadow_s is None else f" (a shadow for {shadow_s:g} s)" if shadow_s else " (no shadow)"))
+            ho = hand_over_apart(kind, ids[kind], t.lifecycle, start_nice, quiet_s, hold_s, shadow_s or 0.0)
             ids[kind] = ho["job_id"]
             started.append(ho["job_id"])
             t1 = time.time() * 1000  # the windows end at its `completed` step (below), not at its return
@@ -313,6 +316,8 @@ def run(a) -> dict:
                                      "starting_nice": start_nice if priority.can_renice() else 0,
                                      # what was done, not asked: nothing is held where the priority cannot be given back
                                      "hold_compilers_s": hold_s if "compilers_held_s" in ho["timings_s"] else 0.0,
+                                     **({} if shadow_s is None else {"shadow_s": shadow_s,
+                                                                     "shadow_answers": ho.get("shadow_answers")}),
                                      "timings_s": {k: round(v, 2) for k, v in ho["timings_s"].items()}})
             # its window after (`AFTER_S` from its old version's stop) must not be in the next baseline
             rest += max(0.0, AFTER_S - ho["timings_s"].get("compilers_held_s", 0.0))
@@ -390,6 +395,8 @@ def variant(h: dict) -> str:
         parts.append("compilers held" if h["hold_compilers_s"] else "compilers not held")
     if h.get("starting_nice") is not None:
         parts.append(f"started at nice {h['starting_nice']}")
+    if h.get("shadow_s") is not None:
+        parts.append(f"a shadow for {h['shadow_s']:g} s" if h["shadow_s"] else "no shadow")
     return ", ".join(parts)
 
 
@@ -475,6 +482,7 @@ def table(r: dict) -> str:
             continue
         jit = new_compilers(h, span) if spans else None
         lines.append(f"- {h['job']}: " + ", ".join(f"{k} {v} s" for k, v in h["timings_s"].items()) + (
+            f"; {h['shadow_answers']} shadow answers before its tokens" if h.get("shadow_answers") else "") + (
             f"; the new version's JIT compilers: {jit[0]} CPU s before its tokens, {jit[1]} in the {span:.0f} s "
             "after" if jit else ""))
     return "\n".join(lines)
@@ -503,6 +511,10 @@ def main(argv=None) -> None:
                    help="the new version's optimizing JIT compilers held at the lowest priority through the transition "
                         f"(on: as by default, at most {handover.HOLD_COMPILERS_S:.0f} s after), or not (off), or "
                         "alternate by round (off first; an even --rounds)")
+    p.add_argument("--shadow", choices=["on", "off", "alternate"], default="on",
+                   help="a new rendezvous answers as a shadow before its tokens (on: as by default, "
+                        f"{handover.SHADOW_S:.0f} s more once it keeps up), or not (off), or alternate by round (off "
+                        "first; an even --rounds)")
     p.add_argument("--rounds", type=int, default=3,
                    help="hand each job over this many times (medians over the rounds; the machine is noisy)")
     p.add_argument("--starting-nice", type=int, default=handover.STARTING_NICE,
@@ -516,7 +528,7 @@ def main(argv=None) -> None:
     p.add_argument("--timeline", action="store_true",
                    help="also print each hand-over's steps and the seconds whose p99 is over twice the baseline's")
     a = p.parse_args(argv)
-    for opt, mode in (("--compilers-quiet", a.compilers_quiet), ("--hold-jit", a.hold_jit),
+    for opt, mode in (("--compilers-quiet", a.compilers_quiet), ("--hold-jit", a.hold_jit), ("--shadow", a.shadow),
                       ("--also-starting-nice", "alternate" if a.also_starting_nice else "")):
         if mode == "alternate" and a.rounds % 2:
             p.error(f"{opt} alternate needs an even --rounds (as many with as without), not {a.rounds}")

@@ -197,3 +197,22 @@ def test_the_handover_bench_alternates_the_starting_priority_by_round():
     assert [starting_nice(10, 19, r) for r in range(4)] == [10, 19, 10, 19]
     assert {starting_nice(10, 0, r) for r in range(3)} == {10}
     assert variant({"hold_compilers_s": 30.0, "starting_nice": 19}) == "compilers held, started at nice 19"
+
+
+def test_the_handover_bench_tells_rounds_with_and_without_a_shadow_apart():
+    from bench.handover import table, variant
+
+    mk = lambda p99: {"sent": 10, "answered": 10, "p50_ms": 1.0, "p99_ms": p99, "max_ms": p99, "defaults": 0}
+    base = {"job": "rendezvous", "hold_compilers_s": 30.0, "before": mk(100), "during": mk(150), "after": mk(100),
+            "timings_s": {}}
+    off, on = {**base, "shadow_s": 0.0, "transition": mk(200)}, {**base, "shadow_s": 10.0, "shadow_answers": 812,
+                                                                  "transition": mk(120)}
+    es = {**base, "job": "external-state", "transition": mk(150)}  # no shadow option: no shadow label
+    assert (variant(off), variant(on), variant(es)) == ("compilers held, no shadow", "compilers held, a shadow for "
+                                                        "10 s", "compilers held")
+    r = {"rate": 10, "partitions": 2, "before_s": 60, "starting_nice": 19, "sent": 100, "answered": 100,
+         "duplicates": 0, "conflicting": 0, "handovers": [off, on, es]}
+    out = table(r)
+    assert "- rendezvous (compilers held, no shadow), median of 1: transition p99 / baseline p99 2.00" in out
+    assert "- rendezvous (compilers held, a shadow for 10 s), median of 1: transition p99 / baseline p99 1.20" in out
+    assert "- rendezvous: ; 812 shadow answers before its tokens" in out
