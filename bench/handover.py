@@ -482,7 +482,8 @@ def table(r: dict) -> str:
             continue
         jit = new_compilers(h, span) if spans else None
         lines.append(f"- {h['job']}: " + ", ".join(f"{k} {v} s" for k, v in h["timings_s"].items()) + (
-            f"; {h['shadow_answers']} shadow answers before its tokens" if h.get("shadow_answers") else "") + (
+            f"; {h['shadow_answers']} shadow answers before its tokens" if h.get("shadow_answers") is not None
+            else "") + (
             f"; the new version's JIT compilers: {jit[0]} CPU s before its tokens, {jit[1]} in the {span:.0f} s "
             "after" if jit else ""))
     return "\n".join(lines)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jobs.common.security import read_properties, write_properties
-from schemas.topics import TopicNames
+from schemas.topics import TopicNames, shadow_answers_topic
 
 ROLES = ("operator", "external_state", "model", "rendezvous", "quality", "client")
 BROKER = "broker"
@@ -78,7 +78,8 @@ def grants(topics: TopicNames = TopicNames(), group_prefixes: dict[str, str] | N
     writes = {
         "external_state": [t.augmented, t.quarantine],
         "model": [t.scores],
-        "rendezvous": [t.answers, t.late, t.quarantine],
+        # and a new version's shadow answers during a hand-over (control/ops/handover.py)
+        "rendezvous": [t.answers, t.late, t.quarantine, shadow_answers_topic(t.answers)],
         "quality": [t.quality],
         "client": [t.requests, t.labels],
     }

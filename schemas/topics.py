@@ -55,6 +55,13 @@ TOPICS: tuple[TopicSpec, ...] = (
 )
 
 
+def shadow_answers_topic(answers_topic: str) -> str:
+    """Where a new version of the rendezvous answering into `answers_topic` answers as a shadow before it takes over
+    (control/ops/handover.py): `<answers topic>-shadow`, not `<answers topic>.*`, the names of the reply topics, where
+    a request may ask for a copy of its answer. Created by the hand-over that uses it."""
+    return f"{answers_topic}-shadow"
+
+
 @dataclass(frozen=True)
 class TopicNames:
     """The topics one deployment of the system uses (the defaults above; tests and side-by-side installs

@@ -798,8 +798,14 @@ def report_cmd(out, since_min, topics_suffix) -> None:
 @click.option("--window", "window_s", default=10.0, show_default=True, help="guard window (s)")
 @click.option("--max-error-rate", default=0.05, show_default=True)
 @click.option("--max-p99-ms", type=float, default=None, help="[default: the replaced model's stage deadline]")
+@click.option("--max-p99-ratio", type=click.FloatRange(0), default=1.5, show_default=True,
+              help="when the replaced model is over --max-p99-ms too (a busy machine), the new one crosses the latency "
+                   "guard only past this many times its p99; 0: the bound alone")
+@click.option("--min-scores", type=click.IntRange(1), default=20, show_default=True,
+              help="the new model's scores in the window the guards judge from; a step waits for them (30 s at most)")
 @click.option("--canary", default=None, help="id@version of the canary [default: the registered canary]")
-def roll_cmd(key, steps, every_s, replace, window_s, max_error_rate, max_p99_ms, canary) -> None:
+def roll_cmd(key, steps, every_s, replace, window_s, max_error_rate, max_p99_ms, max_p99_ratio, min_scores,
+             canary) -> None:
     """Soft-roll KEY (id@version, in preproduction) into production step by step; guards over live scores
     roll back automatically when crossed."""
     from control.ops import registry, rollout
@@ -815,7 +821,7 @@ def roll_cmd(key, steps, every_s, replace, window_s, max_error_rate, max_p99_ms,
         except ValueError:
             raise ControlError(f"--steps is a comma-separated list of percentages, e.g. 10,50,100, not {steps!r}")
         guards = rollout.Guards(window_s=window_s, max_error_rate=max_error_rate, max_p99_ms=max_p99_ms,
-                                canary=canary)
+                                max_p99_ratio=max_p99_ratio, min_scores=min_scores, canary=canary)
         result = rollout.roll(plane, key, step_list, every_s, guards, replace, progress=click.echo)
     except (ControlError, ValueError) as e:
         _fail(e)

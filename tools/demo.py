@@ -153,8 +153,9 @@ def run(progress=print, rate: float = 100.0, duration_s: float = 60.0, report_pa
                  "(`rendezvous status`, `top`); measuring anyway")
 
     step_s = max(3.0, duration_s / 5)
-    progress(f"== 6/7 load: {rate:.0f} requests/s for {duration_s:.0f} s (on until the roll decides); {cards['next'].key} is rolled in "
-             f"({' -> '.join(f'{w} %' for w in ROLL_STEPS)}, {step_s:.0f} s per step, guarded)")
+    progress(f"== 6/7 load: {rate:.0f} requests/s for {duration_s:.0f} s (on until the roll decides); "
+             f"{cards['next'].key} is rolled in ({' -> '.join(f'{w} %' for w in ROLL_STEPS)}, {step_s:.0f} s per "
+             "step, guarded)")
     state: dict = {"started": False}
 
     def roll_in() -> None:
@@ -174,11 +175,17 @@ def run(progress=print, rate: float = 100.0, duration_s: float = 60.0, report_pa
             state["started"] = True
             roller.start()
 
-    # the load goes on until the roll has decided: its guards judge each step from live scores
+    # the load goes on until the roll has decided (its guards judge each step from live scores), within the time its
+    # steps may take: each its own, the guards' wait for evidence, a rollback
+    roll_bound = time.monotonic() + duration_s + len(ROLL_STEPS) * (step_s + rollout.Guards().evidence_wait_s + 10) + 60
     report = load.run_load(s.bootstrap_servers, rate=rate, duration_s=duration_s, progress=progress, on_tick=on_tick,
-                           labels_topic="labels", label_delay_s=5.0, keep_going=roller.is_alive)
+                           labels_topic="labels", label_delay_s=5.0,
+                           keep_going=lambda: roller.is_alive() and time.monotonic() < roll_bound)
     if state["started"]:
-        roller.join()
+        roller.join(timeout=max(0.0, roll_bound - time.monotonic()) + 30)
+        if roller.is_alive():
+            progress("  >> the roll has not decided in time: see `rendezvous model show "
+                     f"{cards['next'].key}`; the active schedule says its step (`rendezvous schedule show`)")
     out = report_path or s.run_dir / "demo" / "latest.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     result = state.get("result")

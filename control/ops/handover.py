@@ -48,7 +48,7 @@ from jobs.common.transition import registry_record, token_json
 from jobs.external_state.settings import ExternalStateSettings
 from jobs.rendezvous.settings import RendezvousSettings
 from schemas.records import LifecycleEvent, Schedule, TokenPosition, now_ms
-from schemas.topics import LIFECYCLE, TRANSITIONS, TopicSpec
+from schemas.topics import LIFECYCLE, TRANSITIONS, TopicSpec, shadow_answers_topic
 
 STARTING_NICE = 19
 """The CPU priority the hand-over works at and the new version starts at (the checks, `flink run` compiling it, its
@@ -86,7 +86,7 @@ from 3.38 to 2.16 (rendezvous) and from 2.41 to 1.44 (external state), with no b
 
 SHADOW_S = 10.0
 """For `hand_over(shadow_s=...)` (`rendezvous upgrade --shadow S`, the rendezvous only): a new version of the
-rendezvous answers the live requests it does not own yet into a shadow topic (`shadow_topic_of`; jobs/rendezvous/core.py
+rendezvous answers the live requests it does not own yet into a shadow topic (`schemas.topics.shadow_answers_topic`; jobs/rendezvous/core.py
 `on_shadow_request`), from when it starts until its tokens; once it keeps up, the hand-over gives it this long more,
 still at the starting priority, before the tokens, so that its answer path, timers and sink have run, and their
 hottest code has been compiled, before it answers for real. 0: no shadow."""
@@ -102,12 +102,6 @@ def successor_names(settings: HandedOverJob) -> tuple[str, str]:
     n = int(m.group(2)) if m else 1
     base_group = re.sub(r"#\d+$", "", settings.group_id)
     return f"{settings.job_name}#{n + 1}", f"{base_group}#{n + 1}"
-
-
-def shadow_topic_of(settings: RendezvousSettings) -> str:
-    """Where a new version of this rendezvous answers as a shadow: `<answers topic>-shadow` (not `<answers topic>.*`,
-    the names of reply topics, where a request may ask for a copy of its answer)."""
-    return f"{settings.answers_topic}-shadow"
 
 
 def running_job(kind: str, s: RuntimeSettings, job_name: str | None = None) -> str:
@@ -263,7 +257,8 @@ class HandOver:
     old_savepoint: str
     timings_s: dict[str, float] = field(default_factory=dict)
     shadow_answers: int | None = None
-    """How many answers the new version had given as a shadow before its tokens (None: it did not shadow)."""
+    """How many answers the new version had given as a shadow by its snapshot-complete step, just before its tokens
+    (None: it did not shadow)."""
 
 
 def code_of(digest: str | None, s: RuntimeSettings, lifecycle_topic: str) -> Path:
@@ -367,18 +362,25 @@ def _hand_over(job_id: str, code: Path | None, s: RuntimeSettings | None, progre
     step("snapshot", job_id, savepoint=snap, input_end={f"{t}:{p}": o for (t, p), o in target.items()})
     fields: dict = {"owner": owner, "group_id": group, "takes_over": True}
     knows_shadows = rec.target_fields is None or "shadow_topic" in rec.target_fields  # code from before them does not
-    shadow = shadow_topic_of(old) if isinstance(old, RendezvousSettings) and shadow_s > 0 and knows_shadows else None
+    shadow = shadow_answers_topic(old.answers_topic) \
+        if isinstance(old, RendezvousSettings) and shadow_s > 0 and knows_shadows else None
     shadows_before = shadow_answers = 0
     if isinstance(old, RendezvousSettings):
         # not the running version's shadow topic (it shadowed before its own tokens): None leaves it out of the
         # job's parameters, which code from before shadows would refuse
         fields.update(restored=True, taken_over_at_ms=now_ms(), shadow_topic=None)
     if shadow:
-        kafka_io.ensure_topics(s.bootstrap_servers, [TopicSpec(shadow)],
-                               partitions=kafka_io.partition_count(s.bootstrap_servers, old.answers_topic))
-        shadows_before = sum(end_offsets(s, [shadow]).values())
+        try:
+            kafka_io.ensure_topics(s.bootstrap_servers, [TopicSpec(shadow)],
+                                   partitions=kafka_io.partition_count(s.bootstrap_servers, old.answers_topic))
+            shadows_before = sum(end_offsets(s, [shadow]).values())
+        except Exception as e:  # noqa: BLE001 - the broker: said, and recorded
+            step("failed", job_id, error=f"shadow topic {shadow}: {type(e).__name__}: {e}"[:2000])
+            raise ControlError(f"could not create the shadow topic {shadow} ({type(e).__name__}: {e}); "
+                               f"{old.owner_name} (job {job_id}) runs on, untouched: nothing was handed over. Hand "
+                               "over without a shadow with --shadow 0") from e
         fields["shadow_topic"] = shadow
-    new_settings = upgrade.restore_bound(old.model_copy(update=fields), rec.target_fields, asked_ms)
+    new_settings = upgrade.restore_bound(old, rec.target_fields, asked_ms).model_copy(update=fields)
     t0 = time.monotonic()
     try:  # `flink run` and the TaskManagers start at this thread's priority (`hand_over`)
         new = deploy.submit_job(new_settings, s, snap, False, rec.execution_mode, parallelism=rec.parallelism,

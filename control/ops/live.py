@@ -1,5 +1,6 @@
 """Live figures of each model deployment from the scores topic: a sliding window over the last
-`window_s` seconds (by the records' Kafka timestamps), kept up to date by polling.
+`window_s` seconds (by when each score was made, its `finished_at_ms`: a score's Kafka timestamp is its request's
+time, so a job running behind would show nothing in a short window), kept up to date by polling.
 
 Used by `rendezvous model list` (score rate, error rate) and by the roll's guards (error rate, latency
 p99, score volume, disagreement with the canary). Reads with its own consumer (no group): watching
@@ -19,7 +20,7 @@ from schemas.records import model_key
 
 @dataclass
 class ScoreSample:
-    at_ms: int  # when it was scored (the score's finished_at_ms; else its Kafka timestamp, the request's time)
+    at_ms: int  # when it was scored (the score's finished_at_ms)
     key: str  # id@version
     request_id: str
     ok: bool
@@ -46,16 +47,16 @@ class ModelStats:
         return float(v[min(len(v) - 1, int(0.99 * len(v)))])
 
 
-def sample_of(raw: bytes | str, at_ms: int, output_field: str) -> ScoreSample | None:
+def sample_of(raw: bytes | str, output_field: str) -> ScoreSample | None:
     """One score record as a sample; None for a record that is not a score."""
     try:
         s = json.loads(raw)
         out = s.get("output") or {}
         v = out.get(output_field) if isinstance(out, dict) else None
         ok = s.get("error") is None and s.get("output") is not None
-        finished = s.get("finished_at_ms")
-        return ScoreSample(int(finished) if isinstance(finished, (int, float)) else at_ms, model_key(s["model_id"], s["model_version"]), str(s["request_id"]), ok,
-                           int(s["finished_at_ms"]) - int(s["started_at_ms"]),
+        finished = int(s["finished_at_ms"])
+        return ScoreSample(finished, model_key(s["model_id"], s["model_version"]), str(s["request_id"]), ok,
+                           finished - int(s["started_at_ms"]),
                            float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None)
     except Exception:  # noqa: BLE001 - not a score: not counted
         return None
@@ -125,7 +126,7 @@ class ScoreWindow:
         while any(self._c.position(tp) < ends[tp] for tp in self._tps) and time.monotonic() < deadline:
             for recs in self._c.poll(timeout_ms=200).values():
                 for r in recs:
-                    x = sample_of(r.value, r.timestamp, self.output_field)
+                    x = sample_of(r.value, self.output_field)
                     if x is not None:
                         self.samples.append(x)
                         n += 1

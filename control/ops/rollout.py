@@ -38,7 +38,8 @@ class Guards:
     """The new model's latency p99; None: the deadline of the first stage that names the replaced model."""
     max_p99_ratio: float = 1.5
     """When the replaced model's p99 in the same window is over `max_p99_ms` too (a busy machine slows
-    both), the new model crosses the latency guard only past this many times the replaced model's p99."""
+    both), the new model crosses the latency guard only past this many times the replaced model's p99;
+    0: the bound alone."""
     evidence_wait_s: float = 30.0
     """How long a step waits past its time for `min_scores` of the new model in the window; with none by
     then, the roll rolls back: a step never passes on no evidence."""
@@ -68,7 +69,7 @@ def check_guards(guards: Guards, samples, new: str, old: str, since_ms: int | No
                         f"({n.errors} of {n.scores} scores)")
     if guards.max_p99_ms is not None and n.p99_ms is not None and n.p99_ms > guards.max_p99_ms:
         o_p99 = o.p99_ms if o is not None and o.scores >= guards.min_scores else None
-        if o_p99 is None or o_p99 <= guards.max_p99_ms:
+        if o_p99 is None or o_p99 <= guards.max_p99_ms or not guards.max_p99_ratio:
             breaches.append(f"{new} latency p99 {n.p99_ms:.0f} ms > {guards.max_p99_ms:.0f} ms"
                             + ("" if o_p99 is None else f" ({old}: {o_p99:.0f} ms)"))
         elif n.p99_ms > guards.max_p99_ratio * o_p99:
@@ -226,7 +227,8 @@ def _steps(plane: Plane, result: RollResult, base: Schedule, new: str, old: str,
                 if time.monotonic() >= end + g.evidence_wait_s:
                     breaches = [f"no evidence: {new} scored {seen} requests in the last {g.window_s:g} s "
                                 f"(the guards judge from {g.min_scores}) after {every_s + g.evidence_wait_s:g} s "
-                                "of this step: is traffic flowing, is its job running (`rendezvous models`)?"]
+                                "of this step: is traffic flowing, is its job running (`rendezvous models`)? For a "
+                                "quiet model, a longer --window or fewer --min-scores"]
                 elif not waiting:
                     waiting = True
                     say(f"  step {w:>3} %: {new} scored {seen} requests in the window, the guards judge from "

@@ -59,10 +59,13 @@ class Recorded:
 def restore_bound(settings: JobSettings, target_fields: frozenset[str] | None, asked_ms: int) -> JobSettings:
     """The settings to start a job with from a savepoint asked for at `asked_ms`: a rendezvous gets that time as its
     recovery scan's bound (`RendezvousSettings.recover_from_ms`) when the code it goes to knows the setting
-    (`target_fields`, None: this checkout's; code from before it does not, and would refuse it)."""
-    if isinstance(settings, RendezvousSettings) and (target_fields is None or "recover_from_ms" in target_fields):
-        return settings.model_copy(update={"recover_from_ms": asked_ms})
-    return settings
+    (`target_fields`, None: this checkout's; code from before it does not, and would refuse it). A rendezvous's shadow
+    topic is dropped: it served the version before its tokens only, and code from before shadows would refuse it."""
+    if not isinstance(settings, RendezvousSettings):
+        return settings
+    if target_fields is None or "recover_from_ms" in target_fields:
+        return settings.model_copy(update={"recover_from_ms": asked_ms, "shadow_topic": None})
+    return settings.model_copy(update={"shadow_topic": None}) if settings.shadow_topic is not None else settings
 
 
 def recorded(job_id: str, s: RuntimeSettings) -> Recorded:
@@ -134,9 +137,7 @@ def probe(code: Path, rec: Recorded, s: RuntimeSettings) -> dict:
     ControlError if it cannot."""
     python = str(s.venv_python if s.venv_python.exists() else Path(sys.executable))
     env = {**os.environ, "PYTHONPATH": str(code)}  # and cwd: the new code comes first on sys.path
-    settings = rec.settings
-    if isinstance(settings, RendezvousSettings):  # a version's shadow topic is never its successor's (handover.py)
-        settings = settings.model_copy(update={"shadow_topic": None})
+    settings = restore_bound(rec.settings, frozenset(), 0)  # as any restart submits them: without a shadow topic
     out = subprocess.run([python, "-c", _PROBE, rec.settings_class], cwd=code, input=settings.model_dump_json(),
                          capture_output=True, text=True, timeout=120, env=env)
     if out.returncode != 0:

@@ -9,7 +9,9 @@ topic keyed by input topic). A record belongs to the owner named by the last tok
 to the version that was there first when no token precedes it; every version decides the same way, because the
 token sits at one place in the partition's order, so each record has exactly one owner. The versions differ only
 in what they do with the records they do not own: the external state keeps its features up to date but writes
-nothing; the rendezvous does not open a mailbox (jobs/rendezvous/core.py, `hand_over`).
+nothing; the rendezvous does not open a mailbox (jobs/rendezvous/core.py, `hand_over`), except that a version
+taking over, before its first token (`Ownership.warming`), may answer them into a shadow topic
+(`on_shadow_request`): never into the answers.
 
 The decision is taken where the partition's order still holds: in the operator chained to the Kafka source, from
 the record's position (`jobs.common.kafka.POSITIONED`). Tokens seen in the stream take effect at once; a job

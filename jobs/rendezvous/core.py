@@ -24,7 +24,9 @@ Rules (docs/architecture.md, "The rendezvous"):
   the answer (to recognise late scores and duplicates), then cleared.
 - During a hand-over between two versions of the rendezvous (jobs/common/transition.py), a request owned by the
   other version gets a foreign mailbox (`on_foreign_request`, `hand_over`): nothing goes out of it, no answer,
-  no late score; its scores are dropped; it is kept `answered_retention_ms` (duplicates), then cleared.
+  no late score; its scores are dropped; it is kept `answered_retention_ms` (duplicates), then cleared. A version
+  taking over may instead answer such a request as a shadow (`on_shadow_request`): by the same rules, its one answer
+  marked `Effects.shadow` (for the shadow topic, never the answers or a return address), no late score.
 """
 
 from __future__ import annotations

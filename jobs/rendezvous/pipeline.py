@@ -166,9 +166,10 @@ def attempt_number(ctx: RuntimeContext) -> int:
 
 
 # ------------------------------------------------------------------------------------------------- the function
-SHADOW_MAX_AGE_MS = 1_000
-"""A version warming up shadows only the live requests (reaching it within this of their time); the backlog it reads
-while catching up from its snapshot was answered long ago, and would only take CPU from the version answering."""
+SHADOW_MAX_AGE_MS = 5_000
+"""A version warming up shadows only the live requests (reaching it within this of their time: `request_time_ms`, the
+time deadlines count from by default); the backlog it reads while catching up from its snapshot (tens of seconds) was
+answered long ago, and shadowing it would only take CPU from the version answering."""
 
 SCHEDULES_STATE = MapStateDescriptor("schedules", Types.LONG(), Types.STRING())
 ACTIVE = -1  # key of the active schedule's version in the broadcast state
@@ -294,8 +295,9 @@ class RendezvousFunction(KeyedBroadcastProcessFunction):
             self._count("late_scores")
             yield self.routes.late_score(late)
         if eff.answer is not None and eff.shadow:
-            self._count("shadow_answers")
-            yield self.routes.shadow_answer(eff.answer)
+            if self.routes.shadow is not None:  # none: a shadow mailbox restored into a job without a shadow topic
+                self._count("shadow_answers")
+                yield self.routes.shadow_answer(eff.answer)
         elif eff.answer is not None:
             if self.recovered:
                 if eff.answer.answered_at_ms >= self.recovered_until:
@@ -367,7 +369,8 @@ class RendezvousFunction(KeyedBroadcastProcessFunction):
 def build(env: StreamExecutionEnvironment, settings: RendezvousSettings, source: DataStream | None = None,
           schedules: DataStream | None = None, sink=None) -> DataStream:
     """`sink` receives (topic, key, payload) rows (`jobs.common.kafka.ROUTED`): answers (and their copies for
-    return addresses) and late scores keyed by request id, quarantine records."""
+    return addresses), a version taking over's shadow answers (`settings.shadow_topic`) and late scores keyed by
+    request id, quarantine records."""
     from jobs.common.kafka import ROUTED, kafka_source, routed_kafka_sink
 
     data = source if source is not None else kafka_source(

@@ -159,6 +159,9 @@ def test_when_both_models_are_late_only_a_new_model_much_slower_than_the_old_one
     (breach,) = check_guards(g, samples("new@2", 50, latency=120) + samples("old@1", 50, latency=90),
                              "new@2", "old@1")
     assert "latency p99 120 ms > 100 ms (old@1: 90 ms)" in breach
+    bound_alone = Guards(min_scores=10, max_p99_ms=100, max_p99_ratio=0)
+    (breach,) = check_guards(bound_alone, samples("new@2", 50, latency=400) + busy, "new@2", "old@1")
+    assert "latency p99 400 ms > 100 ms (old@1: 300 ms)" in breach
 
 
 def test_a_model_that_stopped_scoring_crosses_the_volume_guard():
@@ -183,11 +186,11 @@ def test_live_figures_of_score_records():
     raw = json.dumps({"request_id": "r1", "model_id": "m", "model_version": "3", "output": {"fraud_probability": 0.7},
                       "error": None, "request_time_ms": 1, "received_at_ms": 2, "started_at_ms": 3,
                       "finished_at_ms": 10})
-    x = sample_of(raw, 99, "fraud_probability")
+    x = sample_of(raw, "fraud_probability")
     # timed when scored, not by the record's Kafka timestamp (the request's time: a late job's scores
     # would fall out of a short window before they were read)
     assert (x.key, x.ok, x.latency_ms, x.value, x.at_ms) == ("m@3", True, 7, 0.7, 10)
-    assert sample_of(b"not json", 1, "p") is None
+    assert sample_of(b"not json", "p") is None
     st = stats_of(samples("a@1", 100, errors=10, latency=20))["a@1"]
     assert (st.scores, st.errors, st.error_rate, st.p99_ms) == (100, 10, 0.1, 20.0)
     both, rate = disagreement(samples("a@1", 10, value=0.9) + samples("b@1", 10, value=0.2), "a@1", "b@1", 0.5)

@@ -55,7 +55,7 @@ def test_each_role_may_do_what_its_job_does_and_nothing_else():
     assert allowed(gs, "rendezvous") == {("READ", "requests.augmented"), ("READ", "scores"), ("READ", "schedules"),
                                          ("READ", "answers"), ("WRITE", "answers"), ("WRITE", "scores.late"),
                                          ("WRITE", "requests.quarantine"), ("WRITE", "answers."),
-                                         ("READ", "transitions")}
+                                         ("READ", "transitions"), ("WRITE", "answers-shadow")}
     assert allowed(gs, "quality") == {("READ", "requests"), ("WRITE", "quality")}
     assert allowed(gs, "client") == {("WRITE", "requests"), ("WRITE", "labels"), ("READ", "answers"),
                                      ("READ", "schedules"), ("CREATE", "answers."), ("READ", "answers.")}
@@ -70,6 +70,9 @@ def test_each_role_may_do_what_its_job_does_and_nothing_else():
                                                   "requests.augmented"}
     assert ("READ", "*") in op and ("CREATE", "*") in op and ("ALTER", "*") in op
     assert {g.principal for g in gs if g.operation == "WRITE" and g.name == "answers"} == {principal("rendezvous")}
+    # a new rendezvous's shadow answers (a hand-over): the rendezvous only, and no reply topic's name
+    assert {g.principal for g in gs if g.operation == "WRITE" and g.name == "answers-shadow"} \
+        == {principal("rendezvous")} and not "answers-shadow".startswith("answers.")
     assert {g.principal for g in gs if g.operation == "WRITE" and g.name in ("schedules", "lifecycle", "models")} \
         == {principal("operator")}
     # topics by literal name (a prefix `requests` would also match requests.augmented), groups by prefix; the

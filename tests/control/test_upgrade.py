@@ -112,3 +112,7 @@ def test_a_restored_rendezvous_gets_the_savepoints_time_as_its_scans_bound_where
     # unset, it is left out of the job's parameters: code from before it takes the job's settings (a rollback)
     assert "recover_from_ms" not in json.loads(rv.model_dump_json())
     assert json.loads(restore_bound(*rec(rv), 1234).model_dump_json())["recover_from_ms"] == 1234
+    # a version that shadowed before its tokens restarts without its shadow topic, into any code
+    shadowed = RendezvousSettings(shadow_topic="answers-shadow")
+    for fields in (None, frozenset(RendezvousSettings.model_fields), older - {"shadow_topic"}):
+        assert "shadow_topic" not in json.loads(restore_bound(*rec(shadowed, fields), 1234).model_dump_json())

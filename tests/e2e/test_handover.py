@@ -21,7 +21,7 @@ from control.ops import deploy, handover, jobs, schedules
 from control.runtime import jit, pinned, priority
 from schemas.model_card import ModelCard
 from schemas.records import Answer, AugmentedRequest, LifecycleEvent, QuarantineRecord
-from schemas.topics import TopicNames
+from schemas.topics import TopicNames, shadow_answers_topic
 from tests.e2e.test_upgrade import (
     EDITS,
     V2,
@@ -95,9 +95,11 @@ def test_the_rendezvous_and_the_external_state_hand_over_to_new_code_under_load_
             quiet_s = 0.0 if done else 5.0
             # the second holds its new version's optimizing compilers at the lowest priority, 5 s at most after
             hold_s = 5.0 if len(done) == 1 else 0.0
+            # the first rendezvous answers as a shadow before its tokens (3 s more once it keeps up), the last does not
+            shadow_s = 3.0 if not done else 0.0
             ho = handover.hand_over(jid, code, s, progress=lambda m, n=name: print(f"[{n}] {m}"),
                                     lifecycle_topic=t.lifecycle, rollback=rollback, compilers_quiet_timeout_s=quiet_s,
-                                    hold_compilers_s=hold_s)
+                                    hold_compilers_s=hold_s, shadow_s=shadow_s)
             job_cleanup.append(ho.job_id)
             done.append(ho)
             assert jobs.job_state(jid, s) == "FINISHED"  # stopped with a savepoint once it had finished its share
@@ -133,6 +135,23 @@ def test_the_rendezvous_and_the_external_state_hand_over_to_new_code_under_load_
         assert counts == list(range(len(counts))), (e, counts)
 
     assert jobs.job_state(model, s) == "RUNNING" and restarts(s, model) == 0, "the model job was touched"
+
+    # the first new rendezvous answered as a shadow, into its own topic only (in the answers topic, a shadow answer
+    # would be a second answer: none above), the requests before its tokens only, and as the old version did
+    assert [h.shadow_answers is not None for h in done] == [True, False, False]
+    shadows = [Answer.parse(v)
+               for _, v in kafka_io.read_to_end(s.bootstrap_servers, shadow_answers_topic(t.answers))]
+    assert len(shadows) >= done[0].shadow_answers > 0 and {a.request_id for a in shadows} <= ids
+    position = {AugmentedRequest.parse(r.value).request.request_id: (r.partition, r.offset)
+                for r in kafka_io.records_to_end(s.bootstrap_servers, t.augmented, timeout=30)
+                if not r.value.startswith(b'{"transition"')}
+    token_at = {p.partition: p.offset for p in done[0].tokens[t.augmented]}
+    assert all(position[a.request_id][1] < token_at[position[a.request_id][0]] for a in shadows)
+    both = [(a, answers[a.request_id][0][0]) for a in shadows if not a.is_default]
+    both = [(a, real) for a, real in both if not real.is_default]
+    assert all(a.output == real.output and a.model == real.model for a, real in both), both[:2]
+    print(f"[hand-over] shadow: {len(shadows)} answers before the tokens ({done[0].shadow_answers} by snapshot "
+          f"complete), {len(both)} by the model in both versions, all with the old version's output")
 
     # the code that runs now: the external state's v2, the rendezvous's v1 again (rolled back)
     kafka_io.produce(s.bootstrap_servers, t.requests, ["{bad-ho"])

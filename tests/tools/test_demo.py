@@ -25,8 +25,8 @@ def test_a_short_demo_answers_every_request_mostly_with_models(stack, tmp_path):
         assert models > report["answered"] / 2, report["by_model"]  # models answer, not the default
         # the champion's next version was rolled in step by step while the load ran, judged by guards over
         # live scores; the load went on until the roll decided. On a busy machine the guards may roll it back
-        # (the new version late where the old one is on time): the test holds the decision to its reasons and
-        # checks that the registry and the life cycle agree with it.
+        # (1.1.0, a random forest, late or timing out where 1.0.0 is not): the test takes only those reasons, never
+        # a lack of evidence, a stopped job or the canary, and checks that the registry and the life cycle agree.
         roll = report["roll"]
         assert roll["model"] == "fraud-champion@1.1.0" and roll["replaces"] == "fraud-champion@1.0.0"
         completed = not roll["rolled_back"]
@@ -38,6 +38,7 @@ def test_a_short_demo_answers_every_request_mostly_with_models(stack, tmp_path):
             assert "fraud-champion@1.1.0" in report["by_model"]
         else:
             assert roll["breaches"] and roll["steps"] == [10, 50, 100][:len(roll["steps"])], roll
+            assert all("latency p99" in b or "error rate" in b for b in roll["breaches"]), roll["breaches"]
             assert len(roll["schedule_versions"]) == len(roll["steps"]) + 1, roll  # the step it was rolled back at
             assert "rolled back: " + "; ".join(roll["breaches"]) in out.stdout
         # the live figures of the metrics job, in the terminal and as the HTML report
