@@ -10,8 +10,10 @@ on Flink. A new version of a thread-mode job takes over from the running one wit
    (the external state's features follow every request; the rendezvous sees every request and score) and is
    caught up (snapshot-complete) when its committed offsets reach the input's end at the snapshot and it then
    keeps up with its inputs (`keep_up`: what was written while it started); started at a lower priority, it may keep
-   that priority until its JVMs' JIT compilers are quiet too (`COMPILERS_QUIET_WAIT_S`, not by default); until a
-   token names it, any failure cancels it and leaves the old version untouched;
+   that priority until its JVMs' JIT compilers are quiet too (`COMPILERS_QUIET_WAIT_S`, not by default); a new
+   rendezvous answers the live requests as a shadow, into its own topic, until its tokens, and gets `SHADOW_S` more of
+   that once it keeps up (its answer path warm when it takes over); until a token names it, any failure cancels it and
+   leaves the old version untouched;
 4. transition tokens: one per partition of the input (`requests` for the external state, `requests.augmented` for
    the rendezvous: it reads its tokens from its input directly, so the model jobs pass nothing), naming the new
    version; where each landed goes to the transitions registry. Every record after a token is the new version's,
@@ -86,8 +88,8 @@ from 3.38 to 2.16 (rendezvous) and from 2.41 to 1.44 (external state), with no b
 
 SHADOW_S = 10.0
 """For `hand_over(shadow_s=...)` (`rendezvous upgrade --shadow S`, the rendezvous only): a new version of the
-rendezvous answers the live requests it does not own yet into a shadow topic (`schemas.topics.shadow_answers_topic`; jobs/rendezvous/core.py
-`on_shadow_request`), from when it starts until its tokens; once it keeps up, the hand-over gives it this long more,
+rendezvous answers the live requests it does not own yet into a shadow topic (`schemas.topics.shadow_answers_topic`;
+jobs/rendezvous/core.py `on_shadow_request`), from when it starts until its tokens; once it keeps up, the hand-over gives it this long more,
 still at the starting priority, before the tokens, so that its answer path, timers and sink have run, and their
 hottest code has been compiled, before it answers for real. 0: no shadow.
 Measured (bench.handover --jobs rendezvous --rounds 6 --shadow alternate, 2 cores, 2026-12-07, a slow day with a
