@@ -89,9 +89,9 @@ from 3.38 to 2.16 (rendezvous) and from 2.41 to 1.44 (external state), with no b
 SHADOW_S = 10.0
 """For `hand_over(shadow_s=...)` (`rendezvous upgrade --shadow S`, the rendezvous only): a new version of the
 rendezvous answers the live requests it does not own yet into a shadow topic (`schemas.topics.shadow_answers_topic`;
-jobs/rendezvous/core.py `on_shadow_request`), from when it starts until its tokens; once it keeps up, the hand-over gives it this long more,
-still at the starting priority, before the tokens, so that its answer path, timers and sink have run, and their
-hottest code has been compiled, before it answers for real. 0: no shadow.
+jobs/rendezvous/core.py `on_shadow_request`), from when it starts until its tokens; once it keeps up, the hand-over
+gives it this long more, still at the starting priority, before the tokens, so that its answer path, timers and sink
+have run, and their hottest code has been compiled, before it answers for real. 0: no shadow.
 Measured (bench.handover --jobs rendezvous --rounds 6 --shadow alternate, 2 cores, 2026-12-07, a slow day with a
 saturated machine): the transition's p99 over the minute before 1.18 with, 2.34 without (medians of 3)."""
 
