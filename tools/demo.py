@@ -157,12 +157,12 @@ def run(progress=print, rate: float = 100.0, duration_s: float = 60.0, report_pa
              f"{cards['next'].key} is rolled in ({' -> '.join(f'{w} %' for w in ROLL_STEPS)}, {step_s:.0f} s per "
              "step, guarded)")
     state: dict = {"started": False}
+    guards = rollout.Guards(window_s=min(10.0, step_s), canary=cards["canary"].key)
 
     def roll_in() -> None:
         try:
             state["result"] = rollout.roll(
-                plane, cards["next"].key, ROLL_STEPS, step_s,
-                rollout.Guards(window_s=min(10.0, step_s), canary=cards["canary"].key),
+                plane, cards["next"].key, ROLL_STEPS, step_s, guards,
                 replace=cards["champion"].key, progress=lambda m: progress(f"  >> {m.strip()}"))
         except ControlError as e:  # reported, the load goes on
             state["error"] = e
@@ -177,7 +177,7 @@ def run(progress=print, rate: float = 100.0, duration_s: float = 60.0, report_pa
 
     # the load goes on until the roll has decided (its guards judge each step from live scores), within the time its
     # steps may take: each its own, the guards' wait for evidence, a rollback
-    roll_bound = time.monotonic() + duration_s + len(ROLL_STEPS) * (step_s + rollout.Guards().evidence_wait_s + 10) + 60
+    roll_bound = time.monotonic() + duration_s + len(ROLL_STEPS) * (step_s + guards.evidence_wait_s + 10) + 60
     report = load.run_load(s.bootstrap_servers, rate=rate, duration_s=duration_s, progress=progress, on_tick=on_tick,
                            labels_topic="labels", label_delay_s=5.0,
                            keep_going=lambda: roller.is_alive() and time.monotonic() < roll_bound)

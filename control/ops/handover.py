@@ -369,10 +369,8 @@ def _hand_over(job_id: str, code: Path | None, s: RuntimeSettings | None, progre
     shadow = shadow_answers_topic(old.answers_topic) \
         if isinstance(old, RendezvousSettings) and shadow_s > 0 and knows_shadows else None
     shadows_before = shadow_answers = 0
-    if isinstance(old, RendezvousSettings):
-        # not the running version's shadow topic (it shadowed before its own tokens): None leaves it out of the
-        # job's parameters, which code from before shadows would refuse
-        fields.update(restored=True, taken_over_at_ms=now_ms(), shadow_topic=None)
+    if isinstance(old, RendezvousSettings):  # (`restore_bound` drops the running version's shadow topic)
+        fields.update(restored=True, taken_over_at_ms=now_ms())
     if shadow:
         try:
             kafka_io.ensure_topics(s.bootstrap_servers, [TopicSpec(shadow)],

@@ -118,6 +118,10 @@ class RendezvousConfig:
     """How long an answered mailbox is kept to recognise late scores and duplicate requests."""
     max_scores_per_request: int = 64
     """Bound on held scores per request id (protects state from a flood of bogus model ids)."""
+    shadow_max_age_ms: int = 5_000
+    """A version warming up shadows only the live requests (reaching it within this of their time, which deadlines
+    count from by default); the backlog it reads while catching up from its snapshot (tens of seconds) was answered
+    long ago, and shadowing it would only take CPU from the version answering: those get a foreign mailbox."""
 
 
 class Rendezvous:
@@ -153,7 +157,10 @@ class Rendezvous:
     def on_shadow_request(self, mb: Mailbox, request_time_ms: int, schedule: Schedule, now: int) -> Effects:
         """A request that another version owns, answered by this one as a shadow: by the same rules, into the
         shadow topic only (no return address, no late scores). A version taking over does this before a token names
-        it, so that its answer path has run, and been compiled, before it answers for real."""
+        it, so that its answer path has run, and been compiled, before it answers for real. A request older than
+        `shadow_max_age_ms` is handed over as any other (`on_foreign_request`)."""
+        if now - request_time_ms > self.config.shadow_max_age_ms:
+            return self.on_foreign_request(mb, request_time_ms, now)
         if mb.has_request:
             return Effects(duplicate_request=True, changed=False)
         mb.shadow = True

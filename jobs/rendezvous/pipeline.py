@@ -166,11 +166,6 @@ def attempt_number(ctx: RuntimeContext) -> int:
 
 
 # ------------------------------------------------------------------------------------------------- the function
-SHADOW_MAX_AGE_MS = 5_000
-"""A version warming up shadows only the live requests (reaching it within this of their time: `request_time_ms`, the
-time deadlines count from by default); the backlog it reads while catching up from its snapshot (tens of seconds) was
-answered long ago, and shadowing it would only take CPU from the version answering."""
-
 SCHEDULES_STATE = MapStateDescriptor("schedules", Types.LONG(), Types.STRING())
 ACTIVE = -1  # key of the active schedule's version in the broadcast state
 VERSIONS = -2  # key of the JSON list of versions kept (iterating broadcast state fails in thread mode)
@@ -338,7 +333,7 @@ class RendezvousFunction(KeyedBroadcastProcessFunction):
         inherited = self._inherited(mb, now)
         if inherited is not None:
             yield from self._apply(inherited, mb, ctx.timer_service())
-        if value.kind == "request" and value.shadow and now - value.request_time_ms <= SHADOW_MAX_AGE_MS:
+        if value.kind == "request" and value.shadow:
             eff = self.core.on_shadow_request(mb, value.request_time_ms, self._schedule(ctx, None), now)
         elif value.kind == "request" and not value.mine:
             eff = self.core.on_foreign_request(mb, value.request_time_ms, now)

@@ -119,6 +119,8 @@ def test_a_shadow_answers_by_the_same_rules_into_its_own_route_and_reports_no_la
     assert (late.answer, late.late, late.changed) == (None, [], False)  # the owner reports its own late scores
     assert core.on_shadow_request(mb, 0, SCHED, 40).duplicate_request
     assert not core.on_request(Mailbox(request_id="x", first_seen_ms=0), 0, SCHED, 0).shadow
+    old = Mailbox(request_id="o", first_seen_ms=0)  # the catch-up's backlog: handed over, not shadowed
+    assert core.on_shadow_request(old, 0, SCHED, 5_001).handed_over == 1 and old.foreign and not old.shadow
 
 
 @pytest.mark.parametrize("shadow", [False, True])
