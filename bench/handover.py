@@ -220,7 +220,7 @@ def _hand_over(kind: str, job_id: str, lifecycle_topic: str, starting_nice: int,
                                 lifecycle_topic=lifecycle_topic, starting_nice=starting_nice,
                                 compilers_quiet_timeout_s=quiet_s, hold_compilers_s=hold_s, shadow_s=shadow_s)
         results.put({"job_id": ho.job_id, "upgrade_id": ho.upgrade_id, "timings_s": ho.timings_s,
-                     "shadow_answers": ho.shadow_answers})
+                     "shadow_records": ho.shadow_records})
     except Exception as e:  # noqa: BLE001 - reported by the parent
         results.put({"error": f"{type(e).__name__}: {e}"})
 
@@ -302,7 +302,7 @@ def run(a) -> dict:
             quiet_s = compilers_quiet_timeout(a.compilers_quiet, rnd)
             hold_s = by_round(a.hold_jit, rnd, handover.HOLD_COMPILERS_S)
             start_nice = starting_nice(a.starting_nice, a.also_starting_nice, rnd)
-            shadow_s = by_round(a.shadow, rnd, handover.SHADOW_S) if kind == "rendezvous" else None
+            shadow_s = by_round(a.shadow, rnd, handover.SHADOW_S)
             print(f"hand-over {n}/{len(order)}: the {kind}, started at nice {start_nice}"
                   + (f" (waiting at most {quiet_s:.0f} s for its JIT compilers)" if quiet_s else " (no JIT wait)")
                   + (" (its optimizing compilers held)" if hold_s else " (compilers not held)")
@@ -317,7 +317,7 @@ def run(a) -> dict:
                                      # what was done, not asked: nothing is held where the priority cannot be given back
                                      "hold_compilers_s": hold_s if "compilers_held_s" in ho["timings_s"] else 0.0,
                                      **({} if shadow_s is None else {"shadow_s": shadow_s,
-                                                                     "shadow_answers": ho.get("shadow_answers")}),
+                                                                     "shadow_records": ho.get("shadow_records")}),
                                      "timings_s": {k: round(v, 2) for k, v in ho["timings_s"].items()}})
             # its window after (`AFTER_S` from its old version's stop) must not be in the next baseline
             rest += max(0.0, AFTER_S - ho["timings_s"].get("compilers_held_s", 0.0))
@@ -482,7 +482,7 @@ def table(r: dict) -> str:
             continue
         jit = new_compilers(h, span) if spans else None
         lines.append(f"- {h['job']}: " + ", ".join(f"{k} {v} s" for k, v in h["timings_s"].items()) + (
-            f"; {h['shadow_answers']} shadow answers before its tokens" if h.get("shadow_answers") is not None
+            f"; {h['shadow_records']} shadow records before its tokens" if h.get("shadow_records") is not None
             else "") + (
             f"; the new version's JIT compilers: {jit[0]} CPU s before its tokens, {jit[1]} in the {span:.0f} s "
             "after" if jit else ""))
@@ -513,7 +513,7 @@ def main(argv=None) -> None:
                         f"(on: as by default, at most {handover.HOLD_COMPILERS_S:.0f} s after), or not (off), or "
                         "alternate by round (off first; an even --rounds)")
     p.add_argument("--shadow", choices=["on", "off", "alternate"], default="on",
-                   help="a new rendezvous answers as a shadow before its tokens (on: as by default, "
+                   help="a new version writes as a shadow before its tokens (on: as by default, "
                         f"{handover.SHADOW_S:.0f} s more once it keeps up), or not (off), or alternate by round (off "
                         "first; an even --rounds)")
     p.add_argument("--rounds", type=int, default=3,

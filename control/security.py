@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jobs.common.security import read_properties, write_properties
-from schemas.topics import TopicNames, shadow_answers_topic
+from schemas.topics import TopicNames, shadow_topic
 
 ROLES = ("operator", "external_state", "model", "rendezvous", "quality", "client")
 BROKER = "broker"
@@ -76,10 +76,10 @@ def grants(topics: TopicNames = TopicNames(), group_prefixes: dict[str, str] | N
         "client": [t.answers, t.schedules],
     }
     writes = {
-        "external_state": [t.augmented, t.quarantine],
+        # and each one's shadow output: a new version's, during a hand-over (control/ops/handover.py)
+        "external_state": [t.augmented, t.quarantine, shadow_topic(t.augmented)],
         "model": [t.scores],
-        # and a new version's shadow answers during a hand-over (control/ops/handover.py)
-        "rendezvous": [t.answers, t.late, t.quarantine, shadow_answers_topic(t.answers)],
+        "rendezvous": [t.answers, t.late, t.quarantine, shadow_topic(t.answers)],
         "quality": [t.quality],
         "client": [t.requests, t.labels],
     }

@@ -55,11 +55,12 @@ TOPICS: tuple[TopicSpec, ...] = (
 )
 
 
-def shadow_answers_topic(answers_topic: str) -> str:
-    """Where a new version of the rendezvous answering into `answers_topic` answers as a shadow before it takes over
-    (control/ops/handover.py): `<answers topic>-shadow`, not `<answers topic>.*`, the names of the reply topics, where
-    a request may ask for a copy of its answer. Created by the hand-over that uses it."""
-    return f"{answers_topic}-shadow"
+def shadow_topic(output_topic: str) -> str:
+    """Where a new version of a job writing into `output_topic` (the rendezvous's answers, the external state's
+    augmented requests) writes as a shadow before it takes over (control/ops/handover.py): `<output topic>-shadow`;
+    not `<answers topic>.*`, the names of the reply topics, where a request may ask for a copy of its answer, nor
+    anything the model jobs read. Created by the hand-over that uses it."""
+    return f"{output_topic}-shadow"
 
 
 @dataclass(frozen=True)

@@ -211,9 +211,10 @@ def _exit_on_signals() -> None:
                    "then at most this many seconds after the old version stopped until they are quiet; 0: not held "
                    "[default: control.ops.handover.HOLD_COMPILERS_S].")
 @click.option("--shadow", "shadow_s", type=click.FloatRange(0), default=None,
-              help="The rendezvous: the new version answers the live requests into <answers>-shadow until its tokens, "
-                   "and this many seconds more once it keeps up, so that its answer path is warm when it takes over; "
-                   "0: no shadow [default: control.ops.handover.SHADOW_S].")
+              help="The new version writes what it would for the live requests into a shadow topic until its "
+                   "tokens (the rendezvous: <answers>-shadow; the external state: <augmented>-shadow), and this many "
+                   "seconds more once it keeps up, so that its output path is warm when it takes over; 0: no shadow "
+                   "[default: control.ops.handover.SHADOW_S].")
 def upgrade_cmd(kind, code, rollback, job_id, wait_for_jit, hold_jit, shadow_s) -> None:
     """Hand the running external state or rendezvous over to a new version without stopping the flow: snapshot
     token (a savepoint, the job running on), the new version restored from it and caught up, transition tokens in

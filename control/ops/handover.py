@@ -10,10 +10,10 @@ on Flink. A new version of a thread-mode job takes over from the running one wit
    (the external state's features follow every request; the rendezvous sees every request and score) and is
    caught up (snapshot-complete) when its committed offsets reach the input's end at the snapshot and it then
    keeps up with its inputs (`keep_up`: what was written while it started); started at a lower priority, it may keep
-   that priority until its JVMs' JIT compilers are quiet too (`COMPILERS_QUIET_WAIT_S`, not by default); a new
-   rendezvous answers the live requests as a shadow, into its own topic, until its tokens, and gets `SHADOW_S` more of
-   that once it keeps up (its answer path warm when it takes over); until a token names it, any failure cancels it and
-   leaves the old version untouched;
+   that priority until its JVMs' JIT compilers are quiet too (`COMPILERS_QUIET_WAIT_S`, not by default); it writes
+   what it would for the live requests as a shadow, into its own topic, until its tokens, and gets `SHADOW_S` more of
+   that once it keeps up (its output path warm when it takes over); until a token names it, any failure cancels it
+   and leaves the old version untouched;
 4. transition tokens: one per partition of the input (`requests` for the external state, `requests.augmented` for
    the rendezvous: it reads its tokens from its input directly, so the model jobs pass nothing), naming the new
    version; where each landed goes to the transitions registry. Every record after a token is the new version's,
@@ -50,7 +50,7 @@ from jobs.common.transition import registry_record, token_json
 from jobs.external_state.settings import ExternalStateSettings
 from jobs.rendezvous.settings import RendezvousSettings
 from schemas.records import LifecycleEvent, Schedule, TokenPosition, now_ms
-from schemas.topics import LIFECYCLE, TRANSITIONS, TopicSpec, shadow_answers_topic
+from schemas.topics import LIFECYCLE, TRANSITIONS, TopicSpec, shadow_topic
 
 STARTING_NICE = 19
 """The CPU priority the hand-over works at and the new version starts at (the checks, `flink run` compiling it, its
@@ -87,11 +87,12 @@ Measured (bench.handover --hold-jit alternate, 2 cores, 2026-12-07): the transit
 from 3.38 to 2.16 (rendezvous) and from 2.41 to 1.44 (external state), with no bump in the 20 s after."""
 
 SHADOW_S = 10.0
-"""For `hand_over(shadow_s=...)` (`rendezvous upgrade --shadow S`, the rendezvous only): a new version of the
-rendezvous answers the live requests it does not own yet into a shadow topic (`schemas.topics.shadow_answers_topic`;
-jobs/rendezvous/core.py `on_shadow_request`), from when it starts until its tokens; once it keeps up, the hand-over
-gives it this long more, still at the starting priority, before the tokens, so that its answer path, timers and sink
-have run, and their hottest code has been compiled, before it answers for real. 0: no shadow.
+"""For `hand_over(shadow_s=...)` (`rendezvous upgrade --shadow S`): a new version writes what it would for the live
+requests it does not own yet into a shadow topic (`HandedOverJob.shadow_topic`, `schemas.topics.shadow_topic` of its
+output: the rendezvous's answers, by jobs/rendezvous/core.py `on_shadow_request`; the external state's augmented
+requests), from when it starts until its tokens; once it keeps up, the hand-over gives it this long more, still at the
+starting priority, before the tokens, so that its output path (the rendezvous's timers too) and sink have run, and
+their hottest code has been compiled, before it writes for real. 0: no shadow.
 Measured (bench.handover --jobs rendezvous --rounds 6 --shadow alternate, 2 cores, 2026-12-07, a slow day with a
 saturated machine): the transition's p99 over the minute before 1.18 with, 2.34 without (medians of 3)."""
 
@@ -260,9 +261,9 @@ class HandOver:
     """Where the transition tokens landed, by topic."""
     old_savepoint: str
     timings_s: dict[str, float] = field(default_factory=dict)
-    shadow_answers: int | None = None
-    """How many answers the new version had given as a shadow by its snapshot-complete step, just before its tokens
-    (None: it did not shadow)."""
+    shadow_records: int | None = None
+    """How many records (answers, augmented requests) the new version had written as a shadow by its
+    snapshot-complete step, just before its tokens (None: it did not shadow)."""
 
 
 def code_of(digest: str | None, s: RuntimeSettings, lifecycle_topic: str) -> Path:
@@ -310,8 +311,8 @@ def hand_over(job_id: str, code: Path | None = None, s: RuntimeSettings | None =
     JIT compilers are quiet, or that many seconds have passed: `COMPILERS_QUIET_WAIT_S`), except, if
     `hold_compilers_s` > 0, their optimizing compilers, which stay at the lowest priority until the old version has
     stopped and then until they are quiet, at most that many seconds (`HOLD_COMPILERS_S`); 0: everything at the
-    caller's priority. `shadow_s` > 0 (the rendezvous): the new version answers as a shadow until its tokens, and
-    that many seconds more once it keeps up (`SHADOW_S`)."""
+    caller's priority. `shadow_s` > 0: the new version writes as a shadow until its tokens, and that many seconds
+    more once it keeps up (`SHADOW_S`)."""
     nice = starting_nice if priority.can_renice() else 0
     with priority.lowered(nice):
         return _hand_over(job_id, code, s, progress, lifecycle_topic, registry_topic, catch_up_timeout, rollback, nice,
@@ -366,15 +367,15 @@ def _hand_over(job_id: str, code: Path | None, s: RuntimeSettings | None, progre
     step("snapshot", job_id, savepoint=snap, input_end={f"{t}:{p}": o for (t, p), o in target.items()})
     fields: dict = {"owner": owner, "group_id": group, "takes_over": True}
     knows_shadows = rec.target_fields is None or "shadow_topic" in rec.target_fields  # code from before them does not
-    shadow = shadow_answers_topic(old.answers_topic) \
-        if isinstance(old, RendezvousSettings) and shadow_s > 0 and knows_shadows else None
-    shadows_before = shadow_answers = 0
-    if isinstance(old, RendezvousSettings):  # (`restore_bound` drops the running version's shadow topic)
+    # (`restore_bound` drops the running version's own shadow topic)
+    shadow = shadow_topic(old.output_topic) if shadow_s > 0 and knows_shadows else None
+    shadows_before = shadow_records = 0
+    if isinstance(old, RendezvousSettings):
         fields.update(restored=True, taken_over_at_ms=now_ms())
     if shadow:
         try:
             kafka_io.ensure_topics(s.bootstrap_servers, [TopicSpec(shadow)],
-                                   partitions=kafka_io.partition_count(s.bootstrap_servers, old.answers_topic))
+                                   partitions=kafka_io.partition_count(s.bootstrap_servers, old.output_topic))
             shadows_before = sum(end_offsets(s, [shadow]).values())
         except Exception as e:  # noqa: BLE001 - the broker: said, and recorded
             step("failed", job_id, error=f"shadow topic {shadow}: {type(e).__name__}: {e}"[:2000])
@@ -398,11 +399,11 @@ def _hand_over(job_id: str, code: Path | None, s: RuntimeSettings | None, progre
         step("quiescent", new)
         took["catch_up_s"] = wait_committed(new, s, group, target, catch_up_timeout, "catching up")
         took["keep_up_s"] = keep_up(new, s, group, old.input_topics, catch_up_timeout, "keeping up")
-        if shadow:  # its answer path runs (and is compiled) on the live requests, at the starting priority
-            say(f"{owner} answers live requests as a shadow into {shadow} for {shadow_s:g} s more")
+        if shadow:  # its output path runs (and is compiled) on the live requests, at the starting priority
+            say(f"{owner} writes for live requests as a shadow into {shadow} for {shadow_s:g} s more")
             time.sleep(shadow_s)
             took["keep_up_s"] += keep_up(new, s, group, old.input_topics, catch_up_timeout, "keeping up")
-            shadow_answers = sum(end_offsets(s, [shadow]).values()) - shadows_before
+            shadow_records = sum(end_offsets(s, [shadow]).values()) - shadows_before
         pin = pinned.of_job(s, new)
         quiet = ""
         if nice and pin and compilers_quiet_timeout_s > 0:
@@ -417,10 +418,10 @@ def _hand_over(job_id: str, code: Path | None, s: RuntimeSettings | None, progre
                 held = jit.HeldCompilers(pinned.pids(s, pin), RETIRING_NICE)
         say(f"snapshot complete: {owner} has caught up ({took['catch_up_s']:.1f} s) and keeps up with "
             f"{', '.join(old.input_topics)} ({took['keep_up_s']:.1f} s){quiet}" + (
-                f"; {shadow_answers} shadow answers in {shadow}" if shadow else "") + (
+                f"; {shadow_records} shadow records in {shadow}" if shadow else "") + (
                 f"; its TaskManagers back to the normal CPU priority from {nice}" if nice and pin else "") + (
                 f", but for their optimizing JIT compilers, held at nice {RETIRING_NICE}" if held else ""))
-        step("snapshot_complete", new, **({"shadow_topic": shadow, "shadow_answers": shadow_answers} if shadow else {}))
+        step("snapshot_complete", new, **({"shadow_topic": shadow, "shadow_records": shadow_records} if shadow else {}))
     except BaseException as e:
         abandon(new, s)  # first: its TaskManagers, held compilers and all, stop with it
         if held:
@@ -483,4 +484,4 @@ def _hand_over(job_id: str, code: Path | None, s: RuntimeSettings | None, progre
         finally:
             held.release()
     return HandOver(kind, hid, job_id, new, owner, old.owner_name, snap, tokens, old_sp, took,
-                    shadow_answers if shadow else None)
+                    shadow_records if shadow else None)

@@ -32,7 +32,7 @@ from control.ops import jobs as jobs_lib
 from control.runtime import pinned
 from control.settings import RuntimeSettings
 from jobs.common.entry import CODE, EXECUTION_MODE, SETTINGS, SETTINGS_CLASS, STATE
-from jobs.common.settings import JobSettings
+from jobs.common.settings import HandedOverJob, JobSettings
 from jobs.models.settings import ModelJobSettings
 from jobs.rendezvous.settings import RendezvousSettings
 from schemas.records import LifecycleEvent, now_ms
@@ -59,13 +59,15 @@ class Recorded:
 def restore_bound(settings: JobSettings, target_fields: frozenset[str] | None, asked_ms: int) -> JobSettings:
     """The settings to start a job with from a savepoint asked for at `asked_ms`: a rendezvous gets that time as its
     recovery scan's bound (`RendezvousSettings.recover_from_ms`) when the code it goes to knows the setting
-    (`target_fields`, None: this checkout's; code from before it does not, and would refuse it). A rendezvous's shadow
-    topic is dropped: it served the version before its tokens only, and code from before shadows would refuse it."""
-    if not isinstance(settings, RendezvousSettings):
-        return settings
-    if target_fields is None or "recover_from_ms" in target_fields:
-        return settings.model_copy(update={"recover_from_ms": asked_ms, "shadow_topic": None})
-    return settings.model_copy(update={"shadow_topic": None}) if settings.shadow_topic is not None else settings
+    (`target_fields`, None: this checkout's; code from before it does not, and would refuse it). A shadow topic
+    (`HandedOverJob.shadow_topic`) is dropped: it served the version before its tokens only, and code from before
+    shadows would refuse it."""
+    update: dict = {}
+    if isinstance(settings, HandedOverJob) and settings.shadow_topic is not None:
+        update["shadow_topic"] = None
+    if isinstance(settings, RendezvousSettings) and (target_fields is None or "recover_from_ms" in target_fields):
+        update["recover_from_ms"] = asked_ms
+    return settings.model_copy(update=update) if update else settings
 
 
 def recorded(job_id: str, s: RuntimeSettings) -> Recorded:

@@ -94,6 +94,14 @@ class HandedOverJob(JobSettings):
     transitions_topic: str = "transitions"
     """The transitions registry (where the tokens landed, by input topic), read when the job opens. "" : none."""
 
+    shadow_topic: str | None = Field(default=None, exclude_if=lambda v: v is None)
+    """Set by `rendezvous upgrade` on a version taking over (unless `--shadow 0`): until a token names it, it writes
+    what it would write for the live records it does not own (augmented requests, answers) into this topic
+    (`schemas.topics.shadow_topic` of its `output_topic`), so that its output path and sink have run, and been
+    compiled, before it writes for real; and its output can be compared with the running version's. Left out of the
+    job's parameters when unset (older code can still take the job over); every restart drops it
+    (control.ops.upgrade.restore_bound)."""
+
     @property
     def owner_name(self) -> str:
         return self.owner or self.job_name
@@ -101,6 +109,11 @@ class HandedOverJob(JobSettings):
     @property
     def handed_over_topic(self) -> str:
         """The input topic whose partitions the tokens hand over: the one the job's requests come from."""
+        raise NotImplementedError
+
+    @property
+    def output_topic(self) -> str:
+        """The topic the job writes what its owned records give (a shadow writes the same into `shadow_topic`)."""
         raise NotImplementedError
 
     @property

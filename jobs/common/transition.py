@@ -10,8 +10,8 @@ to the version that was there first when no token precedes it; every version dec
 token sits at one place in the partition's order, so each record has exactly one owner. The versions differ only
 in what they do with the records they do not own: the external state keeps its features up to date but writes
 nothing; the rendezvous does not open a mailbox (jobs/rendezvous/core.py, `hand_over`), except that a version
-taking over, before its first token (`Ownership.warming`), may answer them into a shadow topic
-(`on_shadow_request`): never into the answers.
+taking over, before its first token (`Ownership.warming`), may write what it would for the live ones into a
+shadow topic (`HandedOverJob.shadow_topic`; the rendezvous's `on_shadow_request`): never into its real output.
 
 The decision is taken where the partition's order still holds: in the operator chained to the Kafka source, from
 the record's position (`jobs.common.kafka.POSITIONED`). Tokens seen in the stream take effect at once; a job
@@ -26,6 +26,11 @@ from typing import Iterable
 
 from schemas.records import TRANSITION_TOKEN_PREFIX as TOKEN_PREFIX
 from schemas.records import TokenPosition, TransitionInfo, Transitions, TransitionToken
+
+SHADOW_MAX_AGE_MS = 5_000
+"""A version warming up shadows only the live records, the ones reaching it within this of their request's time
+(which deadlines count from by default); the backlog it reads while catching up from its snapshot (tens of seconds)
+was served long ago, and shadowing it would only take CPU from the version serving."""
 
 
 def parse_token(raw: str | None) -> TransitionInfo | None:

@@ -1,4 +1,5 @@
-"""requests -> validate (bad -> requests.quarantine) -> key by entity -> features in keyed state -> requests.augmented."""
+"""requests -> validate (bad -> requests.quarantine) -> key by entity -> features in keyed state -> requests.augmented
+(and, for a version warming up before its tokens, its shadow topic)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,12 @@ from pyflink.datastream.state import (
     ValueStateDescriptor,
 )
 
-from jobs.common.transition import Ownership, parse_token, read_registry
+from jobs.common.transition import (
+    SHADOW_MAX_AGE_MS,
+    Ownership,
+    parse_token,
+    read_registry,
+)
 from jobs.external_state.features import FEATURES_UID, EntityState, FeatureComputer
 from jobs.external_state.settings import ExternalStateSettings
 from jobs.external_state.validation import validate
@@ -27,9 +33,12 @@ from schemas.records import AugmentedRequest, Request
 
 QUARANTINE_TAG = OutputTag("quarantine", Types.STRING())
 
-VALID_ROW = Types.ROW_NAMED(["entity_id", "request_json", "mine"], [Types.STRING(), Types.STRING(), Types.BOOLEAN()])
+VALID_ROW = Types.ROW_NAMED(["entity_id", "request_json", "mine", "shadow"],
+                            [Types.STRING(), Types.STRING(), Types.BOOLEAN(), Types.BOOLEAN()])
 """A valid request on its way to the features: `mine` says whether this version writes its augmented request (a
-request another version owns during a hand-over only updates the features, jobs/common/transition.py)."""
+request another version owns during a hand-over only updates the features, jobs/common/transition.py); `shadow`, of a
+request another version owns, that this one writes it into its shadow topic (`HandedOverJob.shadow_topic`: a version
+taking over, before its token, for a live request)."""
 # version 0 of the entity state (read once per entity when restoring an older savepoint)
 LEGACY_STATS_ROW = Types.ROW_NAMED(["count", "mean", "m2", "last_event_ms"],
                                    [Types.LONG(), Types.DOUBLE(), Types.DOUBLE(), Types.LONG()])
@@ -43,6 +52,7 @@ class Validate(ProcessFunction):
 
     def __init__(self, settings: ExternalStateSettings):
         self.source_topic = settings.source_topic
+        self.shadows = settings.shadow_topic is not None
         self.hand_over = (settings.owner_name, not settings.takes_over, settings.kafka, settings.transitions_topic,
                           settings.handed_over_topic)
 
@@ -51,6 +61,7 @@ class Validate(ProcessFunction):
         self.ownership = Ownership(owner, first, read_registry(kafka, registry, [topic]))
 
     def process_element(self, value, ctx):
+        shadow = False
         if value is None or isinstance(value, str):
             raw, mine = value, self.ownership.first
         else:
@@ -60,9 +71,12 @@ class Validate(ProcessFunction):
                 self.ownership.token(topic, partition, offset, info)
                 return
             mine = self.ownership.owns(topic, partition, offset)
+            shadow = not mine and self.shadows and self.ownership.warming(topic, partition, offset)
         result = validate(raw, self.source_topic)
         if isinstance(result, Request):
-            yield Row(entity_id=result.entity_id, request_json=result.to_json(), mine=mine)
+            if shadow:
+                shadow = time.time() * 1000 - result.event_time_ms <= SHADOW_MAX_AGE_MS
+            yield Row(entity_id=result.entity_id, request_json=result.to_json(), mine=mine, shadow=shadow)
         elif mine:
             yield QUARANTINE_TAG, result.to_json()
 
@@ -74,11 +88,18 @@ class AugmentWithFeatures(KeyedProcessFunction):
     request. Measured alone on a 10,000-request backlog: 3,425 requests/s with the earlier typed row +
     row-list states (two reads, two writes), see the README's per-job table for the current figure.
     An entity that has only the earlier typed states (a savepoint of the previous version) is read from
-    them once and moved."""
+    them once and moved.
 
-    def __init__(self, window_ms: int, ttl_days: int):
+    Emits `jobs.common.kafka.ROUTED` rows, unkeyed: the augmented requests this version owns to `sink_topic`, the
+    ones it shadows to `shadow_topic`; one sink for both, so that the job's operators are the same with or without a
+    shadow (a savepoint of either restores into the other)."""
+
+    def __init__(self, window_ms: int, ttl_days: int, sink_topic: str = "requests.augmented",
+                 shadow_topic: str | None = None):
         self.window_ms = window_ms
         self.ttl_days = ttl_days
+        self.sink_topic = sink_topic
+        self.shadow_topic = shadow_topic
 
     def open(self, runtime_context: RuntimeContext):
         ttl = (StateTtlConfig.new_builder(Time.days(self.ttl_days))
@@ -113,15 +134,19 @@ class AugmentWithFeatures(KeyedProcessFunction):
         st = self._load()
         features = self.computer.update(st, req)
         self.entity.update(st.to_state())
-        if not value.mine:
+        if value.mine:
+            topic = self.sink_topic
+        elif value.shadow and self.shadow_topic is not None:
+            topic = self.shadow_topic  # a warm-up before this version's token: its output path runs for real
+        else:
             return  # another version's to write (a hand-over): its features are kept up to date all the same
-        yield AugmentedRequest(request=req, features=features, entity_seq=st.count,
-                               augmented_at_ms=int(time.time() * 1000)).to_json()
+        yield Row(topic, None, AugmentedRequest(request=req, features=features, entity_seq=st.count,
+                                                augmented_at_ms=int(time.time() * 1000)).to_json())
 
 
 def build(env: StreamExecutionEnvironment, settings: ExternalStateSettings,
           source: DataStream | None = None, sink=None, quarantine_sink=None) -> DataStream:
-    from jobs.common.kafka import kafka_sink, kafka_source
+    from jobs.common.kafka import ROUTED, kafka_sink, kafka_source, routed_kafka_sink
 
     raw = source if source is not None else kafka_source(
         env, settings.kafka, settings.source_topic, settings.group_id, uid="external-state-source",
@@ -130,10 +155,10 @@ def build(env: StreamExecutionEnvironment, settings: ExternalStateSettings,
         .uid("external-state-validate").name("validate")
     quarantined = valid.get_side_output(QUARANTINE_TAG)
     augmented = valid.key_by(lambda r: r.entity_id, key_type=Types.STRING()) \
-        .process(AugmentWithFeatures(settings.window_ms, settings.state_ttl_days), output_type=Types.STRING()) \
+        .process(AugmentWithFeatures(settings.window_ms, settings.state_ttl_days, settings.sink_topic,
+                                     settings.shadow_topic), output_type=ROUTED) \
         .uid(FEATURES_UID).name("features")
-    augmented.sink_to(sink if sink is not None
-                      else kafka_sink(settings.kafka, settings.sink_topic, settings.sink_linger_ms)) \
+    augmented.sink_to(sink if sink is not None else routed_kafka_sink(settings.kafka, settings.sink_linger_ms)) \
         .uid("external-state-sink").name(settings.sink_topic)
     quarantined.sink_to(quarantine_sink if quarantine_sink is not None
                         else kafka_sink(settings.kafka, settings.quarantine_topic, settings.sink_linger_ms)) \

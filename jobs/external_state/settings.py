@@ -32,6 +32,10 @@ class ExternalStateSettings(HandedOverJob):
     def handed_over_topic(self) -> str:
         return self.source_topic
 
+    @property
+    def output_topic(self) -> str:
+        return self.sink_topic
+
     @classmethod
     def state_encodings(cls) -> dict[str, StateEncoding]:
         """Per entity: the features' running state (jobs/external_state/features.py)."""

@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
+from jobs.common.transition import SHADOW_MAX_AGE_MS
 from jobs.rendezvous.mailbox import HeldScore, Mailbox
 from schemas.records import (
     MODEL_KEY_SEP,
@@ -118,10 +119,9 @@ class RendezvousConfig:
     """How long an answered mailbox is kept to recognise late scores and duplicate requests."""
     max_scores_per_request: int = 64
     """Bound on held scores per request id (protects state from a flood of bogus model ids)."""
-    shadow_max_age_ms: int = 5_000
-    """A version warming up shadows only the live requests (reaching it within this of their time, which deadlines
-    count from by default); the backlog it reads while catching up from its snapshot (tens of seconds) was answered
-    long ago, and shadowing it would only take CPU from the version answering: those get a foreign mailbox."""
+    shadow_max_age_ms: int = SHADOW_MAX_AGE_MS
+    """A version warming up shadows only the live requests (jobs/common/transition.py `SHADOW_MAX_AGE_MS`): an older
+    one gets a foreign mailbox."""
 
 
 class Rendezvous:

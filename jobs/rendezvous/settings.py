@@ -49,18 +49,16 @@ class RendezvousSettings(HandedOverJob):
     taken_over_at_ms: int | None = None
     """Set by `rendezvous upgrade` on a version taking over: the mailboxes it restored with a request received before
     this time are the version handing over's (it answers them); this one keeps them only as foreign tombstones."""
-    shadow_topic: str | None = Field(default=None, exclude_if=lambda v: v is None)
-    """Set by `rendezvous upgrade` on a version taking over (unless `--shadow 0`): until a token names it, it answers
-    the live requests it does not own into this topic, by the same rules (core.py `on_shadow_request`), so that its
-    answer path, timers and sink have run, and been compiled, before it answers for real; and its answers can be
-    compared with the running version's. Left out of the job's parameters when unset (older code can still take
-    the job over)."""
     max_deadline_ms: int = 600_000
     """The largest stage deadline a schedule may have (schemas.records.Stage); sizes the state TTL."""
 
     @property
     def handed_over_topic(self) -> str:
         return self.augmented_topic
+
+    @property
+    def output_topic(self) -> str:
+        return self.answers_topic
 
     @property
     def input_topics(self) -> list[str]:

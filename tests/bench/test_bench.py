@@ -205,7 +205,7 @@ def test_the_handover_bench_tells_rounds_with_and_without_a_shadow_apart():
     mk = lambda p99: {"sent": 10, "answered": 10, "p50_ms": 1.0, "p99_ms": p99, "max_ms": p99, "defaults": 0}
     base = {"job": "rendezvous", "hold_compilers_s": 30.0, "before": mk(100), "during": mk(150), "after": mk(100),
             "timings_s": {}}
-    off, on = {**base, "shadow_s": 0.0, "transition": mk(200)}, {**base, "shadow_s": 10.0, "shadow_answers": 812,
+    off, on = {**base, "shadow_s": 0.0, "transition": mk(200)}, {**base, "shadow_s": 10.0, "shadow_records": 812,
                                                                   "transition": mk(120)}
     es = {**base, "job": "external-state", "transition": mk(150)}  # no shadow option: no shadow label
     assert (variant(off), variant(on), variant(es)) == ("compilers held, no shadow", "compilers held, a shadow for "
@@ -215,4 +215,4 @@ def test_the_handover_bench_tells_rounds_with_and_without_a_shadow_apart():
     out = table(r)
     assert "- rendezvous (compilers held, no shadow), median of 1: transition p99 / baseline p99 2.00" in out
     assert "- rendezvous (compilers held, a shadow for 10 s), median of 1: transition p99 / baseline p99 1.20" in out
-    assert "- rendezvous: ; 812 shadow answers before its tokens" in out
+    assert "- rendezvous: ; 812 shadow records before its tokens" in out

@@ -153,35 +153,39 @@ def test_an_interruption_after_the_tokens_is_recorded_and_gives_the_compilers_ba
     assert [h.released for h in FakeHeld.made] == [1] and "abandoned" not in flow  # the new version owns the rest
 
 
+@pytest.mark.parametrize("kind", ["rendezvous", "external-state"])
 @pytest.mark.parametrize("shadow_s, target_knows, shadowed", [(0.01, True, True), (0.0, True, False),
                                                               (0.01, False, False)])
-def test_a_new_rendezvous_shadows_when_asked_and_its_code_knows_how(flow, monkeypatch, shadow_s, target_knows,
-                                                                    shadowed):
+def test_a_new_version_shadows_when_asked_and_its_code_knows_how(flow, monkeypatch, kind, shadow_s, target_knows,
+                                                                 shadowed):
     from control import kafka_io
     from control.ops import deploy, upgrade
     from jobs.rendezvous.settings import RendezvousSettings
 
-    old = RendezvousSettings(shadow_topic="answers-shadow")  # it shadowed before its own tokens
-    fields = set(RendezvousSettings.model_fields) - (set() if target_knows else {"shadow_topic"})
+    cls, out, into = {"rendezvous": (RendezvousSettings, "answers", "requests.augmented"),
+                      "external-state": (ExternalStateSettings, "requests.augmented", "requests")}[kind]
+    shadow = f"{out}-shadow"
+    old = cls(shadow_topic=shadow)  # it shadowed before its own tokens
+    fields = set(cls.model_fields) - (set() if target_knows else {"shadow_topic"})
     rec = SimpleNamespace(settings=old, code="c0de", target_fields=frozenset(fields), execution_mode="thread",
                           parallelism=1, state={})
     monkeypatch.setattr(upgrade, "check", lambda job_id, code, s: rec)
-    created, submitted = [], []
+    created, submitted, sized = [], [], []
     monkeypatch.setattr(kafka_io, "ensure_topics", lambda b, specs, partitions: created.extend(t.name for t in specs))
-    monkeypatch.setattr(kafka_io, "partition_count", lambda b, t: 2)
+    monkeypatch.setattr(kafka_io, "partition_count", lambda b, t: sized.append(t) or 2)
     monkeypatch.setattr(handover, "longest_deadline_ms", lambda s, settings: -990)  # no drain to sleep through
     monkeypatch.setattr(deploy, "submit_job", lambda settings, *a, **k: submitted.append(settings) or "new-job")
     ends = iter([3, 40])  # the shadow topic's size before the new version and once it has shadowed
     monkeypatch.setattr(handover, "end_offsets", lambda s, topics: {(topics[0], 0): next(ends)}
-                        if topics == ["answers-shadow"] else {("requests.augmented", 0): 5})
+                        if topics == [shadow] else {(into, 0): 5})
     said: list[str] = []
     done = handover._hand_over("old-job", None, None, said.append, "lifecycle", None, 10.0, False, 10,
                                shadow_s=shadow_s)
     new = submitted[0]
-    if shadowed:
-        assert new.shadow_topic == "answers-shadow" and created == ["answers-shadow"] and done.shadow_answers == 37
-        assert any("37 shadow answers in answers-shadow" in m for m in said)
+    if shadowed:  # as many partitions as the topic it mirrors
+        assert new.shadow_topic == shadow and created == [shadow] and sized == [out] and done.shadow_records == 37
+        assert any(f"37 shadow records in {shadow}" in m for m in said)
     else:  # not the running version's either: it shadowed before its tokens, its successor does not
         assert "shadow_topic" not in json.loads(new.model_dump_json())  # the job's parameters, as submitted
-        assert not created and done.shadow_answers is None
+        assert not created and done.shadow_records is None
     assert new.takes_over and flow["steps"][-1] == "completed"

@@ -50,7 +50,8 @@ def test_each_role_may_do_what_its_job_does_and_nothing_else():
     t = TopicNames()
     gs = grants(t)
     assert allowed(gs, "external_state") == {("READ", "requests"), ("WRITE", "requests.augmented"),
-                                             ("WRITE", "requests.quarantine"), ("READ", "transitions")}
+                                             ("WRITE", "requests.quarantine"), ("READ", "transitions"),
+                                             ("WRITE", "requests.augmented-shadow")}
     assert allowed(gs, "model") == {("READ", "requests.augmented"), ("WRITE", "scores")}
     assert allowed(gs, "rendezvous") == {("READ", "requests.augmented"), ("READ", "scores"), ("READ", "schedules"),
                                          ("READ", "answers"), ("WRITE", "answers"), ("WRITE", "scores.late"),
@@ -70,9 +71,11 @@ def test_each_role_may_do_what_its_job_does_and_nothing_else():
                                                   "requests.augmented"}
     assert ("READ", "*") in op and ("CREATE", "*") in op and ("ALTER", "*") in op
     assert {g.principal for g in gs if g.operation == "WRITE" and g.name == "answers"} == {principal("rendezvous")}
-    # a new rendezvous's shadow answers (a hand-over): the rendezvous only, and no reply topic's name
+    # a new version's shadow output (a hand-over): its job's principal only, and no reply topic's name
     assert {g.principal for g in gs if g.operation == "WRITE" and g.name == "answers-shadow"} \
         == {principal("rendezvous")} and not "answers-shadow".startswith("answers.")
+    assert {g.principal for g in gs if g.operation == "WRITE" and g.name == "requests.augmented-shadow"} \
+        == {principal("external_state")}
     assert {g.principal for g in gs if g.operation == "WRITE" and g.name in ("schedules", "lifecycle", "models")} \
         == {principal("operator")}
     # topics by literal name (a prefix `requests` would also match requests.augmented), groups by prefix; the

@@ -20,8 +20,14 @@ from control import kafka_io
 from control.ops import deploy, handover, jobs, schedules
 from control.runtime import jit, pinned, priority
 from schemas.model_card import ModelCard
-from schemas.records import Answer, AugmentedRequest, LifecycleEvent, QuarantineRecord
-from schemas.topics import TopicNames, shadow_answers_topic
+from schemas.records import (
+    Answer,
+    AugmentedRequest,
+    LifecycleEvent,
+    QuarantineRecord,
+    Request,
+)
+from schemas.topics import TopicNames, shadow_topic
 from tests.e2e.test_upgrade import (
     EDITS,
     V2,
@@ -95,8 +101,9 @@ def test_the_rendezvous_and_the_external_state_hand_over_to_new_code_under_load_
             quiet_s = 0.0 if done else 5.0
             # the second holds its new version's optimizing compilers at the lowest priority, 5 s at most after
             hold_s = 5.0 if len(done) == 1 else 0.0
-            # the first rendezvous answers as a shadow before its tokens (3 s more once it keeps up), the last does not
-            shadow_s = 3.0 if not done else 0.0
+            # the new rendezvous and external state write as a shadow before their tokens (3 s more once they keep
+            # up), the last does not
+            shadow_s = 3.0 if len(done) < 2 else 0.0
             ho = handover.hand_over(jid, code, s, progress=lambda m, n=name: print(f"[{n}] {m}"),
                                     lifecycle_topic=t.lifecycle, rollback=rollback, compilers_quiet_timeout_s=quiet_s,
                                     hold_compilers_s=hold_s, shadow_s=shadow_s)
@@ -138,10 +145,10 @@ def test_the_rendezvous_and_the_external_state_hand_over_to_new_code_under_load_
 
     # the first new rendezvous answered as a shadow, into its own topic only (in the answers topic, a shadow answer
     # would be a second answer: none above), the requests before its tokens only, and as the old version did
-    assert [h.shadow_answers is not None for h in done] == [True, False, False]
+    assert [h.shadow_records is not None for h in done] == [True, True, False]
     shadows = [Answer.parse(v)
-               for _, v in kafka_io.read_to_end(s.bootstrap_servers, shadow_answers_topic(t.answers))]
-    assert len(shadows) >= done[0].shadow_answers > 0 and {a.request_id for a in shadows} <= ids
+               for _, v in kafka_io.read_to_end(s.bootstrap_servers, shadow_topic(t.answers))]
+    assert len(shadows) >= done[0].shadow_records > 0 and {a.request_id for a in shadows} <= ids
     position = {AugmentedRequest.parse(r.value).request.request_id: (r.partition, r.offset)
                 for r in kafka_io.records_to_end(s.bootstrap_servers, t.augmented, timeout=30)
                 if not r.value.startswith(b'{"transition"')}
@@ -150,8 +157,24 @@ def test_the_rendezvous_and_the_external_state_hand_over_to_new_code_under_load_
     both = [(a, answers[a.request_id][0][0]) for a in shadows if not a.is_default]
     both = [(a, real) for a, real in both if not real.is_default]
     assert all(a.output == real.output and a.model == real.model for a, real in both), both[:2]
-    print(f"[hand-over] shadow: {len(shadows)} answers before the tokens ({done[0].shadow_answers} by snapshot "
+    print(f"[hand-over] shadow: {len(shadows)} answers before the tokens ({done[0].shadow_records} by snapshot "
           f"complete), {len(both)} by the model in both versions, all with the old version's output")
+    # the new external state augmented as a shadow, into its own topic only (the augmented topic has each request
+    # once, above), the requests before its tokens only, with the features the old version computed for them
+    real = {a.request.request_id: a for a in augmented}
+    es_shadows = [AugmentedRequest.parse(v)
+                  for _, v in kafka_io.read_to_end(s.bootstrap_servers, shadow_topic(t.augmented))]
+    assert len(es_shadows) >= done[1].shadow_records > 0
+    at_request = {Request.parse(r.value).request_id: (r.partition, r.offset)
+                  for r in kafka_io.records_to_end(s.bootstrap_servers, t.requests, timeout=30)
+                  if not r.value.startswith(b'{"transition"')}  # (the bad request comes later)
+    es_token_at = {p.partition: p.offset for p in done[1].tokens[t.requests]}
+    for a in es_shadows:
+        rid = a.request.request_id
+        assert at_request[rid][1] < es_token_at[at_request[rid][0]], (rid, at_request[rid], es_token_at)
+        assert (a.features, a.entity_seq) == (real[rid].features, real[rid].entity_seq), (a, real[rid])
+    print(f"[hand-over] external state's shadow: {len(es_shadows)} augmented requests before the tokens "
+          f"({done[1].shadow_records} by snapshot complete), all with the old version's features")
 
     # the code that runs now: the external state's v2, the rendezvous's v1 again (rolled back)
     kafka_io.produce(s.bootstrap_servers, t.requests, ["{bad-ho"])
