@@ -306,7 +306,7 @@ def run(a) -> dict:
             print(f"hand-over {n}/{len(order)}: the {kind}, started at nice {start_nice}"
                   + (f" (waiting at most {quiet_s:.0f} s for its JIT compilers)" if quiet_s else " (no JIT wait)")
                   + (" (its optimizing compilers held)" if hold_s else " (compilers not held)")
-                  + ("" if shadow_s is None else f" (a shadow for {shadow_s:g} s)" if shadow_s else " (no shadow)"))
+                  + (f" (a shadow for {shadow_s:g} s)" if shadow_s else " (no shadow)"))
             ho = hand_over_apart(kind, ids[kind], t.lifecycle, start_nice, quiet_s, hold_s, shadow_s or 0.0)
             ids[kind] = ho["job_id"]
             started.append(ho["job_id"])
@@ -316,8 +316,7 @@ def run(a) -> dict:
                                      "starting_nice": start_nice if priority.can_renice() else 0,
                                      # what was done, not asked: nothing is held where the priority cannot be given back
                                      "hold_compilers_s": hold_s if "compilers_held_s" in ho["timings_s"] else 0.0,
-                                     **({} if shadow_s is None else {"shadow_s": shadow_s,
-                                                                     "shadow_records": ho.get("shadow_records")}),
+                                     "shadow_s": shadow_s, "shadow_records": ho.get("shadow_records"),
                                      "timings_s": {k: round(v, 2) for k, v in ho["timings_s"].items()}})
             # its window after (`AFTER_S` from its old version's stop) must not be in the next baseline
             rest += max(0.0, AFTER_S - ho["timings_s"].get("compilers_held_s", 0.0))
@@ -482,8 +481,8 @@ def table(r: dict) -> str:
             continue
         jit = new_compilers(h, span) if spans else None
         lines.append(f"- {h['job']}: " + ", ".join(f"{k} {v} s" for k, v in h["timings_s"].items()) + (
-            f"; {h['shadow_records']} shadow records before its tokens" if h.get("shadow_records") is not None
-            else "") + (
+            f"; {shadow} shadow records before its tokens"
+            if (shadow := h.get("shadow_records", h.get("shadow_answers"))) is not None else "") + (
             f"; the new version's JIT compilers: {jit[0]} CPU s before its tokens, {jit[1]} in the {span:.0f} s "
             "after" if jit else ""))
     return "\n".join(lines)

@@ -43,6 +43,8 @@ from control.errors import ControlError
 from control.ops import deploy, upgrade
 from control.ops import jobs as jobs_lib
 from control.runtime import jit, pinned, priority
+from control.runtime.kafka import grant, last_mode
+from control.security import Grant, principal
 from control.settings import RuntimeSettings
 from jobs.common.entry import SETTINGS
 from jobs.common.settings import HandedOverJob
@@ -97,6 +99,8 @@ Measured (bench.handover --jobs rendezvous --rounds 6 --shadow alternate, 2 core
 saturated machine): the transition's p99 over the minute before 1.18 with, 2.34 without (medians of 3)."""
 
 KINDS: dict[str, type[HandedOverJob]] = {"external-state": ExternalStateSettings, "rendezvous": RendezvousSettings}
+ROLES_OF = {"external-state": "external_state", "rendezvous": "rendezvous"}
+"""The principal (control.security) each kind's jobs run as on a secure broker."""
 
 
 def successor_names(settings: HandedOverJob) -> tuple[str, str]:
@@ -113,7 +117,7 @@ def running_job(kind: str, s: RuntimeSettings, job_name: str | None = None) -> s
     """The id of the one running job of this kind (by job name; default: the kind's default name)."""
     cls = KINDS[kind]
     name = job_name or cls.model_fields["job_name"].default
-    found = [j.jid for j in jobs_lib.list_jobs(s) if j.state == "RUNNING" and j.name == name]
+    found = [j.job_id for j in jobs_lib.list_jobs(s) if j.state == "RUNNING" and j.name == name]
     if len(found) != 1:
         raise ControlError(f"{'no' if not found else len(found)} running job named {name!r} "
                            f"({', '.join(found) or 'see `rendezvous job list`'}): name the one to upgrade with --job")
@@ -376,6 +380,8 @@ def _hand_over(job_id: str, code: Path | None, s: RuntimeSettings | None, progre
         try:
             kafka_io.ensure_topics(s.bootstrap_servers, [TopicSpec(shadow)],
                                    partitions=kafka_io.partition_count(s.bootstrap_servers, old.output_topic))
+            if last_mode(s) == "secure":  # its job's principal may write it (topics named at run time too)
+                grant(s, [Grant(principal(ROLES_OF[kind]), "WRITE", "TOPIC", shadow)])
             shadows_before = sum(end_offsets(s, [shadow]).values())
         except Exception as e:  # noqa: BLE001 - the broker: said, and recorded
             step("failed", job_id, error=f"shadow topic {shadow}: {type(e).__name__}: {e}"[:2000])

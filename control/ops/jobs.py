@@ -7,6 +7,7 @@ import re
 import subprocess
 import tempfile
 import time
+import uuid
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Callable, Sequence
 from control.errors import JobError, SubmissionError
 from control.runtime.flink import flink_env, flink_rest, render_flink_conf
 from control.settings import RuntimeSettings
-from jobs.common.entry import CODE
+from jobs.common.entry import CODE, SUBMISSION
 
 JOB_ID_RE = re.compile(r"JobID\s+([0-9a-f]{32})")
 MAX_PARALLELISM = 128
@@ -172,21 +173,46 @@ def submit(module: str, job_args: Sequence[str] = (), savepoint: str | None = No
     if pins_taskmanagers(s, conf):
         pin = pinned.start(s, parallelism or 1)
         cmd.insert(cmd.index("-pyfs"), f"-D{pinned.RESOURCE_CONF}={pin}")
+    submission = uuid.uuid4().hex
+    cmd.insert(cmd.index("-pyfs"), f"-D{SUBMISSION}={submission}")
     try:
-        out = subprocess.run(cmd, env=flink_env(s), capture_output=True, text=True, timeout=timeout,
-                             cwd=check_code(s, module, code), stdin=subprocess.DEVNULL)
+        try:
+            out = subprocess.run(cmd, env=flink_env(s), capture_output=True, text=True, timeout=timeout,
+                                 cwd=check_code(s, module, code), stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired as e:
+            raise SubmissionError(f"`flink run` of {module} did not finish within {timeout:.0f} s (a busy machine, or "
+                                  "a cluster not answering: `rendezvous status`)") from e
         text = out.stdout + out.stderr
         if out.returncode != 0:
             raise SubmissionError(f"`flink run` failed (exit {out.returncode}) for {module}:\n{text[-6000:]}\n"
                                   f"Is the cluster up (`rendezvous status`)?")
         jid = parse_job_id(text)
     except BaseException:
+        # a `flink run` killed (a timeout, Ctrl-C) may have submitted the job all the same: cancelled, it does not
+        # wait forever for TaskManagers retired below
+        cancel_submitted(s, submission)
         if pin:
             pinned.retire(s, pin)
         raise
     if pin:
         pinned.record_job(s, pin, jid)
     return jid
+
+
+def cancel_submitted(s: RuntimeSettings, submission: str) -> list[str]:
+    """Cancel the jobs, not ended, that the submission `submission` (`jobs.common.entry.SUBMISSION`) started; returns
+    their ids. Best effort: a cluster that cannot be asked is left as it is."""
+    found = []
+    try:
+        for j in list_jobs(s):
+            if j.state not in ("CANCELED", "CANCELLING", "FAILED", "FINISHED") \
+                    and job_parameters(j.job_id, s).get(SUBMISSION) == submission:
+                found.append(j.job_id)
+        if found:
+            cancel_all(found, s)
+    except Exception:  # noqa: BLE001 - the submission's own error is the one to raise
+        pass
+    return found
 
 
 def list_jobs(s: RuntimeSettings | None = None) -> list[JobInfo]:

@@ -167,6 +167,20 @@ def kafka_alive_and_healthy(s: RuntimeSettings) -> bool:
     return kafka_healthy(s.bootstrap_servers, broker_client(s) if last_mode(s) == "secure" else {})
 
 
+def grant(s: RuntimeSettings, gs) -> None:
+    """Create these grants' ACLs (`control.security.Grant`s) on a secure embedded broker, as the broker's principal
+    (creating one that exists is a no-op): e.g. a hand-over's shadow topic of topics named at run time."""
+    from kafka import KafkaAdminClient
+
+    from control.security import create_acls
+
+    admin = KafkaAdminClient(**broker_client(s), client_id="rendezvous-security")
+    try:
+        create_acls(admin, list(gs))
+    finally:
+        admin.close()
+
+
 def secure_broker(s: RuntimeSettings, topics=None) -> None:
     """On a secure embedded broker: the roles' SCRAM users (passwords from their files) and the ACLs of
     `topics` (default: the default topic names), created as the broker's principal; returns once the

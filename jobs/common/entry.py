@@ -12,20 +12,24 @@ SETTINGS = "rendezvous.settings"
 EXECUTION_MODE = "rendezvous.execution-mode"
 STATE = "rendezvous.state"
 CODE = "rendezvous.code"
-"""Job parameters; CODE is also the `flink run -D` key the control plane sets (control.ops.jobs.CODE_CONF)."""
+SUBMISSION = "rendezvous.submission"
+"""Job parameters; CODE and SUBMISSION are also `flink run -D` keys the control plane sets (control.ops.jobs): the
+digest of the job's code, and an id of the submission (to find the job a `flink run` that failed or timed out may
+have submitted all the same)."""
 
 TASKMANAGER_RESOURCE = "rendezvous.taskmanager-resource"
 """The `flink run -D` key naming the external resource that only the job's own TaskManagers declare
 (control.runtime.pinned): every slot of the job asks for one unit of it."""
 
 
-def job_parameters(settings: JobSettings, execution_mode: str, code: str | None = None) -> dict[str, str]:
+def job_parameters(settings: JobSettings, execution_mode: str, code: str | None = None,
+                   submission: str | None = None) -> dict[str, str]:
     """What the job records of itself in Flink's global job parameters (shown by the REST API under
     /jobs/<id>/config), so the control plane can submit it again (`rendezvous job rescale`, `job upgrade`): its
     settings class, its settings without the Kafka connection (credentials stay out of the job graph's
     readable config; a resubmission takes the current ones), its Python execution mode, the encodings of the
     state it keeps (`JobSettings.state_encodings`: what an upgrade's new code must read) and the digest of its
-    code."""
+    code, and the id of its submission."""
     cls = type(settings)
     encodings = cls.state_encodings()
     params = {SETTINGS_CLASS: f"{cls.__module__}:{cls.__qualname__}",
@@ -35,6 +39,8 @@ def job_parameters(settings: JobSettings, execution_mode: str, code: str | None 
         params[STATE] = json.dumps({k: v.as_json() for k, v in encodings.items()}, sort_keys=True)
     if code:
         params[CODE] = code
+    if submission:
+        params[SUBMISSION] = submission
     return params
 
 
@@ -58,7 +64,8 @@ def run(build: Callable, settings: JobSettings) -> None:
     env.set_buffer_timeout(settings.buffer_timeout_ms)
     conf = env._j_stream_execution_environment.getConfiguration().toMap()
     env.get_config().set_global_job_parameters(
-        job_parameters(settings, str(conf.get("python.execution-mode") or "process"), conf.get(CODE)))
+        job_parameters(settings, str(conf.get("python.execution-mode") or "process"), conf.get(CODE),
+                       conf.get(SUBMISSION)))
     if conf.get(TASKMANAGER_RESOURCE):
         pin_to_own_taskmanagers(env, str(conf.get(TASKMANAGER_RESOURCE)))
     build(env, settings)

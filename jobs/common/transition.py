@@ -79,7 +79,7 @@ class Ownership:
 
     def warming(self, topic: str, partition: int, offset: int) -> bool:
         """Whether the record at this position precedes every record of its partition this version owns: a version
-        taking over, before the token that names it (it may answer such records as a shadow). False for the version
+        taking over, before the token that names it (it may write what it would for such records into a shadow topic). False for the version
         that was first, and for a version after a token took the partition from it (it is retiring)."""
         if self.first:
             return False

@@ -46,8 +46,8 @@ LEGACY_WINDOW_ENTRY = Types.ROW_NAMED(["ts", "amount"], [Types.LONG(), Types.DOU
 
 
 class Validate(ProcessFunction):
-    """Valid requests go on as (entity_id, json, mine); bad ones to the quarantine side output (by the version that
-    owns them). Reads `jobs.common.kafka.POSITIONED` rows (or plain strings from a test's source): transition tokens
+    """Valid requests go on as (entity_id, json, mine, shadow); bad ones to the quarantine side output (by the
+    version that owns them). Reads `jobs.common.kafka.POSITIONED` rows (or plain strings from a test's source): transition tokens
     in the input decide which requests this version owns (jobs/common/transition.py) and go no further."""
 
     def __init__(self, settings: ExternalStateSettings):

@@ -207,12 +207,16 @@ def test_the_handover_bench_tells_rounds_with_and_without_a_shadow_apart():
             "timings_s": {}}
     off, on = {**base, "shadow_s": 0.0, "transition": mk(200)}, {**base, "shadow_s": 10.0, "shadow_records": 812,
                                                                   "transition": mk(120)}
-    es = {**base, "job": "external-state", "transition": mk(150)}  # no shadow option: no shadow label
+    es = {**base, "job": "external-state", "transition": mk(150)}  # a run from before shadows: no shadow label
+    es_on = {**base, "job": "external-state", "shadow_s": 10.0, "shadow_records": 640, "transition": mk(110)}
     assert (variant(off), variant(on), variant(es)) == ("compilers held, no shadow", "compilers held, a shadow for "
                                                         "10 s", "compilers held")
     r = {"rate": 10, "partitions": 2, "before_s": 60, "starting_nice": 19, "sent": 100, "answered": 100,
-         "duplicates": 0, "conflicting": 0, "handovers": [off, on, es]}
+         "duplicates": 0, "conflicting": 0, "handovers": [off, on, es, es_on]}
     out = table(r)
     assert "- rendezvous (compilers held, no shadow), median of 1: transition p99 / baseline p99 2.00" in out
     assert "- rendezvous (compilers held, a shadow for 10 s), median of 1: transition p99 / baseline p99 1.20" in out
+    assert "- external-state (compilers held, a shadow for 10 s), median of 1: transition p99 / baseline p99 1.10" \
+        in out
     assert "- rendezvous: ; 812 shadow records before its tokens" in out
+    assert "- external-state: ; 640 shadow records before its tokens" in out

@@ -170,8 +170,10 @@ def test_a_new_version_shadows_when_asked_and_its_code_knows_how(flow, monkeypat
     rec = SimpleNamespace(settings=old, code="c0de", target_fields=frozenset(fields), execution_mode="thread",
                           parallelism=1, state={})
     monkeypatch.setattr(upgrade, "check", lambda job_id, code, s: rec)
-    created, submitted, sized = [], [], []
+    created, submitted, sized, granted = [], [], [], []
     monkeypatch.setattr(kafka_io, "ensure_topics", lambda b, specs, partitions: created.extend(t.name for t in specs))
+    monkeypatch.setattr(handover, "last_mode", lambda s: "secure")  # a secure broker: the shadow's ACL is granted
+    monkeypatch.setattr(handover, "grant", lambda s, gs: granted.extend(gs))
     monkeypatch.setattr(kafka_io, "partition_count", lambda b, t: sized.append(t) or 2)
     monkeypatch.setattr(handover, "longest_deadline_ms", lambda s, settings: -990)  # no drain to sleep through
     monkeypatch.setattr(deploy, "submit_job", lambda settings, *a, **k: submitted.append(settings) or "new-job")
@@ -185,7 +187,10 @@ def test_a_new_version_shadows_when_asked_and_its_code_knows_how(flow, monkeypat
     if shadowed:  # as many partitions as the topic it mirrors
         assert new.shadow_topic == shadow and created == [shadow] and sized == [out] and done.shadow_records == 37
         assert any(f"37 shadow records in {shadow}" in m for m in said)
+        from control.security import Grant, principal
+
+        assert granted == [Grant(principal(kind.replace("-", "_")), "WRITE", "TOPIC", shadow)]
     else:  # not the running version's either: it shadowed before its tokens, its successor does not
         assert "shadow_topic" not in json.loads(new.model_dump_json())  # the job's parameters, as submitted
-        assert not created and done.shadow_records is None
+        assert not created and not granted and done.shadow_records is None
     assert new.takes_over and flow["steps"][-1] == "completed"

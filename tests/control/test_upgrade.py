@@ -117,5 +117,6 @@ def test_a_restored_rendezvous_gets_the_savepoints_time_as_its_scans_bound_where
     for fields in (None, frozenset(RendezvousSettings.model_fields), older - {"shadow_topic"}):
         assert "shadow_topic" not in json.loads(restore_bound(*rec(shadowed, fields), 1234).model_dump_json())
     es_shadowed = ExternalStateSettings(shadow_topic="requests.augmented-shadow")
-    for fields in (None, frozenset(ExternalStateSettings.model_fields) - {"shadow_topic"}):
+    for fields in (None, frozenset(ExternalStateSettings.model_fields),
+                   frozenset(ExternalStateSettings.model_fields) - {"shadow_topic"}):
         assert "shadow_topic" not in json.loads(restore_bound(*rec(es_shadowed, fields), 1234).model_dump_json())

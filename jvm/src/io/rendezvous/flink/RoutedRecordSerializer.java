@@ -19,7 +19,9 @@ public final class RoutedRecordSerializer implements KafkaRecordSerializationSch
         String topic = (String) row.getField(0);
         Object key = row.getField(1);
         Object payload = row.getField(2);
-        return new ProducerRecord<>(topic, null, timestamp,
+        // no timestamp (null, or a negative one: a record without) lets the producer stamp it, as Flink's own
+        // serializers do; a negative one would be refused
+        return new ProducerRecord<>(topic, null, timestamp == null || timestamp < 0 ? null : timestamp,
                 key == null ? null : ((String) key).getBytes(StandardCharsets.UTF_8),
                 payload == null ? null : ((String) payload).getBytes(StandardCharsets.UTF_8));
     }
