@@ -37,6 +37,8 @@ def test_the_upgrade_passes_its_jit_wait_to_the_hand_over(monkeypatch):
     assert got["shadow"] == handover.SHADOW_S > 0  # a shadow by default
     res = CliRunner().invoke(main, ["upgrade", "rendezvous", "--job", "old-job", "--shadow", "0"])
     assert res.exit_code == 0 and got["shadow"] == 0.0
+    res = CliRunner().invoke(main, ["upgrade", "external-state", "--job", "old-job"])
+    assert res.exit_code == 0 and got["shadow"] == handover.SHADOW_S  # the external state's too
 
 
 def test_a_sigterm_ends_an_upgrade_through_its_finally_blocks():
