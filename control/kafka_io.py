@@ -246,6 +246,10 @@ def ensure_topics(bootstrap_servers: str, specs: Iterable[TopicSpec] = TOPICS, p
                 adm.create_partitions(more)
                 if progress:
                     progress(f"grew {', '.join(f'{n} ({have_parts[n]} -> {want_parts[n]})' for n in more)} partitions")
+        made = {t.name: want_parts[t.name] for t in new}
+        made.update({n: want_parts[n] for n in grow if n not in made})
+        if made:
+            wait_led(bootstrap_servers, made)
         for spec in (s for s in specs if s.name in existing and s.topic_config()):
             want = spec.topic_config()
             res = adm.describe_configs([ConfigResource(ConfigResourceType.TOPIC, spec.name)])
@@ -256,6 +260,33 @@ def ensure_topics(bootstrap_servers: str, specs: Iterable[TopicSpec] = TOPICS, p
         return [t.name for t in new]
     finally:
         adm.close()
+
+
+def wait_led(bootstrap_servers: str, topics: dict[str, int], timeout: float = 30.0) -> None:
+    """Return once the broker answers as the leader of every partition of `topics` (name -> partitions): the end
+    offsets of each can be read. A topic just created (or grown) is not led at once: a client asking its offsets a
+    moment later was told "Not leader for partition" (seen in CI, a load generator's answer collector)."""
+    from kafka import TopicPartition
+    from kafka.errors import KafkaError
+
+    tps = [TopicPartition(t, p) for t, n in topics.items() for p in range(n)]
+    deadline = time.monotonic() + timeout
+    c = consumer(bootstrap_servers, enable_auto_commit=False, group_id=None, request_timeout_ms=int(timeout * 1000))
+    try:
+        while True:
+            try:
+                ends = c.end_offsets(tps)
+                if all(ends.get(tp) is not None for tp in tps):
+                    return
+            except KafkaError as e:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the broker did not lead {', '.join(topics)} within {timeout:.0f} s of their "
+                                       f"creation ({type(e).__name__}: {e}); is it overloaded (`rendezvous status`)?")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no end offsets for {', '.join(topics)} within {timeout:.0f} s of their creation")
+            time.sleep(0.1)
+    finally:
+        c.close()
 
 
 def partition_count(bootstrap_servers: str, topic: str) -> int:
