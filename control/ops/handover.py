@@ -101,8 +101,6 @@ the minute before 1.18 with, 2.34 without (--rounds 6, medians of 3), and 1.29 w
 over load alone went from 0.53 to 1.03 in that run."""
 
 KINDS: dict[str, type[HandedOverJob]] = {"external-state": ExternalStateSettings, "rendezvous": RendezvousSettings}
-ROLES_OF = {"external-state": "external_state", "rendezvous": "rendezvous"}
-"""The principal (control.security) each kind's jobs run as on a secure broker."""
 
 
 def successor_names(settings: HandedOverJob) -> tuple[str, str]:
@@ -383,7 +381,7 @@ def _hand_over(job_id: str, code: Path | None, s: RuntimeSettings | None, progre
             kafka_io.ensure_topics(s.bootstrap_servers, [TopicSpec(shadow)],
                                    partitions=kafka_io.partition_count(s.bootstrap_servers, old.output_topic))
             if last_mode(s) == "secure":  # its job's principal may write it (topics named at run time too)
-                grant(s, [Grant(principal(ROLES_OF[kind]), "WRITE", "TOPIC", shadow)])
+                grant(s, [Grant(principal(deploy.ROLES[type(old)]), "WRITE", "TOPIC", shadow)])
             shadows_before = sum(end_offsets(s, [shadow]).values())
         except Exception as e:  # noqa: BLE001 - the broker: said, and recorded
             step("failed", job_id, error=f"shadow topic {shadow}: {type(e).__name__}: {e}"[:2000])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import uuid
 from pathlib import Path
@@ -167,43 +168,43 @@ def kafka_alive_and_healthy(s: RuntimeSettings) -> bool:
     return kafka_healthy(s.bootstrap_servers, broker_client(s) if last_mode(s) == "secure" else {})
 
 
-def grant(s: RuntimeSettings, gs) -> None:
-    """Create these grants' ACLs (`control.security.Grant`s) on a secure embedded broker, as the broker's principal
-    (creating one that exists is a no-op): e.g. a hand-over's shadow topic of topics named at run time."""
+@contextlib.contextmanager
+def _as_broker(s: RuntimeSettings):
+    """An admin client of the broker's own principal (it may create users and ACLs)."""
     from kafka import KafkaAdminClient
-
-    from control.security import create_acls
 
     admin = KafkaAdminClient(**broker_client(s), client_id="rendezvous-security")
     try:
-        create_acls(admin, list(gs))
+        yield admin
     finally:
         admin.close()
+
+
+def grant(s: RuntimeSettings, gs) -> None:
+    """Create these grants' ACLs (`control.security.Grant`s) on a secure embedded broker, as the broker's principal
+    (creating one that exists is a no-op): e.g. a hand-over's shadow topic of topics named at run time."""
+    from control.security import create_acls
+
+    with _as_broker(s) as admin:
+        create_acls(admin, list(gs))
 
 
 def secure_broker(s: RuntimeSettings, topics=None) -> None:
     """On a secure embedded broker: the roles' SCRAM users (passwords from their files) and the ACLs of
     `topics` (default: the default topic names), created as the broker's principal; returns once the
     operators' principal can authenticate."""
-    from kafka import KafkaAdminClient
-
     from control.runtime.process import wait_for
     from control.security import create_acls, create_users, grants
     from schemas.topics import TopicNames
 
-    admin = KafkaAdminClient(**broker_client(s), client_id="rendezvous-security")
-    try:
+    with _as_broker(s) as admin:
         create_users(admin, s.credentials_dir)
         create_acls(admin, grants(topics or TopicNames()))
-    finally:
-        admin.close()
     from control.kafka_io import client_kwargs, use_credentials
 
     use_credentials(s.bootstrap_servers, s.credentials_dir)
     wait_for(lambda: kafka_healthy(s.bootstrap_servers, client_kwargs(s.bootstrap_servers)), s.startup_timeout_s,
              "the operators' principal to authenticate")
-
-
 
 
 def stop_kafka(s: RuntimeSettings, progress: Progress | None) -> None:
