@@ -307,7 +307,7 @@ def run(a) -> dict:
                   + (f" (waiting at most {quiet_s:.0f} s for its JIT compilers)" if quiet_s else " (no JIT wait)")
                   + (" (its optimizing compilers held)" if hold_s else " (compilers not held)")
                   + (f" (a shadow for {shadow_s:g} s)" if shadow_s else " (no shadow)"))
-            ho = hand_over_apart(kind, ids[kind], t.lifecycle, start_nice, quiet_s, hold_s, shadow_s or 0.0)
+            ho = hand_over_apart(kind, ids[kind], t.lifecycle, start_nice, quiet_s, hold_s, shadow_s)
             ids[kind] = ho["job_id"]
             started.append(ho["job_id"])
             t1 = time.time() * 1000  # the windows end at its `completed` step (below), not at its return
