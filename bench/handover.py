@@ -214,9 +214,12 @@ def show_timeline(r: dict) -> str:
 
 
 def _hand_over(kind: str, job_id: str, lifecycle_topic: str, starting_nice: int, quiet_s: float, hold_s: float,
-               shadow_s: float, results) -> None:
+               shadow_s: float, jvm_args: str | None, results) -> None:
     try:
-        ho = handover.hand_over(job_id, None, RuntimeSettings(), progress=lambda m: print(f"  [{kind}] {m}", flush=True),
+        s = RuntimeSettings()
+        if jvm_args is not None:  # the new version's TaskManagers' JVM options in this round (--also-jvm-args)
+            s = s.model_copy(update={"pinned_taskmanager_jvm_args": jvm_args})
+        ho = handover.hand_over(job_id, None, s, progress=lambda m: print(f"  [{kind}] {m}", flush=True),
                                 lifecycle_topic=lifecycle_topic, starting_nice=starting_nice,
                                 compilers_quiet_timeout_s=quiet_s, hold_compilers_s=hold_s, shadow_s=shadow_s)
         results.put({"job_id": ho.job_id, "upgrade_id": ho.upgrade_id, "timings_s": ho.timings_s,
@@ -226,7 +229,7 @@ def _hand_over(kind: str, job_id: str, lifecycle_topic: str, starting_nice: int,
 
 
 def hand_over_apart(kind: str, job_id: str, lifecycle_topic: str, starting_nice: int, quiet_s: float,
-                    hold_s: float, shadow_s: float = 0.0) -> dict:
+                    hold_s: float, shadow_s: float = 0.0, jvm_args: str | None = None) -> dict:
     """`handover.hand_over` in a process of its own, as a user runs `rendezvous upgrade`: the control plane's Python
     (kafka-python readers, JSON) must not hold this process's interpreter lock while the collector stamps when each
     answer arrived."""
@@ -235,7 +238,7 @@ def hand_over_apart(kind: str, job_id: str, lifecycle_topic: str, starting_nice:
     ctx = multiprocessing.get_context("spawn")  # not fork: this process runs librdkafka's threads
     results = ctx.Queue()
     proc = ctx.Process(target=_hand_over, args=(kind, job_id, lifecycle_topic, starting_nice, quiet_s, hold_s,
-                                                       shadow_s, results))
+                                                       shadow_s, jvm_args, results))
     proc.start()
     while True:
         try:
@@ -303,11 +306,14 @@ def run(a) -> dict:
             hold_s = by_round(a.hold_jit, rnd, handover.HOLD_COMPILERS_S)
             start_nice = starting_nice(a.starting_nice, a.also_starting_nice, rnd)
             shadow_s = by_round(a.shadow, rnd, handover.SHADOW_S)
+            jvm_args = jvm_args_of(s.pinned_taskmanager_jvm_args, a.also_jvm_args, rnd)
             print(f"hand-over {n}/{len(order)}: the {kind}, started at nice {start_nice}"
                   + (f" (waiting at most {quiet_s:.0f} s for its JIT compilers)" if quiet_s else " (no JIT wait)")
                   + (" (its optimizing compilers held)" if hold_s else " (compilers not held)")
-                  + (f" (a shadow for {shadow_s:g} s)" if shadow_s else " (no shadow)"))
-            ho = hand_over_apart(kind, ids[kind], t.lifecycle, start_nice, quiet_s, hold_s, shadow_s)
+                  + (f" (a shadow for {shadow_s:g} s)" if shadow_s else " (no shadow)")
+                  + (f" (its TaskManagers' JVM options: {jvm_args or 'the defaults'})"
+                     if a.also_jvm_args is not None else ""))
+            ho = hand_over_apart(kind, ids[kind], t.lifecycle, start_nice, quiet_s, hold_s, shadow_s, jvm_args)
             ids[kind] = ho["job_id"]
             started.append(ho["job_id"])
             t1 = time.time() * 1000  # the windows end at its `completed` step (below), not at its return
@@ -317,6 +323,7 @@ def run(a) -> dict:
                                      # what was done, not asked: nothing is held where the priority cannot be given back
                                      "hold_compilers_s": hold_s if "compilers_held_s" in ho["timings_s"] else 0.0,
                                      "shadow_s": shadow_s, "shadow_records": ho.get("shadow_records"),
+                                     "jvm_args": jvm_args if a.also_jvm_args is not None else None,
                                      "timings_s": {k: round(v, 2) for k, v in ho["timings_s"].items()}})
             # its window after (`AFTER_S` from its old version's stop) must not be in the next baseline
             rest += max(0.0, AFTER_S - ho["timings_s"].get("compilers_held_s", 0.0))
@@ -378,6 +385,12 @@ def starting_nice(base: int, also: int, round_index: int) -> int:
     return also if also and round_index % 2 else base
 
 
+def jvm_args_of(base: str, also: str | None, round_index: int) -> str:
+    """The JVM options of the new version's TaskManagers in this round: the runtime's (`base`), or with `also` (not
+    None) alternating, `base` in the first round, `also` in the second, ..."""
+    return also if also is not None and round_index % 2 else base
+
+
 def compilers_quiet_timeout(mode: str, round_index: int) -> float:
     """The hand-over's wait for its JIT compilers in this round (`by_round`; on: `COMPILERS_QUIET_WAIT_S`; off is
     what `rendezvous upgrade` does by default)."""
@@ -396,6 +409,8 @@ def variant(h: dict) -> str:
         parts.append(f"started at nice {h['starting_nice']}")
     if h.get("shadow_s") is not None:
         parts.append(f"a shadow for {h['shadow_s']:g} s" if h["shadow_s"] else "no shadow")
+    if h.get("jvm_args") is not None:
+        parts.append(f"JVM options {h['jvm_args'] or '(defaults)'}")
     return ", ".join(parts)
 
 
@@ -449,6 +464,10 @@ def table(r: dict) -> str:
                  h["starting_nice"] for h in r["handovers"] if h.get("starting_nice") is not None}))
              + (f", the thread-mode jobs' TaskManagers with JVM options "
                                                f"{r['pinned_jvm_args']}" if r.get("pinned_jvm_args") else "")
+             + ("; the new versions' TaskManagers' JVM options alternating by round: " + " / ".join(
+                 repr(x or "(defaults)") for x in dict.fromkeys(h["jvm_args"] for h in r["handovers"]
+                                                                 if h.get("jvm_args") is not None))
+                if any(h.get("jvm_args") is not None for h in r["handovers"]) else "")
              + f"; {r['sent']} sent, {r['answered']} answered, {r['duplicates']} duplicate "
              f"and {r['conflicting']} conflicting answers.", "",
              f"| hand-over | answers (baseline / whole / transition) | p99 ms: {r['before_s']:.0f} s before | whole "
@@ -515,6 +534,10 @@ def main(argv=None) -> None:
                    help="a new version writes as a shadow before its tokens (on: as by default, "
                         f"{handover.SHADOW_S:.0f} s more once it keeps up), or not (off), or alternate by round (off "
                         "first; an even --rounds)")
+    p.add_argument("--also-jvm-args", default=None, metavar="ARGS",
+                   help="alternate by round: the new version's TaskManagers get the runtime's JVM options "
+                        "(RENDEZVOUS_PINNED_TASKMANAGER_JVM_ARGS) in the first round, these in the second, ... (an "
+                        "even --rounds; '' for the JVM's defaults)")
     p.add_argument("--rounds", type=int, default=3,
                    help="hand each job over this many times (medians over the rounds; the machine is noisy)")
     p.add_argument("--starting-nice", type=int, default=handover.STARTING_NICE,
@@ -529,11 +552,14 @@ def main(argv=None) -> None:
                    help="also print each hand-over's steps and the seconds whose p99 is over twice the baseline's")
     a = p.parse_args(argv)
     for opt, mode in (("--compilers-quiet", a.compilers_quiet), ("--hold-jit", a.hold_jit), ("--shadow", a.shadow),
-                      ("--also-starting-nice", "alternate" if a.also_starting_nice else "")):
+                      ("--also-starting-nice", "alternate" if a.also_starting_nice else ""),
+                      ("--also-jvm-args", "alternate" if a.also_jvm_args is not None else "")):
         if mode == "alternate" and a.rounds % 2:
             p.error(f"{opt} alternate needs an even --rounds (as many with as without), not {a.rounds}")
     if a.also_starting_nice and a.also_starting_nice == a.starting_nice:
         p.error(f"--also-starting-nice {a.also_starting_nice} is --starting-nice already: nothing would alternate")
+    if a.also_jvm_args is not None and a.also_jvm_args.split() == RuntimeSettings().pinned_taskmanager_jvm_args.split():
+        p.error(f"--also-jvm-args {a.also_jvm_args!r} are the runtime's JVM options already: nothing would alternate")
     if a.after < AFTER_S:
         p.error(f"--after must cover the {AFTER_S:.0f} s after the last hand-over, not {a.after}")
     path = a.out or RuntimeSettings().run_dir / "bench" / "handover.json"
