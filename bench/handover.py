@@ -9,8 +9,8 @@ protocol's cost, not a new version's), --rounds times in turn, with --before s o
 s at the end. For each hand-over: the --before s before it started (its baseline), the whole hand-over (new version
 started quiescent -> old version stopped) and its transition (tokens written -> old version stopped, +-1 s): answers,
 p50/p99/max, defaults; per job, the medians over the rounds of p99 against the baseline's; over the whole run:
-unanswered, duplicate and conflicting answers. --timeline also prints, for each hand-over, its steps and the seconds
-whose p99 is over twice its baseline's: where the slowest answer's time went (to the rendezvous, in it, back to the
+unanswered, duplicate and conflicting answers. --timeline also prints, for each hand-over, its steps, the p99 of each
+second of its transition over its baseline's, and the seconds whose p99 is over twice its baseline's: where the slowest answer's time went (to the rendezvous, in it, back to the
 client; and each leg's p99 in the baseline, the hand-over and the transition), the processes that used the most CPU in
 that second (sampled each second with psutil, by role: JobManager, TaskManagers, `flink run`, Kafka, Python workers,
 the hand-over itself) and, in the thread-mode jobs' own TaskManagers, the kinds of thread that did.
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import queue
 import re
 import statistics
@@ -197,6 +198,12 @@ def show_timeline(r: dict) -> str:
                                                                for k in LEGS)
                                      for label, w in (("baseline", "before"), ("whole hand-over", "during"),
                                                       ("transition", "transition"))))
+        steps = h.get("steps_s", {})
+        if base and "transition" in steps and "completed" in steps:
+            lines.append("  p99 over the baseline's, each second from 1 s before its tokens to its old version's stop: "
+                         + " ".join(f"{math.floor(t - steps['transition']):+d} s {p / base:.1f}"
+                                    for t, n, p, m, *_ in h.get("timeline", [])
+                                    if p is not None and steps["transition"] - 1 <= t <= steps["completed"]))
         cpu = {t: use for t, use in h.get("cpu", [])}
         threads = {t: use for t, use in h.get("threads", [])}
         for t, n, p, m, *slowest in h.get("timeline", []):
@@ -537,7 +544,7 @@ def main(argv=None) -> None:
     p.add_argument("--also-jvm-args", default=None, metavar="ARGS",
                    help="alternate by round: the new version's TaskManagers get the runtime's JVM options "
                         "(RENDEZVOUS_PINNED_TASKMANAGER_JVM_ARGS) in the first round, these in the second, ... (an "
-                        "even --rounds; '' for the JVM's defaults)")
+                        "even --rounds; '' for the JVM's defaults; options starting with '-' as --also-jvm-args=-XX:...)")
     p.add_argument("--rounds", type=int, default=3,
                    help="hand each job over this many times (medians over the rounds; the machine is noisy)")
     p.add_argument("--starting-nice", type=int, default=handover.STARTING_NICE,

@@ -220,3 +220,37 @@ def test_the_handover_bench_tells_rounds_with_and_without_a_shadow_apart():
         in out
     assert "- rendezvous: ; 812 shadow records before its tokens" in out
     assert "- external-state: ; 640 shadow records before its tokens" in out
+
+
+def test_the_handover_bench_alternates_the_new_versions_jvm_options_by_round():
+    from bench.handover import jvm_args_of, table, variant
+
+    assert [jvm_args_of("", "-XX:CompileThresholdScaling=0.1", r) for r in range(4)] == [
+        "", "-XX:CompileThresholdScaling=0.1", "", "-XX:CompileThresholdScaling=0.1"]
+    assert {jvm_args_of("-Xss2m", None, r) for r in range(3)} == {"-Xss2m"}  # not alternating: the runtime's
+    mk = lambda p99: {"sent": 10, "answered": 10, "p50_ms": 1.0, "p99_ms": p99, "max_ms": p99, "defaults": 0}
+    base = {"job": "rendezvous", "before": mk(100), "during": mk(150), "after": mk(100), "timings_s": {}}
+    plain, scaled = ({**base, "jvm_args": "", "transition": mk(200)},
+                     {**base, "jvm_args": "-XX:CompileThresholdScaling=0.1", "transition": mk(105)})
+    assert (variant(plain), variant(scaled), variant(base)) == (
+        "JVM options (defaults)", "JVM options -XX:CompileThresholdScaling=0.1", "")
+    out = table({"rate": 10, "partitions": 2, "before_s": 60, "starting_nice": 19, "sent": 100, "answered": 100,
+                 "duplicates": 0, "conflicting": 0, "handovers": [plain, scaled]})
+    assert "JVM options alternating by round: '(defaults)' / '-XX:CompileThresholdScaling=0.1'" in out
+    assert "- rendezvous (JVM options (defaults)), median of 1: transition p99 / baseline p99 2.00" in out
+    assert "- rendezvous (JVM options -XX:CompileThresholdScaling=0.1), median of 1: transition p99 / baseline " \
+           "p99 1.05" in out
+
+
+def test_the_handover_timeline_gives_each_second_of_the_transition_against_the_baseline():
+    from bench.handover import show_timeline
+
+    mk = lambda p99: {"sent": 10, "answered": 10, "p50_ms": 1.0, "p99_ms": p99, "max_ms": p99, "defaults": 0}
+    h = {"job": "rendezvous", "before": mk(100.0), "steps_s": {"transition": 40.6, "completed": 43.2},
+         "timeline": [[38, 60, 90.0, 95, {}], [39, 60, 250.0, 260, {}], [40, 60, 120.0, 130, {}],
+                      [41, 60, 80.0, 85, {}], [42, 60, 100.0, 100, {}], [43, 60, 70.0, 75, {}],
+                      [44, 60, 300.0, 300, {}]]}  # sent in [40, 41): [-0.6, +0.4) s from the tokens: "-1 s"
+    out = show_timeline({"handovers": [h]})
+    assert "each second from 1 s before its tokens to its old version's stop: -1 s 1.2 +0 s 0.8 +1 s 1.0 +2 s 0.7\n" \
+        in out  # 39 began 1.6 s before the tokens, 44 after the stop: neither is in it
+
