@@ -221,14 +221,15 @@ def show_timeline(r: dict) -> str:
 
 
 def _hand_over(kind: str, job_id: str, lifecycle_topic: str, starting_nice: int, quiet_s: float, hold_s: float,
-               shadow_s: float, jvm_args: str | None, results) -> None:
+               shadow_s: float, jvm_args: str | None, promote: bool, results) -> None:
     try:
         s = RuntimeSettings()
         if jvm_args is not None:  # the new version's TaskManagers' JVM options in this round (--also-jvm-args)
             s = s.model_copy(update={"pinned_taskmanager_jvm_args": jvm_args})
         ho = handover.hand_over(job_id, None, s, progress=lambda m: print(f"  [{kind}] {m}", flush=True),
                                 lifecycle_topic=lifecycle_topic, starting_nice=starting_nice,
-                                compilers_quiet_timeout_s=quiet_s, hold_compilers_s=hold_s, shadow_s=shadow_s)
+                                compilers_quiet_timeout_s=quiet_s, hold_compilers_s=hold_s, shadow_s=shadow_s,
+                                promote_at_tokens=promote)
         results.put({"job_id": ho.job_id, "upgrade_id": ho.upgrade_id, "timings_s": ho.timings_s,
                      "shadow_records": ho.shadow_records})
     except Exception as e:  # noqa: BLE001 - reported by the parent
@@ -236,7 +237,8 @@ def _hand_over(kind: str, job_id: str, lifecycle_topic: str, starting_nice: int,
 
 
 def hand_over_apart(kind: str, job_id: str, lifecycle_topic: str, starting_nice: int, quiet_s: float,
-                    hold_s: float, shadow_s: float = 0.0, jvm_args: str | None = None) -> dict:
+                    hold_s: float, shadow_s: float = 0.0, jvm_args: str | None = None,
+                    promote: bool = handover.PROMOTE_AT_TOKENS) -> dict:
     """`handover.hand_over` in a process of its own, as a user runs `rendezvous upgrade`: the control plane's Python
     (kafka-python readers, JSON) must not hold this process's interpreter lock while the collector stamps when each
     answer arrived."""
@@ -245,7 +247,7 @@ def hand_over_apart(kind: str, job_id: str, lifecycle_topic: str, starting_nice:
     ctx = multiprocessing.get_context("spawn")  # not fork: this process runs librdkafka's threads
     results = ctx.Queue()
     proc = ctx.Process(target=_hand_over, args=(kind, job_id, lifecycle_topic, starting_nice, quiet_s, hold_s,
-                                                       shadow_s, jvm_args, results))
+                                                       shadow_s, jvm_args, promote, results))
     proc.start()
     while True:
         try:
@@ -314,13 +316,17 @@ def run(a) -> dict:
             start_nice = starting_nice(a.starting_nice, a.also_starting_nice, rnd)
             shadow_s = by_round(a.shadow, rnd, handover.SHADOW_S)
             jvm_args = jvm_args_of(s.pinned_taskmanager_jvm_args, a.also_jvm_args, rnd)
+            promote = bool(by_round(a.promote_at_tokens, rnd, 1.0))
             print(f"hand-over {n}/{len(order)}: the {kind}, started at nice {start_nice}"
                   + (f" (waiting at most {quiet_s:.0f} s for its JIT compilers)" if quiet_s else " (no JIT wait)")
                   + (" (its optimizing compilers held)" if hold_s else " (compilers not held)")
                   + (f" (a shadow for {shadow_s:g} s)" if shadow_s else " (no shadow)")
                   + (f" (its TaskManagers' JVM options: {jvm_args or 'the defaults'})"
-                     if a.also_jvm_args is not None else ""))
-            ho = hand_over_apart(kind, ids[kind], t.lifecycle, start_nice, quiet_s, hold_s, shadow_s, jvm_args)
+                     if a.also_jvm_args is not None else "")
+                  + (" (priorities swapped at the tokens)" if promote else " (the new version promoted before its "
+                     "tokens)"))
+            ho = hand_over_apart(kind, ids[kind], t.lifecycle, start_nice, quiet_s, hold_s, shadow_s, jvm_args,
+                                 promote)
             ids[kind] = ho["job_id"]
             started.append(ho["job_id"])
             t1 = time.time() * 1000  # the windows end at its `completed` step (below), not at its return
@@ -331,6 +337,7 @@ def run(a) -> dict:
                                      "hold_compilers_s": hold_s if "compilers_held_s" in ho["timings_s"] else 0.0,
                                      "shadow_s": shadow_s, "shadow_records": ho.get("shadow_records"),
                                      "jvm_args": jvm_args if a.also_jvm_args is not None else None,
+                                     "promote_at_tokens": promote,
                                      "timings_s": {k: round(v, 2) for k, v in ho["timings_s"].items()}})
             # its window after (`AFTER_S` from its old version's stop) must not be in the next baseline
             rest += max(0.0, AFTER_S - ho["timings_s"].get("compilers_held_s", 0.0))
@@ -416,6 +423,8 @@ def variant(h: dict) -> str:
         parts.append(f"started at nice {h['starting_nice']}")
     if h.get("shadow_s") is not None:
         parts.append(f"a shadow for {h['shadow_s']:g} s" if h["shadow_s"] else "no shadow")
+    if h.get("promote_at_tokens") is not None:
+        parts.append("priorities swapped at the tokens" if h["promote_at_tokens"] else "new version promoted before")
     if h.get("jvm_args") is not None:
         parts.append(f"JVM options {h['jvm_args'] or '(defaults)'}")
     return ", ".join(parts)
@@ -541,6 +550,12 @@ def main(argv=None) -> None:
                    help="a new version writes as a shadow before its tokens (on: as by default, "
                         f"{handover.SHADOW_S:.0f} s more once it keeps up), or not (off), or alternate by round (off "
                         "first; an even --rounds)")
+    p.add_argument("--promote-at-tokens", choices=["on", "off", "alternate"],
+                   default="on" if handover.PROMOTE_AT_TOKENS else "off",
+                   help="the new version gets the normal priority back and the old one the lowest as soon as the "
+                        "tokens are written (on), or the new one before them and the old one once it serves nothing "
+                        f"(off){' (default)' if not handover.PROMOTE_AT_TOKENS else ''}, or alternate by round (off "
+                        "first; an even --rounds)")
     p.add_argument("--also-jvm-args", default=None, metavar="ARGS",
                    help="alternate by round: the new version's TaskManagers get the runtime's JVM options "
                         "(RENDEZVOUS_PINNED_TASKMANAGER_JVM_ARGS) in the first round, these in the second, ... (an "
@@ -560,7 +575,8 @@ def main(argv=None) -> None:
     a = p.parse_args(argv)
     for opt, mode in (("--compilers-quiet", a.compilers_quiet), ("--hold-jit", a.hold_jit), ("--shadow", a.shadow),
                       ("--also-starting-nice", "alternate" if a.also_starting_nice else ""),
-                      ("--also-jvm-args", "alternate" if a.also_jvm_args is not None else "")):
+                      ("--also-jvm-args", "alternate" if a.also_jvm_args is not None else ""),
+                      ("--promote-at-tokens", a.promote_at_tokens)):
         if mode == "alternate" and a.rounds % 2:
             p.error(f"{opt} alternate needs an even --rounds (as many with as without), not {a.rounds}")
     if a.also_starting_nice and a.also_starting_nice == a.starting_nice:

@@ -100,6 +100,13 @@ the minute before 1.18 with, 2.34 without (--rounds 6, medians of 3), and 1.29 w
 4, medians of 2); the external state's 0.99 with, 1.08 without (the latter run), within the noise: the same ratio
 over load alone went from 0.53 to 1.03 in that run."""
 
+PROMOTE_AT_TOKENS = False
+"""For `hand_over(promote_at_tokens=...)`: when the versions change priorities. False: the new version's TaskManagers
+get the normal priority back before the tokens are written (once it keeps up), and the old version's the lowest once
+it has passed its tokens and, for the rendezvous, its last mailbox has closed; both run at the normal priority in
+between. True: both at once, as soon as the tokens are written: the new version at the starting priority until then,
+the old one at the lowest while it finishes what came before its tokens."""
+
 KINDS: dict[str, type[HandedOverJob]] = {"external-state": ExternalStateSettings, "rendezvous": RendezvousSettings}
 
 
@@ -305,7 +312,7 @@ def hand_over(job_id: str, code: Path | None = None, s: RuntimeSettings | None =
               registry_topic: str | None = None, catch_up_timeout: float = 300.0, rollback: bool = False,
               starting_nice: int = STARTING_NICE,
               compilers_quiet_timeout_s: float = 0.0, hold_compilers_s: float = HOLD_COMPILERS_S,
-              shadow_s: float = SHADOW_S) -> HandOver:
+              shadow_s: float = SHADOW_S, promote_at_tokens: bool = PROMOTE_AT_TOKENS) -> HandOver:
     """Hand the running external-state or rendezvous job `job_id` over to a new version from `code` (module doc).
 
     `starting_nice`: when this process may give a priority back (`priority.can_renice`), the thread running the
@@ -316,17 +323,19 @@ def hand_over(job_id: str, code: Path | None = None, s: RuntimeSettings | None =
     `hold_compilers_s` > 0, their optimizing compilers, which stay at the lowest priority until the old version has
     stopped and then until they are quiet, at most that many seconds (`HOLD_COMPILERS_S`); 0: everything at the
     caller's priority. `shadow_s` > 0: the new version writes as a shadow until its tokens, and that many seconds
-    more once it keeps up (`SHADOW_S`)."""
+    more once it keeps up (`SHADOW_S`). `promote_at_tokens`: the new version gets the normal priority back, and the old
+    one the lowest, as soon as the tokens are written, rather than the new one before them and the old one once it
+    serves nothing (`PROMOTE_AT_TOKENS`)."""
     nice = starting_nice if priority.can_renice() else 0
     with priority.lowered(nice):
         return _hand_over(job_id, code, s, progress, lifecycle_topic, registry_topic, catch_up_timeout, rollback, nice,
-                          compilers_quiet_timeout_s, hold_compilers_s, shadow_s)
+                          compilers_quiet_timeout_s, hold_compilers_s, shadow_s, promote_at_tokens)
 
 
 def _hand_over(job_id: str, code: Path | None, s: RuntimeSettings | None, progress: Callable[[str], None] | None,
                lifecycle_topic: str, registry_topic: str | None, catch_up_timeout: float, rollback: bool,
                nice: int, compilers_quiet_timeout_s: float = 0.0, hold_compilers_s: float = 0.0,
-               shadow_s: float = 0.0) -> HandOver:
+               shadow_s: float = 0.0, promote_at_tokens: bool = False) -> HandOver:
     s = s or RuntimeSettings()
     say = progress or (lambda m: None)
     if rollback and code is None:
@@ -418,14 +427,15 @@ def _hand_over(job_id: str, code: Path | None, s: RuntimeSettings | None, progre
             took["keep_up_s"] += keep_up(new, s, group, old.input_topics, catch_up_timeout, "keeping up")
             quiet = (f"; its JIT compilers {'quiet' if calm else 'still busy'} after {took['compilers_s']:.1f} s "
                      f"at nice {nice}")
-        if nice and pin:
+        if nice and pin and not promote_at_tokens:
             pinned.renice(s, pin, 0)
             if hold_compilers_s > 0:
                 held = jit.HeldCompilers(pinned.pids(s, pin), RETIRING_NICE)
         say(f"snapshot complete: {owner} has caught up ({took['catch_up_s']:.1f} s) and keeps up with "
             f"{', '.join(old.input_topics)} ({took['keep_up_s']:.1f} s){quiet}" + (
                 f"; {shadow_records} shadow records in {shadow}" if shadow else "") + (
-                f"; its TaskManagers back to the normal CPU priority from {nice}" if nice and pin else "") + (
+                f"; its TaskManagers back to the normal CPU priority from {nice}"
+                + (" once its tokens are written" if promote_at_tokens else "") if nice and pin else "") + (
                 f", but for their optimizing JIT compilers, held at nice {RETIRING_NICE}" if held else ""))
         step("snapshot_complete", new, **({"shadow_topic": shadow, "shadow_records": shadow_records} if shadow else {}))
     except BaseException as e:
@@ -441,7 +451,15 @@ def _hand_over(job_id: str, code: Path | None, s: RuntimeSettings | None, progre
         raise ControlError(f"{e}\nThe new version was cancelled; {old.owner_name} (job {job_id}) runs on, "
                            "untouched: nothing was handed over") from e
     try:
-        tokens = write_tokens(s, topics, hid, owner, old.owner_name, registry)
+        try:
+            tokens = write_tokens(s, topics, hid, owner, old.owner_name, registry)
+        finally:  # the new version owns what follows its tokens (any that were written): at the normal priority
+            if nice and pin and promote_at_tokens:
+                pinned.renice(s, pin, 0)
+                if hold_compilers_s > 0:
+                    held = jit.HeldCompilers(pinned.pids(s, pin), RETIRING_NICE)
+        if old_pin and promote_at_tokens:  # what it has left is what came before its tokens
+            pinned.renice(s, old_pin, RETIRING_NICE)
         landed = {f"{t}:{p.partition}": p.offset for t, ps in tokens.items() for p in ps}
         say("transition tokens written: " + ", ".join(f"{k} at offset {o}" for k, o in landed.items()))
         step("transition", new, tokens=landed)
@@ -461,7 +479,7 @@ def _hand_over(job_id: str, code: Path | None, s: RuntimeSettings | None, progre
             say(f"{old.owner_name} passed the tokens; its last mailboxes close within {drain_ms} ms")
             time.sleep(drain_ms / 1000)
             took["drain_s"] = drain_ms / 1000
-        if old_pin:
+        if old_pin and not promote_at_tokens:
             pinned.renice(s, old_pin, RETIRING_NICE)
         old_sp = jobs_lib.stop_with_savepoint(job_id, s, retire=True)
         say(f"{old.owner_name} (job {job_id}) stopped with savepoint {old_sp}; {owner} (job {new}) answers alone")

@@ -197,6 +197,8 @@ def test_the_handover_bench_alternates_the_starting_priority_by_round():
     assert [starting_nice(10, 19, r) for r in range(4)] == [10, 19, 10, 19]
     assert {starting_nice(10, 0, r) for r in range(3)} == {10}
     assert variant({"hold_compilers_s": 30.0, "starting_nice": 19}) == "compilers held, started at nice 19"
+    assert variant({"promote_at_tokens": True}) == "priorities swapped at the tokens"
+    assert variant({"promote_at_tokens": False}) == "new version promoted before"
 
 
 def test_the_handover_bench_tells_rounds_with_and_without_a_shadow_apart():

@@ -194,3 +194,33 @@ def test_a_new_version_shadows_when_asked_and_its_code_knows_how(flow, monkeypat
         assert "shadow_topic" not in json.loads(new.model_dump_json())  # the job's parameters, as submitted
         assert not created and not granted and done.shadow_records is None
     assert new.takes_over and flow["steps"][-1] == "completed"
+
+
+def test_priorities_change_places_when_the_tokens_are_written(flow, monkeypatch):
+    from control.runtime import pinned
+
+    order: list = []
+    monkeypatch.setattr(pinned, "renice", lambda s, pin, nice: order.append((pin, nice)))
+    monkeypatch.setattr(handover, "write_tokens", lambda *a, **k: order.append("tokens") or {
+        "requests": [SimpleNamespace(partition=0, offset=7)]})
+    monkeypatch.setattr(handover, "wait_committed", lambda job_id, *a, **k: order.append(f"passed {job_id}") or 0.1)
+    flow["run"](hold_compilers_s=30.0, promote_at_tokens=True)
+    # the new version at its starting priority until its tokens; then at once the normal one for it and the lowest
+    # for the old version, before the old one has even passed them
+    assert order == [("pin-old", 0), "passed new-job", "tokens", ("pin-new", 0), ("pin-old", handover.RETIRING_NICE),
+                     "passed old-job"]
+    [held] = FakeHeld.made  # its optimizing compilers held from then on, and given back once
+    assert held.pids == [200] and held.released == 1
+
+
+def test_a_new_version_is_promoted_even_when_writing_its_tokens_fails(flow, monkeypatch):
+    def fails(*a, **k):
+        raise ControlError("broker gone")
+
+    monkeypatch.setattr(handover, "write_tokens", fails)
+    with pytest.raises(ControlError, match="broker gone"):
+        flow["run"](hold_compilers_s=30.0, promote_at_tokens=True)
+    # some tokens may have been written: the new version may own records, so it serves at the normal priority; the
+    # old version keeps the normal one too (it may own the rest)
+    assert flow["renice"] == [("pin-old", 0), ("pin-new", 0)]
+    assert [h.released for h in FakeHeld.made] == [1]
