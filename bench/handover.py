@@ -10,10 +10,11 @@ s at the end. For each hand-over: the --before s before it started (its baseline
 started quiescent -> old version stopped) and its transition (tokens written -> old version stopped, +-1 s): answers,
 p50/p99/max, defaults; per job, the medians over the rounds of p99 against the baseline's; over the whole run:
 unanswered, duplicate and conflicting answers. --timeline also prints, for each hand-over, its steps, the p99 of each
-second of its transition over its baseline's, and the seconds whose p99 is over twice its baseline's: where the slowest answer's time went (to the rendezvous, in it, back to the
-client; and each leg's p99 in the baseline, the hand-over and the transition), the processes that used the most CPU in
-that second (sampled each second with psutil, by role: JobManager, TaskManagers, `flink run`, Kafka, Python workers,
-the hand-over itself) and, in the thread-mode jobs' own TaskManagers, the kinds of thread that did.
+second of its transition over its baseline's, and the seconds whose p99 is over twice its baseline's: where the slowest
+answer's time went (to the rendezvous, in it, back to the client; and each leg's p99 in the baseline, the hand-over and
+the transition), the processes that used the most CPU in that second (sampled each second with psutil, by role:
+JobManager, TaskManagers, `flink run`, Kafka, Python workers, the hand-over itself) and, in the thread-mode jobs' own
+TaskManagers, the kinds of thread that did.
 
 Writes run/bench/handover.json and prints the README's table (`python -m bench.handover --table` prints it again).
 """
@@ -200,7 +201,8 @@ def show_timeline(r: dict) -> str:
                                                       ("transition", "transition"))))
         steps = h.get("steps_s", {})
         if base and "transition" in steps and "completed" in steps:
-            lines.append("  p99 over the baseline's, each second from 1 s before its tokens to its old version's stop: "
+            lines.append("  p99 over the baseline's, each second from 1 s before its tokens to its old version's "
+                         "stop: "
                          + " ".join(f"{math.floor(t - steps['transition']):+d} s {p / base:.1f}"
                                     for t, n, p, m, *_ in h.get("timeline", [])
                                     if p is not None and steps["transition"] - 1 <= t <= steps["completed"]))
@@ -316,7 +318,7 @@ def run(a) -> dict:
             start_nice = starting_nice(a.starting_nice, a.also_starting_nice, rnd)
             shadow_s = by_round(a.shadow, rnd, handover.SHADOW_S)
             jvm_args = jvm_args_of(s.pinned_taskmanager_jvm_args, a.also_jvm_args, rnd)
-            promote = bool(by_round(a.promote_at_tokens, rnd, 1.0))
+            promote = by_round(a.promote_at_tokens, rnd, 1.0) > 0
             print(f"hand-over {n}/{len(order)}: the {kind}, started at nice {start_nice}"
                   + (f" (waiting at most {quiet_s:.0f} s for its JIT compilers)" if quiet_s else " (no JIT wait)")
                   + (" (its optimizing compilers held)" if hold_s else " (compilers not held)")
@@ -393,16 +395,21 @@ def by_round(mode: str, round_index: int, on: float) -> float:
     return {"on": on, "off": 0.0}.get(mode, on if round_index % 2 else 0.0)
 
 
+def alternating(base, also, round_index: int):
+    """A setting's value in this round: `base`, or with `also` (not None) alternating, `base` in the first round,
+    `also` in the second, ..."""
+    return also if also is not None and round_index % 2 else base
+
+
 def starting_nice(base: int, also: int, round_index: int) -> int:
-    """The priority the new version starts at in this round: `base`, or with `also` (> 0) alternating, `base` in the
-    first round, `also` in the second, ..."""
-    return also if also and round_index % 2 else base
+    """The priority the new version starts at in this round (`alternating`; `also` 0: always `base`)."""
+    return alternating(base, also or None, round_index)
 
 
 def jvm_args_of(base: str, also: str | None, round_index: int) -> str:
-    """The JVM options of the new version's TaskManagers in this round: the runtime's (`base`), or with `also` (not
-    None) alternating, `base` in the first round, `also` in the second, ..."""
-    return also if also is not None and round_index % 2 else base
+    """The JVM options of the new version's TaskManagers in this round: the runtime's (`base`), or `also`
+    (`alternating`)."""
+    return alternating(base, also, round_index)
 
 
 def compilers_quiet_timeout(mode: str, round_index: int) -> float:
@@ -554,12 +561,13 @@ def main(argv=None) -> None:
                    default="on" if handover.PROMOTE_AT_TOKENS else "off",
                    help="the new version gets the normal priority back and the old one the lowest as soon as the "
                         "tokens are written (on), or the new one before them and the old one once it serves nothing "
-                        f"(off){' (default)' if not handover.PROMOTE_AT_TOKENS else ''}, or alternate by round (off "
-                        "first; an even --rounds)")
+                        "(off), or alternate by round (off first; an even --rounds); default: as `rendezvous "
+                        "upgrade`")
     p.add_argument("--also-jvm-args", default=None, metavar="ARGS",
                    help="alternate by round: the new version's TaskManagers get the runtime's JVM options "
                         "(RENDEZVOUS_PINNED_TASKMANAGER_JVM_ARGS) in the first round, these in the second, ... (an "
-                        "even --rounds; '' for the JVM's defaults; options starting with '-' as --also-jvm-args=-XX:...)")
+                        "even --rounds; '' for the JVM's defaults; options starting with '-' as "
+                        "--also-jvm-args=-XX:...)")
     p.add_argument("--rounds", type=int, default=3,
                    help="hand each job over this many times (medians over the rounds; the machine is noisy)")
     p.add_argument("--starting-nice", type=int, default=handover.STARTING_NICE,
@@ -581,8 +589,10 @@ def main(argv=None) -> None:
             p.error(f"{opt} alternate needs an even --rounds (as many with as without), not {a.rounds}")
     if a.also_starting_nice and a.also_starting_nice == a.starting_nice:
         p.error(f"--also-starting-nice {a.also_starting_nice} is --starting-nice already: nothing would alternate")
-    if a.also_jvm_args is not None and a.also_jvm_args.split() == RuntimeSettings().pinned_taskmanager_jvm_args.split():
-        p.error(f"--also-jvm-args {a.also_jvm_args!r} are the runtime's JVM options already: nothing would alternate")
+    runtime_jvm_args = RuntimeSettings().pinned_taskmanager_jvm_args
+    if a.also_jvm_args is not None and a.also_jvm_args.split() == runtime_jvm_args.split():
+        p.error(f"--also-jvm-args {a.also_jvm_args!r} are the runtime's JVM options already: nothing would "
+                "alternate")
     if a.after < AFTER_S:
         p.error(f"--after must cover the {AFTER_S:.0f} s after the last hand-over, not {a.after}")
     path = a.out or RuntimeSettings().run_dir / "bench" / "handover.json"

@@ -368,6 +368,11 @@ def _hand_over(job_id: str, code: Path | None, s: RuntimeSettings | None, progre
         deploy._record(s, LifecycleEvent(kind="upgrade", job_id=jid, at_ms=now_ms(),
                                          detail={**base, "step": name, **detail}), lifecycle_topic)
 
+    def promote(pin: str) -> jit.HeldCompilers | None:
+        """The new version's TaskManagers back to the normal priority but, if asked, for their optimizing compilers."""
+        pinned.renice(s, pin, 0)
+        return jit.HeldCompilers(pinned.pids(s, pin), RETIRING_NICE) if hold_compilers_s > 0 else None
+
     old_pin = pinned.of_job(s, job_id)
     if nice and old_pin:  # a hand-over to it interrupted while its compilers were held left them at the lowest priority
         pinned.renice(s, old_pin, 0)
@@ -430,9 +435,7 @@ def _hand_over(job_id: str, code: Path | None, s: RuntimeSettings | None, progre
             quiet = (f"; its JIT compilers {'quiet' if calm else 'still busy'} after {took['compilers_s']:.1f} s "
                      f"at nice {nice}")
         if nice and pin and not promote_at_tokens:
-            pinned.renice(s, pin, 0)
-            if hold_compilers_s > 0:
-                held = jit.HeldCompilers(pinned.pids(s, pin), RETIRING_NICE)
+            held = promote(pin)
         say(f"snapshot complete: {owner} has caught up ({took['catch_up_s']:.1f} s) and keeps up with "
             f"{', '.join(old.input_topics)} ({took['keep_up_s']:.1f} s){quiet}" + (
                 f"; {shadow_records} shadow records in {shadow}" if shadow else "") + (
@@ -457,9 +460,7 @@ def _hand_over(job_id: str, code: Path | None, s: RuntimeSettings | None, progre
             tokens = write_tokens(s, topics, hid, owner, old.owner_name, registry)
         finally:  # the new version owns what follows its tokens (any that were written): at the normal priority
             if nice and pin and promote_at_tokens:
-                pinned.renice(s, pin, 0)
-                if hold_compilers_s > 0:
-                    held = jit.HeldCompilers(pinned.pids(s, pin), RETIRING_NICE)
+                held = promote(pin)
         if old_pin and promote_at_tokens:  # what it has left is what came before its tokens
             pinned.renice(s, old_pin, RETIRING_NICE)
         landed = {f"{t}:{p.partition}": p.offset for t, ps in tokens.items() for p in ps}
