@@ -118,6 +118,49 @@ class CpuProfile(threading.Thread):
                 for t, use in (self.threads if threads else self.samples) if a <= t <= b]
 
 
+class CheckpointLog(threading.Thread):
+    """Every `every` s (and once more at `stop`), the checkpoints and savepoints of each job in `labels` (job id ->
+    what it is), from the JobManager's REST API: when each was triggered and acknowledged by its last task, by (job,
+    checkpoint id). Flink keeps only the last few per job (`web.checkpoints.history`), hence the polling; slow
+    enough not to weigh on the JobManager (a few GETs)."""
+
+    def __init__(self, s: RuntimeSettings, labels: dict[str, str], every: float = 30.0):
+        super().__init__(daemon=True)
+        self.s, self.labels, self.every = s, labels, every
+        self.seen: dict[tuple[str, int], dict] = {}
+        self.halt = threading.Event()
+
+    def poll(self) -> None:
+        for jid, label in list(self.labels.items()):
+            try:
+                history = jobs.flink_rest(self.s, f"/jobs/{jid}/checkpoints").get("history", [])
+            except Exception:  # noqa: BLE001 - a job the JobManager no longer knows; the next poll tries again
+                continue
+            for c in history:
+                if c.get("status") != "COMPLETED" and (jid, c["id"]) in self.seen:
+                    continue
+                self.seen[jid, c["id"]] = {"job": label, "id": c["id"], "trigger_ms": c.get("trigger_timestamp"),
+                                           "ack_ms": c.get("latest_ack_timestamp"), "status": c.get("status"),
+                                           "savepoint": bool(c.get("is_savepoint"))}
+
+    def run(self) -> None:
+        while not self.halt.wait(self.every):
+            self.poll()
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.join(30)
+        self.poll()
+
+    def between(self, a: float, b: float, zero: float) -> list[dict]:
+        """The checkpoints triggered between a and b (ms), their times in s after zero, by trigger time."""
+        out = [{**c, "trigger_s": round((c["trigger_ms"] - zero) / 1000, 2),
+                "took_ms": (c["ack_ms"] - c["trigger_ms"]) if c.get("ack_ms", -1) > 0 else None}
+               for c in self.seen.values() if c.get("trigger_ms") and a <= c["trigger_ms"] <= b]
+        return sorted(({k: v for k, v in c.items() if k not in ("trigger_ms", "ack_ms")} for c in out),
+                      key=lambda c: c["trigger_s"])
+
+
 class Sender(threading.Thread):
     """`rate` requests/s on the requests topic until stopped; when each was sent (wall clock ms)."""
 
@@ -172,6 +215,24 @@ def legs(sent: float, received: float, answer: dict) -> dict:
             "default": bool(answer.get("is_default"))}
 
 
+SLOW_OVER = 1.5
+"""`slow`: the transition's answers over this many times the baseline's p99, one by one."""
+
+
+def slow(sent_ms: dict, received_ms: dict, answers: dict, a: float, b: float, zero: float, over_ms: float,
+         most: int = 300) -> list[list]:
+    """The requests sent between a and b answered in over `over_ms`: [ms after zero (sent), ms to the answer, ms to the
+    rendezvous, in it, back, default], by send time (at most `most`): when a transition's slow answers were sent, to
+    set against its steps and the jobs' checkpoints."""
+    out = []
+    for r, t in sent_ms.items():
+        if a <= t <= b and r in received_ms and received_ms[r] - t > over_ms:
+            leg = legs(t, received_ms[r], answers.get(r, {}))
+            out.append([round(t - zero), round(received_ms[r] - t), leg.get("to_rendezvous"),
+                        leg.get("in_rendezvous"), leg.get("to_client"), leg.get("default")])
+    return sorted(out)[:most]
+
+
 def timeline(sent_ms: dict, received_ms: dict, a: float, b: float, zero: float, answers: dict | None = None
              ) -> list[list]:
     """Per second of send time from `a` to `b`: [seconds after `zero`, answered, p99 ms, max ms, `legs` of the
@@ -183,6 +244,20 @@ def timeline(sent_ms: dict, received_ms: dict, a: float, b: float, zero: float, 
         slowest = max(ids, key=lambda r: received_ms[r] - sent_ms[r]) if ids else None
         out.append([round((lo - zero) / 1000), len(lat), percentile(lat, 0.99), round(max(lat)) if lat else None,
                     legs(sent_ms[slowest], received_ms[slowest], (answers or {}).get(slowest, {})) if slowest else {}])
+    return out
+
+
+def bursts(slow_answers: list[list], gap_ms: int = 200) -> list[str]:
+    """`slow` answers sent less than `gap_ms` apart, together: "from..to: n, slowest ms (legs)"."""
+    out, group = [], []
+    for row in slow_answers + [None]:
+        if group and (row is None or row[0] - group[-1][0] > gap_ms):
+            worst = max(group, key=lambda x: x[1])
+            out.append(f"{group[0][0]:+d}..{group[-1][0]:+d}: {len(group)}, {worst[1]} ms ({worst[2]} / {worst[3]} / "
+                       f"{worst[4]}{', default' if worst[5] else ''})")
+            group = []
+        if row is not None:
+            group.append(row)
     return out
 
 
@@ -206,6 +281,15 @@ def show_timeline(r: dict) -> str:
                          + " ".join(f"{math.floor(t - steps['transition']):+d} s {p / base:.1f}"
                                     for t, n, p, m, *_ in h.get("timeline", [])
                                     if p is not None and steps["transition"] - 1 <= t <= steps["completed"]))
+        if h.get("checkpoints"):
+            lines.append("  checkpoints from 3 s before its tokens to 2 s after its old version's stop (s after the "
+                         "tokens: job, ms to its last acknowledgement): " + "; ".join(
+                             f"{c['trigger_s']:+.2f} {c['job']}{' savepoint' if c['savepoint'] else ''} "
+                             f"{c['took_ms'] if c['took_ms'] is not None else c['status']}" for c in h["checkpoints"]))
+        if h.get("slow"):
+            lines.append(f"  answers over {SLOW_OVER:g} times the baseline's p99 in its transition, sent close "
+                         "together (ms after the tokens: how many, the slowest's ms to the rendezvous / in it / back): "
+                         + "; ".join(bursts(h["slow"])))
         cpu = {t: use for t, use in h.get("cpu", [])}
         threads = {t: use for t, use in h.get("threads", [])}
         for t, n, p, m, *slowest in h.get("timeline", []):
@@ -293,6 +377,9 @@ def run(a) -> dict:
     sender.start()
     profile = CpuProfile()
     profile.start()
+    labels = {jid: kind for kind, jid in ids.items()} | {jid: f"model {c.key}" for jid, c in zip(models, SYNTHETIC)}
+    checkpoints = CheckpointLog(s, labels)
+    checkpoints.start()
     from control.runtime import priority
 
     # what the hand-over really uses: it lowers no priority it could not give back (not root: 0)
@@ -329,7 +416,9 @@ def run(a) -> dict:
                      "tokens)"))
             ho = hand_over_apart(kind, ids[kind], t.lifecycle, start_nice, quiet_s, hold_s, shadow_s, jvm_args,
                                  promote)
+            labels[ids[kind]] += " (old)"
             ids[kind] = ho["job_id"]
+            labels[ho["job_id"]] = kind
             started.append(ho["job_id"])
             t1 = time.time() * 1000  # the windows end at its `completed` step (below), not at its return
             out["handovers"].append({"job": kind, "upgrade_id": ho["upgrade_id"], "started_ms": t0, "returned_ms": t1,
@@ -350,6 +439,7 @@ def run(a) -> dict:
         sender.stop()
         time.sleep(a.drain)
         collector.stop()
+        checkpoints.stop()
         for jid in started:
             try:
                 if jobs.job_state(jid, s) == "RUNNING":
@@ -372,6 +462,9 @@ def run(a) -> dict:
         h["timeline"] = timeline(sent, rcv, h["started_ms"] - 5000, h["completed_ms"] + 5000, h["started_ms"], ans)
         h["cpu"] = profile.between(h["started_ms"] - 5000, h["completed_ms"] + 5000, h["started_ms"])
         # the threads until 30 s after the tokens at least (new_compilers), as far as the run sampled
+        h["checkpoints"] = checkpoints.between(tokens_ms - 3000, h["completed_ms"] + 2000, tokens_ms)
+        h["slow"] = slow(sent, rcv, ans, tokens_ms - 1000, h["completed_ms"] + 1000, tokens_ms,
+                         SLOW_OVER * (h["before"]["p99_ms"] or 0))
         h["threads"] = profile.between(h["started_ms"] - 5000, max(h["completed_ms"] + 5000, tokens_ms
                                                                    + JIT_AFTER_S * 1000), h["started_ms"], threads=True)
     out.update(sent=len(sent), answered=sum(1 for r in sent if r in rcv), duplicates=collector.duplicates,

@@ -256,3 +256,39 @@ def test_the_handover_timeline_gives_each_second_of_the_transition_against_the_b
     assert "each second from 1 s before its tokens to its old version's stop: -1 s 1.2 +0 s 0.8 +1 s 1.0 +2 s 0.7\n" \
         in out  # 39 began 1.6 s before the tokens, 44 after the stop: neither is in it
 
+
+
+def test_the_handover_timeline_lists_slow_answers_in_bursts_and_the_checkpoints_around_the_tokens():
+    from bench.handover import CheckpointLog, bursts, show_timeline, slow
+
+    sent = {"a": 1000.0, "b": 1050.0, "c": 1400.0, "d": 2500.0, "e": 900.0}
+    received = {"a": 1300.0, "b": 1100.0, "c": 1700.0, "d": 2900.0, "e": 1300.0}
+    answers = {"a": {"received_at_ms": 1200, "answered_at_ms": 1280, "is_default": True}}
+    # over 200 ms, sent from 950 ms on, times after the tokens at 1000 ms
+    rows = slow(sent, received, answers, 950.0, 3000.0, 1000.0, 200.0)
+    assert rows == [[0, 300, 200, 80, 20, True], [400, 300, None, None, None, None], [1500, 400, None, None, None,
+                                                                                           None]]
+    assert bursts(rows) == ["+0..+0: 1, 300 ms (200 / 80 / 20, default)", "+400..+400: 1, 300 ms (None / None / None)",
+                            "+1500..+1500: 1, 400 ms (None / None / None)"]
+    assert bursts([[0, 300, 1, 2, 3, False], [150, 310, 4, 5, 6, False], [300, 250, 7, 8, 9, False]]) == [
+        "+0..+300: 3, 310 ms (4 / 5 / 6)"]  # each less than 200 ms after the one before: one burst
+
+    log = CheckpointLog(None, {})  # not started: only its record of checkpoints
+    log.seen = {("j1", 7): {"job": "rendezvous (old)", "id": 7, "trigger_ms": 5000, "ack_ms": 5040,
+                            "status": "COMPLETED", "savepoint": False},
+                ("j2", 3): {"job": "rendezvous", "id": 3, "trigger_ms": 4000, "ack_ms": -1, "status": "IN_PROGRESS",
+                            "savepoint": True},
+                ("j2", 1): {"job": "rendezvous", "id": 1, "trigger_ms": 100, "ack_ms": 150, "status": "COMPLETED",
+                            "savepoint": False}}
+    got = log.between(3000, 6000, 4500)
+    assert got == [{"job": "rendezvous", "id": 3, "status": "IN_PROGRESS", "savepoint": True, "trigger_s": -0.5,
+                    "took_ms": None},
+                   {"job": "rendezvous (old)", "id": 7, "status": "COMPLETED", "savepoint": False, "trigger_s": 0.5,
+                    "took_ms": 40}]
+
+    mk = lambda p99: {"sent": 10, "answered": 10, "p50_ms": 1.0, "p99_ms": p99, "max_ms": p99, "defaults": 0}
+    h = {"job": "rendezvous", "before": mk(100.0), "steps_s": {"transition": 40.6, "completed": 43.2}, "timeline": [],
+         "checkpoints": got, "slow": rows}
+    out = show_timeline({"handovers": [h]})
+    assert "-0.50 rendezvous savepoint IN_PROGRESS; +0.50 rendezvous (old) 40" in out
+    assert "+0..+0: 1, 300 ms (200 / 80 / 20, default); +400..+400" in out
