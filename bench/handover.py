@@ -73,16 +73,21 @@ class CpuProfile(threading.Thread):
         super().__init__(daemon=True)
         self.samples: list[tuple[float, dict[str, float]]] = []
         self.threads: list[tuple[float, dict[str, float]]] = []
+        self.fine: list[tuple[float, dict[str, float]]] = []
+        self.roles: dict[int, str] = {}  # pid -> "role (nice n)" of the processes that used CPU in the last second
         self.halt = threading.Event()
+        self._fine = threading.Thread(target=self._sample_fine, daemon=True)
 
     def run(self) -> None:
         import psutil
 
         last: dict[int, float] = {}
         last_thread: dict[tuple[int, int], float] = {}
+        self._fine.start()
         while not self.halt.wait(1.0):
             use: dict[str, float] = {}
             inside: dict[str, float] = {}
+            roles: dict[int, str] = {}
             for p in psutil.process_iter(["pid", "cmdline", "nice", "cpu_times"]):
                 try:
                     ct = p.info["cpu_times"]
@@ -94,6 +99,7 @@ class CpuProfile(threading.Thread):
                     name = role(p.info["cmdline"] or [])
                     key = f"{name} (nice {p.info['nice']})"
                     use[key] = use.get(key, 0.0) + total - prev
+                    roles[p.info["pid"]] = key
                     if name.startswith("taskmanager pinned-"):
                         for th in p.threads():
                             was = last_thread.get((p.pid, th.id))
@@ -110,6 +116,35 @@ class CpuProfile(threading.Thread):
             now = time.time() * 1000
             self.samples.append((now, use))
             self.threads.append((now, inside))
+            self.roles = roles
+
+    FINE_S = 0.1
+
+    def _sample_fine(self) -> None:
+        """Every FINE_S, the CPU of the processes that used some in the last second, by role: what a one-second
+        sample averages away (a JobManager's burst as a job ends, a stop-the-world pause)."""
+        import psutil
+
+        procs: dict[int, psutil.Process] = {}
+        last: dict[int, float] = {}
+        while not self.halt.wait(self.FINE_S):
+            use: dict[str, float] = {}
+            for pid, key in list(self.roles.items()):
+                try:
+                    proc = procs.get(pid) or procs.setdefault(pid, psutil.Process(pid))
+                    ct = proc.cpu_times()
+                except psutil.Error:
+                    continue
+                total, prev = ct.user + ct.system, last.get(pid)
+                last[pid] = total
+                if prev is not None and total > prev:
+                    use[key] = use.get(key, 0.0) + total - prev
+            self.fine.append((time.time() * 1000, use))
+
+    def fine_between(self, a: float, b: float, zero: float) -> list[list]:
+        """[s after zero, {role: CPU s}] of the FINE_S samples between a and b."""
+        return [[round((t - zero) / 1000, 2), {k: round(v, 3) for k, v in sorted(use.items(), key=lambda kv: -kv[1])}]
+                for t, use in self.fine if a <= t <= b]
 
     def between(self, a: float, b: float, zero: float, threads: bool = False) -> list[list]:
         """[seconds after zero, {role (or pinned TaskManager: thread kind): CPU seconds}] of the samples between a
@@ -247,18 +282,30 @@ def timeline(sent_ms: dict, received_ms: dict, a: float, b: float, zero: float, 
     return out
 
 
-def bursts(slow_answers: list[list], gap_ms: int = 200) -> list[str]:
-    """`slow` answers sent less than `gap_ms` apart, together: "from..to: n, slowest ms (legs)"."""
-    out, group = [], []
-    for row in slow_answers + [None]:
-        if group and (row is None or row[0] - group[-1][0] > gap_ms):
-            worst = max(group, key=lambda x: x[1])
-            out.append(f"{group[0][0]:+d}..{group[-1][0]:+d}: {len(group)}, {worst[1]} ms ({worst[2]} / {worst[3]} / "
-                       f"{worst[4]}{', default' if worst[5] else ''})")
-            group = []
-        if row is not None:
-            group.append(row)
+def grouped(slow_answers: list[list], gap_ms: int = 200) -> list[list[list]]:
+    """`slow` answers sent less than `gap_ms` apart, together."""
+    out: list[list[list]] = []
+    for row in slow_answers:
+        if out and row[0] - out[-1][-1][0] <= gap_ms:
+            out[-1].append(row)
+        else:
+            out.append([row])
     return out
+
+
+def bursts(slow_answers: list[list], gap_ms: int = 200) -> list[str]:
+    """`grouped` slow answers: "from..to: n, slowest ms (legs)"."""
+    out = []
+    for group in grouped(slow_answers, gap_ms):
+        worst = max(group, key=lambda x: x[1])
+        out.append(f"{group[0][0]:+d}..{group[-1][0]:+d}: {len(group)}, {worst[1]} ms ({worst[2]} / {worst[3]} / "
+                   f"{worst[4]}{', default' if worst[5] else ''})")
+    return out
+
+
+def burst_spans(slow_answers: list[list], least: int = 3) -> list[tuple[int, int]]:
+    """(first, last) send time of each burst of at least `least` slow answers (one alone is not a stall)."""
+    return [(g[0][0], g[-1][0]) for g in grouped(slow_answers) if len(g) >= least]
 
 
 def show_timeline(r: dict) -> str:
@@ -290,6 +337,13 @@ def show_timeline(r: dict) -> str:
             lines.append(f"  answers over {SLOW_OVER:g} times the baseline's p99 in its transition, sent close "
                          "together (ms after the tokens: how many, the slowest's ms to the rendezvous / in it / back): "
                          + "; ".join(bursts(h["slow"])))
+        for first, last in burst_spans(h.get("slow", [])):
+            fine = [(t, use) for t, use in h.get("cpu_fine", []) if first / 1000 - 0.5 <= t <= last / 1000 + 0.2]
+            if fine:
+                lines.append(f"    CPU s by {CpuProfile.FINE_S * 1000:.0f} ms, from 0.5 s before the answers sent at "
+                             f"{first:+d}..{last:+d} ms (s after the tokens: all, the top three): " + "; ".join(
+                                 f"{t:+.1f} {sum(use.values()):.2f}: " + ", ".join(
+                                     f"{k} {v:.2f}" for k, v in list(use.items())[:3]) for t, use in fine))
         cpu = {t: use for t, use in h.get("cpu", [])}
         threads = {t: use for t, use in h.get("threads", [])}
         for t, n, p, m, *slowest in h.get("timeline", []):
@@ -462,6 +516,7 @@ def run(a) -> dict:
         h["timeline"] = timeline(sent, rcv, h["started_ms"] - 5000, h["completed_ms"] + 5000, h["started_ms"], ans)
         h["cpu"] = profile.between(h["started_ms"] - 5000, h["completed_ms"] + 5000, h["started_ms"])
         # the threads until 30 s after the tokens at least (new_compilers), as far as the run sampled
+        h["cpu_fine"] = profile.fine_between(tokens_ms - 1000, h["completed_ms"] + 1000, tokens_ms)
         h["checkpoints"] = checkpoints.between(tokens_ms - 3000, h["completed_ms"] + 2000, tokens_ms)
         h["slow"] = slow(sent, rcv, ans, tokens_ms - 1000, h["completed_ms"] + 1000, tokens_ms,
                          SLOW_OVER * (h["before"]["p99_ms"] or 0))

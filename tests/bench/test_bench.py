@@ -292,3 +292,21 @@ def test_the_handover_timeline_lists_slow_answers_in_bursts_and_the_checkpoints_
     out = show_timeline({"handovers": [h]})
     assert "-0.50 rendezvous savepoint IN_PROGRESS; +0.50 rendezvous (old) 40" in out
     assert "+0..+0: 1, 300 ms (200 / 80 / 20, default); +400..+400" in out
+
+
+def test_the_handover_timeline_shows_the_cpu_by_tenth_of_a_second_before_each_burst_of_slow_answers():
+    from bench.handover import burst_spans, show_timeline
+
+    rows = [[100, 300, 1, 2, 3, False], [150, 300, 1, 2, 3, False], [250, 300, 1, 2, 3, False],
+            [2000, 400, 1, 2, 3, False]]  # a burst of three, then one alone
+    assert burst_spans(rows) == [(100, 250)]
+    mk = lambda p99: {"sent": 10, "answered": 10, "p50_ms": 1.0, "p99_ms": p99, "max_ms": p99, "defaults": 0}
+    fine = [[-0.5, {"jobmanager (nice 0)": 0.09}], [-0.3, {"kafka (nice 0)": 0.02}],
+            [0.2, {"jobmanager (nice 0)": 0.08, "kafka (nice 0)": 0.05, "bench (clients) (nice 0)": 0.01,
+                   "gateway (nice 0)": 0.001}], [1.9, {"kafka (nice 0)": 0.03}]]
+    h = {"job": "rendezvous", "before": mk(100.0), "steps_s": {}, "timeline": [], "slow": rows, "cpu_fine": fine}
+    out = show_timeline({"handovers": [h]})
+    # from 0.5 s before the first to 0.2 s after the last of the burst; the three that used the most
+    assert "(s after the tokens: all, the top three): -0.3 0.02: kafka (nice 0) 0.02; +0.2 0.14: jobmanager (nice 0) " \
+           "0.08, kafka (nice 0) 0.05, bench (clients) (nice 0) 0.01\n" in out + "\n"
+    assert "+1.9" not in out.split("CPU s by")[1]
