@@ -44,6 +44,12 @@ def test_flink_conf_rendering_replaces_every_placeholder(tmp_path):
     assert "port: 18081" in text
     assert f"file://{home}/savepoints" in text
     assert (home / "savepoints").is_dir()
+    import yaml
+
+    opts = yaml.safe_load(text)["env"]["java"]["opts"]
+    # the JobManager carries no record: the quick JIT compiler only (its C2 bursts as a job stopped competed with the
+    # jobs answering); the TaskManagers keep the JVM's defaults
+    assert opts["jobmanager"].split() == ["-XX:TieredStopAtLevel=1"] and "taskmanager" not in opts
 
 
 def test_submissions_side_by_side_prepare_the_same_config_links_and_bundle_without_tripping_on_each_other(

@@ -29,6 +29,8 @@ from control.errors import ControlError
 from control.ops import deploy, jobs, schedules, upgrade
 from control.ops.jobs import SOURCE_PACKAGES, flink_rest
 from control.runtime import pinned
+from control.runtime.flink import flink_pid_files
+from control.runtime.process import read_pid
 from schemas.model_card import ModelCard
 from schemas.records import (
     Answer,
@@ -195,6 +197,8 @@ def test_thread_mode_versions_run_side_by_side_and_an_external_state_upgrade_kee
         assert "-XX:TieredStopAtLevel=1" in s.pinned_taskmanager_jvm_args or not any(
             "-XX:TieredStopAtLevel=1" in psutil.Process(pid).cmdline()
             for pid in pinned.pids(s, pinned.of_job(s, es)))  # the default: the JVM's own
+        jm = read_pid(flink_pid_files(s)["jobmanager"])
+        assert jm and "-XX:TieredStopAtLevel=1" in psutil.Process(jm).cmdline()  # flink-conf: C1 only, no record
         jobs.cancel(other, s)
         assert other_pin not in pinned.pins(s)  # its TaskManager went with it
 
