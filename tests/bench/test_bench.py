@@ -310,3 +310,19 @@ def test_the_handover_timeline_shows_the_cpu_by_tenth_of_a_second_before_each_bu
     assert "(s after the tokens: all, the top three): -0.3 0.02: kafka (nice 0) 0.02; +0.2 0.14: jobmanager (nice 0) " \
            "0.08, kafka (nice 0) 0.05, bench (clients) (nice 0) 0.01\n" in out + "\n"
     assert "+1.9" not in out.split("CPU s by")[1]
+
+
+def test_the_job_stop_bench_splits_the_jobmanagers_cpu_into_compilers_and_the_rest():
+    from bench.jobstop import medians, summary, used
+
+    before = {"C2 CompilerThre": 10.0, "C1 CompilerThre": 2.0, "flink-pekko.act": 1.0}
+    after = {"C2 CompilerThre": 10.33, "C1 CompilerThre": 2.08, "flink-pekko.act": 1.11, "flink-rest-serv": 0.03}
+    stop = used(before, after)
+    assert list(stop) == ["C2 CompilerThre", "flink-pekko.act", "C1 CompilerThre", "flink-rest-serv"]
+    assert summary(stop) == {"total": 0.55, "compilers": 0.41, "c2": 0.33, "rest": 0.14}
+    r = {"jobmanager_jvm_args": "", "stops": [{"total": 9.0, "compilers": 9.0, "c2": 9.0, "rest": 0.0},
+                                              {"total": 0.5, "compilers": 0.4, "c2": 0.3, "rest": 0.1},
+                                              {"total": 0.7, "compilers": 0.4, "c2": 0.3, "rest": 0.3}]}
+    # the first stop (a fresh JobManager compiling it) is left out
+    assert medians(r) == ("JobManager JVM options '(the defaults)': median of 2 stops after the first: 0.60 CPU s, "
+                          "JIT compilers 0.40 (C2 0.30), the rest 0.20")
