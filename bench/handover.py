@@ -163,7 +163,12 @@ class CheckpointLog(threading.Thread):
         super().__init__(daemon=True)
         self.s, self.labels, self.every = s, labels, every
         self.seen: dict[tuple[str, int], dict] = {}
+        self.ended: set[str] = set()  # stopped jobs: polled once more, then no longer
         self.halt = threading.Event()
+
+    def ended_job(self, jid: str) -> None:
+        """A job that has stopped: its last checkpoints are read at the next poll, then it is left alone."""
+        self.ended.add(jid)
 
     def poll(self) -> None:
         for jid, label in list(self.labels.items()):
@@ -171,6 +176,8 @@ class CheckpointLog(threading.Thread):
                 history = jobs.flink_rest(self.s, f"/jobs/{jid}/checkpoints").get("history", [])
             except Exception:  # noqa: BLE001 - a job the JobManager no longer knows; the next poll tries again
                 continue
+            if jid in self.ended:
+                self.labels.pop(jid, None)
             for c in history:
                 if c.get("status") != "COMPLETED" and (jid, c["id"]) in self.seen:
                     continue
@@ -471,6 +478,7 @@ def run(a) -> dict:
             ho = hand_over_apart(kind, ids[kind], t.lifecycle, start_nice, quiet_s, hold_s, shadow_s, jvm_args,
                                  promote)
             labels[ids[kind]] += " (old)"
+            checkpoints.ended_job(ids[kind])
             ids[kind] = ho["job_id"]
             labels[ho["job_id"]] = kind
             started.append(ho["job_id"])

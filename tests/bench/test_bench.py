@@ -258,7 +258,7 @@ def test_the_handover_timeline_gives_each_second_of_the_transition_against_the_b
 
 
 
-def test_the_handover_timeline_lists_slow_answers_in_bursts_and_the_checkpoints_around_the_tokens():
+def test_the_handover_timeline_lists_slow_answers_in_bursts_and_the_checkpoints_around_the_tokens(monkeypatch):
     from bench.handover import CheckpointLog, bursts, show_timeline, slow
 
     sent = {"a": 1000.0, "b": 1050.0, "c": 1400.0, "d": 2500.0, "e": 900.0}
@@ -272,6 +272,24 @@ def test_the_handover_timeline_lists_slow_answers_in_bursts_and_the_checkpoints_
                             "+1500..+1500: 1, 400 ms (None / None / None)"]
     assert bursts([[0, 300, 1, 2, 3, False], [150, 310, 4, 5, 6, False], [300, 250, 7, 8, 9, False]]) == [
         "+0..+300: 3, 310 ms (4 / 5 / 6)"]  # each less than 200 ms after the one before: one burst
+
+    polled = []
+
+    def rest(s, path):
+        polled.append(path)
+        return {"history": [{"id": 1, "status": "COMPLETED", "trigger_timestamp": 10, "latest_ack_timestamp": 30,
+                             "is_savepoint": True}]}
+
+    import bench.handover as bh
+
+    monkeypatch.setattr(bh.jobs, "flink_rest", rest)
+    log = CheckpointLog(None, {"j-old": "rendezvous (old)", "j-new": "rendezvous"})
+    log.ended_job("j-old")
+    log.poll()
+    log.poll()  # a stopped job is read once more, then left alone
+    assert polled == ["/jobs/j-old/checkpoints", "/jobs/j-new/checkpoints", "/jobs/j-new/checkpoints"]
+    assert log.seen[("j-old", 1)] == {"job": "rendezvous (old)", "id": 1, "trigger_ms": 10, "ack_ms": 30,
+                                      "status": "COMPLETED", "savepoint": True}
 
     log = CheckpointLog(None, {})  # not started: only its record of checkpoints
     log.seen = {("j1", 7): {"job": "rendezvous (old)", "id": 7, "trigger_ms": 5000, "ack_ms": 5040,
