@@ -122,7 +122,8 @@ class CpuProfile(threading.Thread):
 
     def _sample_fine(self) -> None:
         """Every FINE_S, the CPU of the processes that used some in the last second, by role: what a one-second
-        sample averages away (a JobManager's burst as a job ends, a stop-the-world pause)."""
+        sample averages away (a JobManager's burst as a job ends, a stop-the-world pause). Labelled as the last
+        one-second sample saw them: a process reniced since shows its old nice value for up to a second."""
         import psutil
 
         procs: dict[int, psutil.Process] = {}
