@@ -128,19 +128,19 @@ class CpuProfile(threading.Thread):
 
         procs: dict[int, psutil.Process] = {}
         last: dict[int, float] = {}
+
+        def cpu(pid: int) -> float | None:
+            try:
+                ct = (procs.get(pid) or procs.setdefault(pid, psutil.Process(pid))).cpu_times()
+                return ct.user + ct.system
+            except psutil.Error:
+                return None
+
         while not self.halt.wait(self.FINE_S):
-            use: dict[str, float] = {}
-            for pid, key in list(self.roles.items()):
-                try:
-                    proc = procs.get(pid) or procs.setdefault(pid, psutil.Process(pid))
-                    ct = proc.cpu_times()
-                except psutil.Error:
-                    continue
-                total, prev = ct.user + ct.system, last.get(pid)
-                last[pid] = total
-                if prev is not None and total > prev:
-                    use[key] = use.get(key, 0.0) + total - prev
-            self.fine.append((time.time() * 1000, use))
+            roles = dict(self.roles)
+            for pid in [p for p in procs if p not in roles]:
+                procs.pop(pid)
+            self.fine.append((time.time() * 1000, fine_tick(roles, last, cpu)))
 
     def fine_between(self, a: float, b: float, zero: float) -> list[list]:
         """[s after zero, {role: CPU s}] of the FINE_S samples between a and b."""
@@ -152,6 +152,23 @@ class CpuProfile(threading.Thread):
         and b."""
         return [[round((t - zero) / 1000), {k: round(v, 2) for k, v in sorted(use.items(), key=lambda kv: -kv[1])}]
                 for t, use in (self.threads if threads else self.samples) if a <= t <= b]
+
+
+def fine_tick(roles: dict[int, str], last: dict[int, float], cpu) -> dict[str, float]:
+    """CPU seconds by role since the last tick of each process in `roles` (pid -> role), `cpu(pid)` its CPU so far
+    (None: gone). `last` holds each process's CPU at the last tick; a process out of `roles` is forgotten, so when it
+    is back its first tick counts from then, not from before."""
+    for pid in [p for p in last if p not in roles]:
+        del last[pid]
+    use: dict[str, float] = {}
+    for pid, key in roles.items():
+        total = cpu(pid)
+        if total is None:
+            continue
+        prev, last[pid] = last.get(pid), total
+        if prev is not None and total > prev:
+            use[key] = use.get(key, 0.0) + total - prev
+    return use
 
 
 class CheckpointLog(threading.Thread):
@@ -173,15 +190,14 @@ class CheckpointLog(threading.Thread):
 
     def poll(self) -> None:
         for jid, label in list(self.labels.items()):
+            ended = jid in self.ended  # before the GET: a job that ends during it is read again next time
             try:
                 history = jobs.flink_rest(self.s, f"/jobs/{jid}/checkpoints").get("history", [])
             except Exception:  # noqa: BLE001 - a job the JobManager no longer knows; the next poll tries again
                 continue
-            if jid in self.ended:
+            if ended:
                 self.labels.pop(jid, None)
-            for c in history:
-                if c.get("status") != "COMPLETED" and (jid, c["id"]) in self.seen:
-                    continue
+            for c in history:  # the latest word on each (in progress, then completed or failed)
                 self.seen[jid, c["id"]] = {"job": label, "id": c["id"], "trigger_ms": c.get("trigger_timestamp"),
                                            "ack_ms": c.get("latest_ack_timestamp"), "status": c.get("status"),
                                            "savepoint": bool(c.get("is_savepoint"))}
@@ -197,8 +213,11 @@ class CheckpointLog(threading.Thread):
 
     def between(self, a: float, b: float, zero: float) -> list[dict]:
         """The checkpoints triggered between a and b (ms), their times in s after zero, by trigger time."""
-        out = [{**c, "trigger_s": round((c["trigger_ms"] - zero) / 1000, 2),
-                "took_ms": (c["ack_ms"] - c["trigger_ms"]) if c.get("ack_ms", -1) > 0 else None}
+        def took(c: dict) -> int | None:  # only a completed one has its last acknowledgement
+            return c["ack_ms"] - c["trigger_ms"] if c.get("status") == "COMPLETED" and (c.get("ack_ms") or 0) > 0 \
+                else None
+
+        out = [{**c, "trigger_s": round((c["trigger_ms"] - zero) / 1000, 2), "took_ms": took(c)}
                for c in self.seen.values() if c.get("trigger_ms") and a <= c["trigger_ms"] <= b]
         return sorted(({k: v for k, v in c.items() if k not in ("trigger_ms", "ack_ms")} for c in out),
                       key=lambda c: c["trigger_s"])
@@ -294,7 +313,7 @@ def grouped(slow_answers: list[list], gap_ms: int = 200) -> list[list[list]]:
     """`slow` answers sent less than `gap_ms` apart, together."""
     out: list[list[list]] = []
     for row in slow_answers:
-        if out and row[0] - out[-1][-1][0] <= gap_ms:
+        if out and row[0] - out[-1][-1][0] < gap_ms:
             out[-1].append(row)
         else:
             out.append([row])
@@ -525,7 +544,7 @@ def run(a) -> dict:
         h["timeline"] = timeline(sent, rcv, h["started_ms"] - 5000, h["completed_ms"] + 5000, h["started_ms"], ans)
         h["cpu"] = profile.between(h["started_ms"] - 5000, h["completed_ms"] + 5000, h["started_ms"])
         # the threads until 30 s after the tokens at least (new_compilers), as far as the run sampled
-        h["cpu_fine"] = profile.fine_between(tokens_ms - 1000, h["completed_ms"] + 1000, tokens_ms)
+        h["cpu_fine"] = profile.fine_between(tokens_ms - 1500, h["completed_ms"] + 1000, tokens_ms)
         h["checkpoints"] = checkpoints.between(tokens_ms - 3000, h["completed_ms"] + 2000, tokens_ms)
         h["slow"] = slow(sent, rcv, ans, tokens_ms - 1000, h["completed_ms"] + 1000, tokens_ms,
                          SLOW_OVER * (h["before"]["p99_ms"] or 0))

@@ -28,25 +28,29 @@ from schemas.topics import TopicNames
 COMPILERS = ("C1 CompilerThre", "C2 CompilerThre")
 
 
-def thread_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds used so far by the process's threads, by kind (`thread_kind` of each thread's name)."""
+def thread_cpu(pid: int) -> dict[int, tuple[str, float]]:
+    """Each thread of the process: its kind (`thread_kind` of its name) and the CPU seconds it used so far."""
     import psutil
 
-    out: dict[str, float] = {}
+    out: dict[int, tuple[str, float]] = {}
     for th in psutil.Process(pid).threads():
         try:
             name = Path(f"/proc/{pid}/task/{th.id}/comm").read_text().strip()
         except OSError:
             continue  # ended since listed
-        kind = thread_kind(name)
-        out[kind] = out.get(kind, 0.0) + th.user_time + th.system_time
+        out[th.id] = (thread_kind(name), th.user_time + th.system_time)
     return out
 
 
-def used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    """CPU seconds by kind between two `thread_cpu` readings, most first (threads that ended are not counted)."""
-    d = {k: round(v - before.get(k, 0.0), 3) for k, v in after.items() if v - before.get(k, 0.0) > 0}
-    return dict(sorted(d.items(), key=lambda kv: -kv[1]))
+def used(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> dict[str, float]:
+    """CPU seconds by kind of thread between two `thread_cpu` readings, most first: thread by thread (HotSpot starts
+    and ends compiler threads as it needs them; one that ended in between is not counted)."""
+    d: dict[str, float] = {}
+    for tid, (kind, cpu) in after.items():
+        delta = cpu - (before[tid][1] if tid in before else 0.0)
+        if delta > 0:
+            d[kind] = d.get(kind, 0.0) + delta
+    return {k: round(v, 3) for k, v in sorted(d.items(), key=lambda kv: -kv[1])}
 
 
 def summary(stop: dict[str, float]) -> dict[str, float]:
@@ -63,11 +67,28 @@ def run(a) -> dict:
     jm = read_pid(flink_pid_files(s)["jobmanager"])
     if not jm:
         raise SystemExit("no JobManager pid file: is the runtime up (`rendezvous up`)?")
-    out = {"jobmanager_jvm_args": s.jobmanager_jvm_args, "stops": []}
+    import psutil
+
+    # what the running JobManager was started with (`up` leaves a running one as it is)
+    options = [o for o in psutil.Process(jm).cmdline() if o.startswith("-XX:") and "Tiered" in o]
+    out = {"jobmanager_jvm_args": " ".join(options), "stops": []}
     for i in range(a.rounds):
         u = uuid.uuid4().hex[:8]
         t = TopicNames.suffixed(f"bench-stop-{u}")
         kafka_io.ensure_topics(s.bootstrap_servers, t.specs(), partitions=2)
+        try:
+            out["stops"].append(stop_one(s, jm, t, u, a, i))
+        finally:
+            kafka_io.delete_topics(s.bootstrap_servers, [spec.name for spec in t.specs()])
+        print(line(out["stops"][-1]))
+    return out
+
+
+def stop_one(s: RuntimeSettings, jm: int, t: TopicNames, u: str, a, i: int) -> dict:
+    """Deploy a rendezvous on `t`, let it run, stop it with a savepoint: the JobManager's CPU by kind of thread. A
+    round that fails cancels its job."""
+    jid = None
+    try:
         jid = deploy.deploy_rendezvous(s, job_name=f"bench-stop: rendezvous {u}", augmented_topic=t.augmented,
                                        scores_topic=t.scores, schedules_topic=t.schedules, answers_topic=t.answers,
                                        late_topic=t.late, invalid_topic=t.quarantine, group_id=f"bench-stop-{u}",
@@ -79,11 +100,16 @@ def run(a) -> dict:
         t0 = time.monotonic()
         jobs.stop_with_savepoint(jid, s, retire=True)
         took = time.monotonic() - t0
+        stopped, jid = jid, None
         time.sleep(a.after)
         stop = used(before, thread_cpu(jm))
-        out["stops"].append({"job_id": jid, "stop_s": round(took, 2), "threads": stop, **summary(stop)})
-        print(line(out["stops"][-1]))
-    return out
+        return {"job_id": stopped, "stop_s": round(took, 2), "threads": stop, **summary(stop)}
+    finally:
+        if jid is not None:  # deployed, not stopped: the round failed
+            try:
+                jobs.cancel(jid, s)
+            except Exception:  # noqa: BLE001 - cleanup; the error that ended the round is what is reported
+                pass
 
 
 def line(stop: dict) -> str:

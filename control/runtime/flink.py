@@ -72,7 +72,7 @@ def render_flink_conf(s: RuntimeSettings) -> Path:
         "HOST": s.host,
         "BIND_HOST": s.listen_host,
         "PROMETHEUS_PORTS": s.prometheus_ports,
-        "JOBMANAGER_JVM_ARGS": s.jobmanager_jvm_args,
+        "JOBMANAGER_JVM_ARGS": json.dumps(s.jobmanager_jvm_args),  # a JSON string is a YAML one, quotes and all
     }
     for src in s.flink_conf_template_dir.iterdir():
         if src.is_file():

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from bench.stages import MODELS, rendezvous_input, requests
 from bench.table import cpu_markdown, markdown, stages_markdown
 from schemas.records import Request, Score
@@ -333,8 +335,11 @@ def test_the_handover_timeline_shows_the_cpu_by_tenth_of_a_second_before_each_bu
 def test_the_job_stop_bench_splits_the_jobmanagers_cpu_into_compilers_and_the_rest():
     from bench.jobstop import medians, summary, used
 
-    before = {"C2 CompilerThre": 10.0, "C1 CompilerThre": 2.0, "flink-pekko.act": 1.0}
-    after = {"C2 CompilerThre": 10.33, "C1 CompilerThre": 2.08, "flink-pekko.act": 1.11, "flink-rest-serv": 0.03}
+    before = {1: ("C2 CompilerThre", 10.0), 2: ("C1 CompilerThre", 2.0), 3: ("flink-pekko.act", 1.0),
+              4: ("C2 CompilerThre", 7.0)}
+    # thread 4 (a C2 compiler thread) ended in between, thread 5 (another) started: counted thread by thread
+    after = {1: ("C2 CompilerThre", 10.13), 2: ("C1 CompilerThre", 2.08), 3: ("flink-pekko.act", 1.11),
+             5: ("C2 CompilerThre", 0.2), 6: ("flink-rest-serv", 0.03)}
     stop = used(before, after)
     assert list(stop) == ["C2 CompilerThre", "flink-pekko.act", "C1 CompilerThre", "flink-rest-serv"]
     assert summary(stop) == {"total": 0.55, "compilers": 0.41, "c2": 0.33, "rest": 0.14}
@@ -344,3 +349,48 @@ def test_the_job_stop_bench_splits_the_jobmanagers_cpu_into_compilers_and_the_re
     # the first stop (a fresh JobManager compiling it) is left out
     assert medians(r) == ("JobManager JVM options '(the defaults)': median of 2 stops after the first: 0.60 CPU s, "
                           "JIT compilers 0.40 (C2 0.30), the rest 0.20")
+
+
+def test_the_100_ms_cpu_samples_count_a_process_back_among_the_busy_ones_from_then_not_from_before():
+    from bench.handover import fine_tick
+
+    last: dict[int, float] = {}
+    cpu = {1: 10.0, 2: 5.0}
+    roles = {1: "jobmanager (nice 0)", 2: "kafka (nice 0)"}
+    assert fine_tick(roles, last, cpu.get) == {}  # the first tick of each: nothing to count from
+    cpu.update({1: 10.05, 2: 5.02})
+    assert fine_tick(roles, last, cpu.get) == pytest.approx({"jobmanager (nice 0)": 0.05, "kafka (nice 0)": 0.02})
+    cpu[1] = 12.0  # two seconds out of the busy ones (under 0.02 CPU s in a second), then back
+    assert fine_tick({2: "kafka (nice 0)"}, last, cpu.get) == {}
+    assert fine_tick(roles, last, cpu.get) == {}  # not the 1.95 s used meanwhile
+    cpu[1] = 12.1
+    assert fine_tick(roles, last, lambda p: None if p == 2 else cpu[p]) == pytest.approx({"jobmanager (nice 0)": 0.1})
+
+
+def test_the_checkpoint_log_keeps_each_checkpoints_latest_status_and_times_only_completed_ones(monkeypatch):
+    import bench.handover as bh
+    from bench.handover import CheckpointLog, bursts
+
+    answers = [{"id": 4, "status": "IN_PROGRESS", "trigger_timestamp": 1000, "latest_ack_timestamp": 1050}]
+    monkeypatch.setattr(bh.jobs, "flink_rest", lambda s, path: {"history": answers})
+    log = CheckpointLog(None, {"j": "rendezvous"})
+    log.poll()
+    assert log.between(0, 2000, 0)[0]["took_ms"] is None  # acknowledged by some tasks only: not a duration
+    answers[0] = {**answers[0], "status": "FAILED", "latest_ack_timestamp": None}
+    log.poll()
+    assert [(c["status"], c["took_ms"]) for c in log.between(0, 2000, 0)] == [("FAILED", None)]
+
+    ended_during_the_get = []
+
+    def rest(s, path):  # the job ends while its checkpoints are being read
+        log.ended_job("j")
+        ended_during_the_get.append(path)
+        return {"history": answers}
+
+    monkeypatch.setattr(bh.jobs, "flink_rest", rest)
+    log.poll()
+    assert "j" in log.labels  # read once more after it ended, at the next poll
+    log.poll()
+    assert "j" not in log.labels and len(ended_during_the_get) == 2
+    # answers sent exactly 200 ms apart are not "less than 200 ms apart": two bursts
+    assert len(bursts([[0, 300, 1, 2, 3, False], [200, 300, 1, 2, 3, False]])) == 2

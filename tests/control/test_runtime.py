@@ -50,9 +50,11 @@ def test_flink_conf_rendering_replaces_every_placeholder(tmp_path):
     # the JobManager carries no record: the quick JIT compiler only (its C2 bursts as a job stopped competed with the
     # jobs answering); the TaskManagers keep the JVM's defaults
     assert opts["jobmanager"].split() == ["-XX:TieredStopAtLevel=1"] and "taskmanager" not in opts
-    s = RuntimeSettings(home=home, jobmanager_jvm_args="")  # the JVM's defaults
-    assert yaml.safe_load((flink.render_flink_conf(s) / "config.yaml").read_text())["env"]["java"]["opts"][
-        "jobmanager"] == ""
+    # the JVM's defaults; then spaces, quotes and backslashes
+    for args in ("", '-Xlog:gc:file=/tmp/gc log.txt:time -Dx="a\\b"'):
+        s = RuntimeSettings(home=home, jobmanager_jvm_args=args)
+        assert yaml.safe_load((flink.render_flink_conf(s) / "config.yaml").read_text())["env"]["java"]["opts"][
+            "jobmanager"] == args
 
 
 def test_submissions_side_by_side_prepare_the_same_config_links_and_bundle_without_tripping_on_each_other(
