@@ -76,7 +76,7 @@ class RuntimeSettings(BaseSettings):
     jobmanager_jvm_args: str = "-XX:TieredStopAtLevel=1"
     """JVM options of the JobManager (flink-conf's `env.java.opts.jobmanager`; read when `up` starts it). By default
     the quick JIT compiler (C1) only: the JobManager coordinates and carries no record, and its JIT compilers worked
-    again at each job stop (0.23 of 0.66 CPU s, `python -m bench.jobstop`), at the normal priority, as the slow answers
+    again at each job stop (0.33 of 1.26 CPU s, `python -m bench.jobstop`), at the normal priority, as the slow answers
     of hand-overs were sent (README, "Latency through a hand-over", section 11). "" for the JVM's defaults."""
 
     startup_timeout_s: float = 90.0
