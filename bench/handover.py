@@ -59,6 +59,14 @@ def role(cmdline: list[str]) -> str:
     return cmdline[0].rsplit("/", 1)[-1] if cmdline else "?"
 
 
+def thread_name(pid: int, tid: int) -> str | None:
+    """A thread's name (/proc's comm; what a JVM names its threads, cut to 15 characters), None once it has ended."""
+    try:
+        return Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+    except OSError:
+        return None
+
+
 def thread_kind(name: str) -> str:
     """A JVM thread's name without its number ("C2 CompilerThre", "GC Thread", "Kafka Fetcher for Source: ...")."""
     return re.sub(r"[#\-\s]*\d+$", "", name).strip() or name
@@ -105,10 +113,7 @@ class CpuProfile(threading.Thread):
                             was = last_thread.get((p.pid, th.id))
                             last_thread[(p.pid, th.id)] = th.user_time + th.system_time
                             if was is not None and th.user_time + th.system_time - was >= 0.02:
-                                try:
-                                    comm = Path(f"/proc/{p.pid}/task/{th.id}/comm").read_text().strip()
-                                except OSError:
-                                    comm = "(ended)"  # the thread ended since psutil listed it
+                                comm = thread_name(p.pid, th.id) or "(ended)"  # ended since psutil listed it
                                 kind = f"{name.split()[-1]}: {thread_kind(comm)}"
                                 inside[kind] = inside.get(kind, 0.0) + th.user_time + th.system_time - was
                 except (psutil.Error, TypeError, OSError):

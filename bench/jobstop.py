@@ -17,7 +17,7 @@ import time
 import uuid
 from pathlib import Path
 
-from bench.handover import thread_kind
+from bench.handover import thread_kind, thread_name
 from control import kafka_io, runtime
 from control.ops import deploy, jobs
 from control.runtime.flink import flink_pid_files
@@ -34,11 +34,9 @@ def thread_cpu(pid: int) -> dict[int, tuple[str, float]]:
 
     out: dict[int, tuple[str, float]] = {}
     for th in psutil.Process(pid).threads():
-        try:
-            name = Path(f"/proc/{pid}/task/{th.id}/comm").read_text().strip()
-        except OSError:
-            continue  # ended since listed
-        out[th.id] = (thread_kind(name), th.user_time + th.system_time)
+        name = thread_name(pid, th.id)
+        if name is not None:  # else ended since listed
+            out[th.id] = (thread_kind(name), th.user_time + th.system_time)
     return out
 
 

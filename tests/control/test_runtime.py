@@ -51,7 +51,7 @@ def test_flink_conf_rendering_replaces_every_placeholder(tmp_path):
     # jobs answering); the TaskManagers keep the JVM's defaults
     assert opts["jobmanager"].split() == ["-XX:TieredStopAtLevel=1"] and "taskmanager" not in opts
     # the JVM's defaults; then spaces, quotes and backslashes
-    for args in ("", '-Xlog:gc:file=/tmp/gc log.txt:time -Dx="a\\b"'):
+    for args in ("", '-Xlog:gc:file=gc log.txt:time -Dx="a\\b"'):
         s = RuntimeSettings(home=home, jobmanager_jvm_args=args)
         assert yaml.safe_load((flink.render_flink_conf(s) / "config.yaml").read_text())["env"]["java"]["opts"][
             "jobmanager"] == args
