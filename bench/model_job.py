@@ -52,16 +52,13 @@ def augmented(n: int, prefix: str = "txn") -> list[str]:
 
 def drain_rate(s: RuntimeSettings, topic: str, n: int, timeout_s: float = 600.0) -> float:
     """Records/s between the broker append times of the first and the n-th record of `topic`."""
-    from kafka import TopicPartition
-
+    deadline = time.monotonic() + 30
+    while not (tps := kafka_io.topic_partitions(s.bootstrap_servers, [topic])):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"topic {topic} has no partitions")
+        time.sleep(0.2)
     c = kafka_io.consumer(s.bootstrap_servers, enable_auto_commit=False, group_id=None)
     try:
-        deadline = time.monotonic() + 30
-        while not c.partitions_for_topic(topic):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"topic {topic} has no partitions")
-            time.sleep(0.2)
-        tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic))]
         c.assign(tps)
         c.seek_to_beginning(*tps)
         stamps: list[int] = []

@@ -64,6 +64,23 @@ def admin(bootstrap: str, role: str = "operator", **kw):
     return KafkaAdminClient(**client_kwargs(bootstrap, role), **kw)
 
 
+def partitions(bootstrap: str, topics: Iterable[str], role: str = "operator") -> dict[str, list[int]]:
+    """The partition ids of each of `topics` that exists (missing ones left out), asking the broker about these
+    topics only (jobs/common/topics.py: not kafka-python's `partitions_for_topic`, which asks about every topic)."""
+    from jobs.common.topics import partitions as described
+
+    return described(client_kwargs(bootstrap, role), topics)
+
+
+def topic_partitions(bootstrap: str, topics: Iterable[str], role: str = "operator") -> list:
+    """Every partition of `topics` as kafka-python TopicPartitions, in order (a missing topic has none)."""
+    from kafka import TopicPartition
+
+    names = list(topics)
+    found = partitions(bootstrap, names, role)
+    return [TopicPartition(t, p) for t in names for p in found.get(t, ())]
+
+
 def producer(bootstrap: str, role: str = "operator", **kw):
     from kafka import KafkaProducer
 
@@ -99,17 +116,16 @@ def consume(bootstrap: str, topic: str, count: int | None = None, timeout: float
 
     # manual assignment, not a consumer group: a group that joins right after the topic was created can
     # get no partitions and not look again for minutes (metadata max age)
-    c = consumer(bootstrap, role, enable_auto_commit=False, group_id=group_id)
     parts_deadline = time.monotonic() + min(timeout, 30.0)
     while True:
-        parts = c.partitions_for_topic(topic)
+        parts = partitions(bootstrap, [topic], role).get(topic)
         if parts:
             break
         if time.monotonic() > parts_deadline:
-            c.close()
             raise TimeoutError(f"topic {topic} has no partitions (does it exist?)")
         time.sleep(0.2)
-    tps = [TopicPartition(topic, p) for p in sorted(parts)]
+    c = consumer(bootstrap, role, enable_auto_commit=False, group_id=group_id)
+    tps = [TopicPartition(topic, p) for p in parts]
     c.assign(tps)
     c.seek_to_beginning(*tps)
     out: list[bytes] = []
@@ -146,13 +162,11 @@ def records_to_end(bootstrap: str, topic: str, timeout: float = 10.0, since_ms: 
     index), to its end as of now, in order per partition; with `contains`, only the records whose value holds
     those bytes (a search: the rest is not kept). A topic that does not exist reads as empty. `timeout`: per
     10,000 records read (a long topic takes longer)."""
-    from kafka import TopicPartition
-
+    tps = topic_partitions(bootstrap, [topic])
+    if not tps:
+        return []
     c = consumer(bootstrap, enable_auto_commit=False, group_id=None)
     try:
-        tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or [])]
-        if not tps:
-            return []
         c.assign(tps)
         end = c.end_offsets(tps)
         if since_ms is None:
@@ -185,13 +199,11 @@ def read_since(bootstrap: str, topic: str, since_ms: int | None, timeout: float 
 
 def last(bootstrap: str, topic: str, n: int, timeout: float = 15.0) -> list[bytes]:
     """The last n values of every partition of `topic` (in partition order, then offset order)."""
-    from kafka import TopicPartition
-
+    parts = topic_partitions(bootstrap, [topic])
+    if not parts:
+        raise RuntimeError(f"topic {topic} does not exist (is the runtime up, and is this the right topic?)")
     c = consumer(bootstrap, enable_auto_commit=False, group_id=None)
     try:
-        parts = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or [])]
-        if not parts:
-            raise RuntimeError(f"topic {topic} does not exist (is the runtime up, and is this the right topic?)")
         c.assign(parts)
         end = c.end_offsets(parts)
         for p in parts:
@@ -291,11 +303,7 @@ def wait_led(bootstrap_servers: str, topics: dict[str, int], timeout: float = 30
 
 def partition_count(bootstrap_servers: str, topic: str) -> int:
     """How many partitions `topic` has (0: it does not exist)."""
-    c = consumer(bootstrap_servers, enable_auto_commit=False, group_id=None)
-    try:
-        return len(c.partitions_for_topic(topic) or ())
-    finally:
-        c.close()
+    return len(partitions(bootstrap_servers, [topic]).get(topic, ()))
 
 
 def delete_topics(bootstrap_servers: str, names: Iterable[str]) -> None:

@@ -160,11 +160,9 @@ Positions = dict[tuple[str, int], int]
 
 
 def end_offsets(s: RuntimeSettings, topics: list[str]) -> Positions:
-    from kafka import TopicPartition
-
+    tps = kafka_io.topic_partitions(s.bootstrap_servers, topics)
     c = kafka_io.consumer(s.bootstrap_servers, enable_auto_commit=False, group_id=None)
     try:
-        tps = [TopicPartition(t, p) for t in topics for p in sorted(c.partitions_for_topic(t) or [])]
         return {(tp.topic, tp.partition): off for tp, off in c.end_offsets(tps).items()}
     finally:
         c.close()

@@ -99,17 +99,13 @@ class ScoreWindow:
 
     def __init__(self, bootstrap: str, topic: str, window_s: float = 30.0, output_field: str = "fraud_probability",
                  start_ms: int | None = None):
-        from kafka import TopicPartition
-
         self.window_ms = int(window_s * 1000)
         self.output_field = output_field
         self.samples: deque[ScoreSample] = deque()
-        self._c = kafka_io.consumer(bootstrap, enable_auto_commit=False, group_id=None)
-        parts = self._c.partitions_for_topic(topic) or set()
-        self._tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        self._tps = kafka_io.topic_partitions(bootstrap, [topic])
         if not self._tps:
-            self._c.close()
             raise ValueError(f"topic {topic!r} does not exist")
+        self._c = kafka_io.consumer(bootstrap, enable_auto_commit=False, group_id=None)
         self._c.assign(self._tps)
         since = start_ms if start_ms is not None else int(time.time() * 1000) - self.window_ms
         found = self._c.offsets_for_times({tp: since for tp in self._tps})

@@ -50,14 +50,12 @@ def latest(bootstrap: str, topic: str = QUALITY, last: int = 20, timeout: float 
 def follow(bootstrap: str, topic: str = QUALITY, duration_s: float | None = None,
            stop: Callable[[], bool] | None = None, from_beginning: bool = False) -> Iterator[QualityResult]:
     """Results as they arrive (from now on, or from the beginning), until `duration_s` or `stop()`."""
-    from kafka import TopicPartition
-
+    parts = kafka_io.topic_partitions(bootstrap, [topic])
+    if not parts:
+        raise RuntimeError(f"topic {topic} does not exist (deploy the quality job first: "
+                           f"`rendezvous deploy quality`)")
     c = kafka_io.consumer(bootstrap, enable_auto_commit=False, group_id=None)
     try:
-        parts = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or [])]
-        if not parts:
-            raise RuntimeError(f"topic {topic} does not exist (deploy the quality job first: "
-                               f"`rendezvous deploy quality`)")
         c.assign(parts)
         (c.seek_to_beginning if from_beginning else c.seek_to_end)(*parts)
         deadline = time.monotonic() + duration_s if duration_s else None

@@ -100,14 +100,15 @@ def read_registry(kafka, registry_topic: str | None, topics: list[str], timeout_
     from kafka import KafkaConsumer, TopicPartition
 
     from jobs.common.security import client_config
+    from jobs.common.topics import partitions
 
-    c = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False, group_id=None,
-                      client_id="transitions-reader", **client_config(kafka.properties))
+    config = {"bootstrap_servers": kafka.bootstrap_servers, **client_config(kafka.properties)}
+    parts = partitions(config, [registry_topic], client_id="transitions-reader").get(registry_topic)
+    if not parts:
+        return {}
+    tps = [TopicPartition(registry_topic, p) for p in parts]
+    c = KafkaConsumer(enable_auto_commit=False, group_id=None, client_id="transitions-reader", **config)
     try:
-        parts = c.partitions_for_topic(registry_topic)
-        if not parts:
-            return {}
-        tps = [TopicPartition(registry_topic, p) for p in sorted(parts)]
         c.assign(tps)
         c.seek_to_beginning(*tps)
         end = c.end_offsets(tps)

@@ -37,14 +37,23 @@ def _consumer(kafka: KafkaSettings, group_id: str | None):
                          client_id=f"{group_id or 'rendezvous'}-recovery", **client_config(kafka.properties))
 
 
+def _partitions(kafka: KafkaSettings, topics: list[str]) -> list:
+    """Every partition of `topics` (a missing topic has none), asking the broker about these topics only."""
+    from kafka import TopicPartition
+
+    from jobs.common.topics import partitions
+
+    found = partitions({"bootstrap_servers": kafka.bootstrap_servers, **client_config(kafka.properties)}, topics,
+                       client_id="rendezvous-recovery")
+    return [TopicPartition(t, p) for t in topics for p in found.get(t, ())]
+
+
 def checkpoint_time(kafka: KafkaSettings, group_id: str, topics: list[str], timeout_s: float = 30.0) -> int | None:
     """A time (epoch ms, Kafka timestamps) at or before the last checkpoint whose offsets `group_id`
     committed; None when the group committed nothing (a first start)."""
-    from kafka import TopicPartition
-
+    tps = _partitions(kafka, topics)
     c = _consumer(kafka, group_id)
     try:
-        tps = [TopicPartition(t, p) for t in topics for p in sorted(c.partitions_for_topic(t) or [])]
         committed = {tp: c.committed(tp) for tp in tps}
         before = {tp: off - 1 for tp, off in committed.items() if off}
         if not any(off is not None for off in committed.values()):
@@ -77,13 +86,11 @@ def checkpoint_time(kafka: KafkaSettings, group_id: str, topics: list[str], time
 def answered_since(kafka: KafkaSettings, answers_topic: str, since_ms: int, timeout_s: float = 60.0) -> dict[str, int]:
     """request id -> answered_at_ms of every answer in `answers_topic` stamped at or after `since_ms`
     (up to the topic's end as of now)."""
-    from kafka import TopicPartition
-
+    tps = _partitions(kafka, [answers_topic])
+    if not tps:
+        return {}
     c = _consumer(kafka, None)
     try:
-        tps = [TopicPartition(answers_topic, p) for p in sorted(c.partitions_for_topic(answers_topic) or [])]
-        if not tps:
-            return {}
         c.assign(tps)
         ends = c.end_offsets(tps)
         starts = c.offsets_for_times({tp: max(0, since_ms) for tp in tps})
