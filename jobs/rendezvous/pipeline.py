@@ -28,7 +28,7 @@ from jobs.rendezvous.mailbox import MAILBOX_UID, Mailbox, from_state, to_state
 # of the first job that imported it, whose files Flink deletes when that job ends; a submodule imported
 # later (the first restored run calls the recovery scan) is then "No module named jobs.rendezvous.recovery".
 from jobs.rendezvous.recovery import answered_after_checkpoint
-from jobs.rendezvous.replies import ReplyTopics, kafka_topic_lister
+from jobs.rendezvous.replies import ReplyTopics, kafka_topic_lookup
 from jobs.rendezvous.schedule import ScheduleStore
 from jobs.rendezvous.settings import RendezvousSettings
 from schemas.records import Answer, LateScore, QuarantineRecord, Reason, Schedule, Score
@@ -196,8 +196,8 @@ class RendezvousFunction(KeyedBroadcastProcessFunction):
         self.mailbox = runtime_context.get_state(mailbox)
         self.core = Rendezvous(self.config)
         answers_topic, kafka, client_id, refresh_ms = self.reply_lookup
-        list_topics, self._close_lister = kafka_topic_lister(kafka, client_id)
-        self.replies = ReplyTopics(answers_topic, list_topics, refresh_ms)
+        exists, self._close_lister = kafka_topic_lookup(kafka, client_id)
+        self.replies = ReplyTopics(answers_topic, exists, refresh_ms)
         # the schedules, in memory: reading broadcast state per record is a JVM round trip in process mode.
         # Empty after a restore until the first record reads them back from the broadcast state.
         self.store = ScheduleStore(Schedule.parse(self.builtin_json))

@@ -44,7 +44,7 @@ class RendezvousSettings(HandedOverJob):
     """How far before the checkpoint the recovery scan starts (clock skew; answers topics that keep
     producer timestamps)."""
     reply_topics_refresh_ms: int = Field(default=5_000, gt=0)
-    """How often at most the broker's topic list is read again when a request names a reply topic not seen yet
+    """How often at most a reply topic found missing is asked about again, and the window of the lookups' limit
     (jobs/rendezvous/replies.py: replies go only to existing `<answers_topic>.*` topics)."""
     taken_over_at_ms: int | None = None
     """Set by `rendezvous upgrade` on a version taking over: the mailboxes it restored with a request received before

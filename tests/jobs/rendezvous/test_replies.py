@@ -14,7 +14,7 @@ from jobs.rendezvous.mailbox import (
     to_state,
 )
 from jobs.rendezvous.pipeline import Routes, envelope
-from jobs.rendezvous.replies import ReplyTopics
+from jobs.rendezvous.replies import LOOKUPS_PER_REFRESH, MISSING_REMEMBERED, ReplyTopics
 from jobs.rendezvous.testing import SCHED, Sim
 from schemas.records import Answer, Request
 
@@ -61,26 +61,27 @@ def test_replies_keep_every_invariant_in_random_interleavings(seed):
 
 
 # ---------------------------------------------------------------------------------------------- which topics
-def lister(topics, calls):
-    def list_topics():
-        calls.append(1)
-        return set(topics)
-    return list_topics
+def lookup(topics, calls):
+    def exists(topic):
+        calls.append(topic)
+        return topic in topics
+    return exists
 
 
 def test_only_existing_topics_under_the_answers_prefix_are_written_to():
     calls = []
-    r = ReplyTopics("answers", lister({"answers", "answers.gw-1", "schedules", "scores"}, calls), refresh_ms=5_000)
+    r = ReplyTopics("answers", lookup({"answers", "answers.gw-1", "schedules", "scores"}, calls), refresh_ms=5_000)
     assert r.allowed("answers.gw-1", now_ms=0)
     for bad in ("schedules", "answers", "answers.", "scores", "answersX.gw", None, ""):
         assert not r.allowed(bad, now_ms=1), bad
-    assert len(calls) == 1  # names outside the prefix never cost a lookup
+    assert calls == ["answers.gw-1"]  # names outside the prefix never cost a lookup
+    assert r.allowed("answers.gw-1", now_ms=2) and calls == ["answers.gw-1"]  # found once: no lookup again
 
 
-def test_an_unknown_reply_topic_is_looked_up_again_at_most_every_refresh_interval():
+def test_a_missing_reply_topic_is_looked_up_again_at_most_every_refresh_interval():
     topics = {"answers.gw-1"}
     calls = []
-    r = ReplyTopics("answers", lister(topics, calls), refresh_ms=5_000)
+    r = ReplyTopics("answers", lookup(topics, calls), refresh_ms=5_000)
     assert not r.allowed("answers.gw-2", now_ms=0)
     assert not r.allowed("answers.gw-2", now_ms=4_999) and len(calls) == 1
     topics.add("answers.gw-2")  # the gateway made its topic
@@ -88,12 +89,42 @@ def test_an_unknown_reply_topic_is_looked_up_again_at_most_every_refresh_interva
     assert r.allowed("answers.gw-2", now_ms=5_001) and len(calls) == 2  # known: no lookup
 
 
-def test_a_failed_lookup_means_no_reply_not_a_failure():
-    def broken():
+def test_another_gateways_topic_is_found_right_after_a_missing_one():
+    calls = []
+    r = ReplyTopics("answers", lookup({"answers.gw-b"}, calls), refresh_ms=5_000)
+    assert not r.allowed("answers.gw-a", now_ms=0)
+    assert r.allowed("answers.gw-b", now_ms=1)  # its own lookup, not the last one's answer
+    assert calls == ["answers.gw-a", "answers.gw-b"]
+
+
+def test_ever_new_addresses_cost_a_bounded_number_of_lookups():
+    calls = []
+    r = ReplyTopics("answers", lookup({"answers.real"}, calls), refresh_ms=5_000)
+    for i in range(100):
+        assert not r.allowed(f"answers.bogus-{i}", now_ms=i)
+    assert len(calls) == LOOKUPS_PER_REFRESH
+    assert not r.allowed("answers.real", now_ms=100)  # the limit holds for every name in that window
+    assert r.allowed("answers.real", now_ms=5_000) and len(calls) == LOOKUPS_PER_REFRESH + 1
+
+
+def test_names_found_missing_are_remembered_up_to_a_bound():
+    r = ReplyTopics("answers", lookup(set(), []), refresh_ms=1)
+    for i in range(MISSING_REMEMBERED + 5):
+        r.allowed(f"answers.gone-{i}", now_ms=i)
+    assert len(r.missing) == MISSING_REMEMBERED and "answers.gone-0" not in r.missing
+
+
+def test_a_failed_lookup_means_no_reply_not_a_failure_and_no_lookup_until_the_interval_passed():
+    calls = []
+
+    def broken(topic):
+        calls.append(topic)
         raise TimeoutError("broker away")
 
-    r = ReplyTopics("answers", broken)
+    r = ReplyTopics("answers", broken, refresh_ms=5_000)
     assert not r.allowed("answers.gw-1", now_ms=0) and r.failed_lookups == 1
+    assert not r.allowed("answers.gw-2", now_ms=10) and calls == ["answers.gw-1"]
+    assert not r.allowed("answers.gw-2", now_ms=5_000) and calls == ["answers.gw-1", "answers.gw-2"]
 
 
 # ---------------------------------------------------------------------------------------------- state, envelope
