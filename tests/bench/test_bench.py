@@ -394,3 +394,15 @@ def test_the_checkpoint_log_keeps_each_checkpoints_latest_status_and_times_only_
     assert "j" not in log.labels and len(ended_during_the_get) == 2
     # answers sent exactly 200 ms apart are not "less than 200 ms apart": two bursts
     assert len(bursts([[0, 300, 1, 2, 3, False], [200, 300, 1, 2, 3, False]])) == 2
+
+
+def test_the_topic_metadata_bench_says_each_way_per_call_and_the_topics_the_broker_held():
+    from bench.topic_metadata import WAYS, lines
+
+    assert list(WAYS) == ["every topic", "named topic"]
+    r = {"topics_held": 1213, "calls": 20,
+         "ways": {"every topic": {"median_ms": 165.04, "broker_cpu_ms_per_call": 43.0},
+                  "named topic": {"median_ms": 11.0, "broker_cpu_ms_per_call": 7.25}}}
+    assert lines(r) == [
+        "every topic: 165.0 ms per call (median of 20), the broker's CPU 43.0 ms per call; the broker held 1213 topics",
+        "named topic: 11.0 ms per call (median of 20), the broker's CPU 7.2 ms per call; the broker held 1213 topics"]
