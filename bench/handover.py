@@ -393,7 +393,7 @@ def show_timeline(r: dict) -> str:
 
 
 def _hand_over(kind: str, job_id: str, lifecycle_topic: str, starting_nice: int, quiet_s: float, hold_s: float,
-               shadow_s: float, jvm_args: str | None, promote: bool, results) -> None:
+               shadow_s: float, jvm_args: str | None, promote: bool, lower_jm: bool, results) -> None:
     try:
         s = RuntimeSettings()
         if jvm_args is not None:  # the new version's TaskManagers' JVM options in this round (--also-jvm-args)
@@ -401,16 +401,17 @@ def _hand_over(kind: str, job_id: str, lifecycle_topic: str, starting_nice: int,
         ho = handover.hand_over(job_id, None, s, progress=lambda m: print(f"  [{kind}] {m}", flush=True),
                                 lifecycle_topic=lifecycle_topic, starting_nice=starting_nice,
                                 compilers_quiet_timeout_s=quiet_s, hold_compilers_s=hold_s, shadow_s=shadow_s,
-                                promote_at_tokens=promote)
+                                promote_at_tokens=promote, lower_jobmanager=lower_jm)
         results.put({"job_id": ho.job_id, "upgrade_id": ho.upgrade_id, "timings_s": ho.timings_s,
-                     "shadow_records": ho.shadow_records})
+                     "shadow_records": ho.shadow_records, "jobmanager_lowered": ho.jobmanager_lowered})
     except Exception as e:  # noqa: BLE001 - reported by the parent
         results.put({"error": f"{type(e).__name__}: {e}"})
 
 
 def hand_over_apart(kind: str, job_id: str, lifecycle_topic: str, starting_nice: int, quiet_s: float,
                     hold_s: float, shadow_s: float = 0.0, jvm_args: str | None = None,
-                    promote: bool = handover.PROMOTE_AT_TOKENS) -> dict:
+                    promote: bool = handover.PROMOTE_AT_TOKENS,
+                    lower_jm: bool = handover.LOWER_JOBMANAGER) -> dict:
     """`handover.hand_over` in a process of its own, as a user runs `rendezvous upgrade`: the control plane's Python
     (kafka-python readers, JSON) must not hold this process's interpreter lock while the collector stamps when each
     answer arrived."""
@@ -419,7 +420,7 @@ def hand_over_apart(kind: str, job_id: str, lifecycle_topic: str, starting_nice:
     ctx = multiprocessing.get_context("spawn")  # not fork: this process runs librdkafka's threads
     results = ctx.Queue()
     proc = ctx.Process(target=_hand_over, args=(kind, job_id, lifecycle_topic, starting_nice, quiet_s, hold_s,
-                                                       shadow_s, jvm_args, promote, results))
+                                                       shadow_s, jvm_args, promote, lower_jm, results))
     proc.start()
     while True:
         try:
@@ -492,6 +493,7 @@ def run(a) -> dict:
             shadow_s = by_round(a.shadow, rnd, handover.SHADOW_S)
             jvm_args = jvm_args_of(s.pinned_taskmanager_jvm_args, a.also_jvm_args, rnd)
             promote = by_round(a.promote_at_tokens, rnd, 1.0) > 0
+            lower_jm = by_round(a.lower_jobmanager, rnd, 1.0) > 0
             print(f"hand-over {n}/{len(order)}: the {kind}, started at nice {start_nice}"
                   + (f" (waiting at most {quiet_s:.0f} s for its JIT compilers)" if quiet_s else " (no JIT wait)")
                   + (" (its optimizing compilers held)" if hold_s else " (compilers not held)")
@@ -499,9 +501,11 @@ def run(a) -> dict:
                   + (f" (its TaskManagers' JVM options: {jvm_args or 'the defaults'})"
                      if a.also_jvm_args is not None else "")
                   + (" (priorities swapped at the tokens)" if promote else " (the new version promoted before its "
-                     "tokens)"))
+                     "tokens)")
+                  + (" (the JobManager lowered as the old version stops)" if lower_jm else " (the JobManager as it "
+                     "is)"))
             ho = hand_over_apart(kind, ids[kind], t.lifecycle, start_nice, quiet_s, hold_s, shadow_s, jvm_args,
-                                 promote)
+                                 promote, lower_jm)
             labels[ids[kind]] += " (old)"
             checkpoints.ended_job(ids[kind])
             ids[kind] = ho["job_id"]
@@ -516,6 +520,8 @@ def run(a) -> dict:
                                      "shadow_s": shadow_s, "shadow_records": ho.get("shadow_records"),
                                      "jvm_args": jvm_args if a.also_jvm_args is not None else None,
                                      "promote_at_tokens": promote,
+                                     # what was done: only where the priority can be given back
+                                     "jobmanager_lowered": ho.get("jobmanager_lowered", False),
                                      "timings_s": {k: round(v, 2) for k, v in ho["timings_s"].items()}})
             # its window after (`AFTER_S` from its old version's stop) must not be in the next baseline
             rest += max(0.0, AFTER_S - ho["timings_s"].get("compilers_held_s", 0.0))
@@ -613,6 +619,8 @@ def variant(h: dict) -> str:
         parts.append(f"a shadow for {h['shadow_s']:g} s" if h["shadow_s"] else "no shadow")
     if h.get("promote_at_tokens") is not None:
         parts.append("priorities swapped at the tokens" if h["promote_at_tokens"] else "new version promoted before")
+    if h.get("jobmanager_lowered") is not None:
+        parts.append("JobManager lowered as the old stops" if h["jobmanager_lowered"] else "JobManager as it is")
     if h.get("jvm_args") is not None:
         parts.append(f"JVM options {h['jvm_args'] or '(defaults)'}")
     return ", ".join(parts)
@@ -744,6 +752,10 @@ def main(argv=None) -> None:
                         "tokens are written (on), or the new one before them and the old one once it serves nothing "
                         "(off), or alternate by round (off first; an even --rounds); default: as `rendezvous "
                         "upgrade`")
+    p.add_argument("--lower-jobmanager", choices=["on", "off", "alternate"],
+                   default="on" if handover.LOWER_JOBMANAGER else "off",
+                   help="the JobManager works at the lowest priority while the old version stops (on), or at its own "
+                        "(off), or alternate by round (off first; an even --rounds); default: as `rendezvous upgrade`")
     p.add_argument("--also-jvm-args", default=None, metavar="ARGS",
                    help="alternate by round: the new version's TaskManagers get the runtime's JVM options "
                         "(RENDEZVOUS_PINNED_TASKMANAGER_JVM_ARGS) in the first round, these in the second, ... (an "
@@ -765,7 +777,7 @@ def main(argv=None) -> None:
     for opt, mode in (("--compilers-quiet", a.compilers_quiet), ("--hold-jit", a.hold_jit), ("--shadow", a.shadow),
                       ("--also-starting-nice", "alternate" if a.also_starting_nice else ""),
                       ("--also-jvm-args", "alternate" if a.also_jvm_args is not None else ""),
-                      ("--promote-at-tokens", a.promote_at_tokens)):
+                      ("--promote-at-tokens", a.promote_at_tokens), ("--lower-jobmanager", a.lower_jobmanager)):
         if mode == "alternate" and a.rounds % 2:
             p.error(f"{opt} alternate needs an even --rounds (as many with as without), not {a.rounds}")
     if a.also_starting_nice and a.also_starting_nice == a.starting_nice:

@@ -30,7 +30,9 @@ last upgrade came from.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import time
 import uuid
@@ -109,6 +111,15 @@ the old one at the lowest while it finishes what came before its tokens. Not the
 --promote-at-tokens alternate, 2 cores, 2026-12-07), the transition's p99 over the minute before was 2.00 and 1.49
 (rendezvous, external state) with it, 1.75 and 1.47 without (README, "Latency through a hand-over", 10.)."""
 
+LOWER_JOBMANAGER = True
+"""For `hand_over(lower_jobmanager=...)`: the runtime's own JobManager works at `RETIRING_NICE` (and in its CPU group)
+while the old version is stopped (its savepoint, its job's end, its TaskManagers' shutdown), and gets its priority
+back after. Stopping a job is 0.8-0.9 CPU s of the JobManager's (bench.jobstop, with the quick JIT compiler only),
+bursts of up to a whole core within the few seconds after the savepoint, at the normal priority, where the hand-overs'
+slow answers were (README, "Latency through a hand-over", sections 11 and 13); no record waits on the JobManager.
+Only where this process may give the priority back (`priority.can_renice`) and the JobManager is this runtime's (its
+pid file names a live Flink cluster entrypoint: not a remote or containerised one)."""
+
 KINDS: dict[str, type[HandedOverJob]] = {"external-state": ExternalStateSettings, "rendezvous": RendezvousSettings}
 
 
@@ -120,6 +131,44 @@ def successor_names(settings: HandedOverJob) -> tuple[str, str]:
     n = int(m.group(2)) if m else 1
     base_group = re.sub(r"#\d+$", "", settings.group_id)
     return f"{settings.job_name}#{n + 1}", f"{base_group}#{n + 1}"
+
+
+def local_jobmanager(s: RuntimeSettings) -> int | None:
+    """The pid of this runtime's JobManager, when its pid file names a live Flink cluster entrypoint."""
+    from control.runtime.flink import flink_pid_files
+    from control.runtime.process import read_pid
+
+    pid = read_pid(flink_pid_files(s)["jobmanager"])
+    if not pid:
+        return None
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    return pid if any(a.endswith(b"ClusterEntrypoint") for a in cmdline) else None
+
+
+@contextlib.contextmanager
+def jobmanager_lowered(s: RuntimeSettings, nice: int):
+    """Run the block with this runtime's JobManager at `nice` (every thread, and its CPU group: priority.set_process),
+    then give it the priority it had (`LOWER_JOBMANAGER`); yields whether it was lowered."""
+    pid = local_jobmanager(s) if nice > 0 and priority.can_renice() else None
+    if pid is None:
+        yield False
+        return
+    try:
+        before = os.getpriority(os.PRIO_PROCESS, pid)
+    except OSError:
+        yield False
+        return
+    if before >= nice:  # that low already (another hand-over's stop under way, or its owner's choice): left as it is
+        yield False
+        return
+    priority.set_process(pid, nice)
+    try:
+        yield True
+    finally:
+        priority.set_process(pid, before)
 
 
 def running_job(kind: str, s: RuntimeSettings, job_name: str | None = None) -> str:
@@ -275,6 +324,8 @@ class HandOver:
     shadow_records: int | None = None
     """How many records (answers, augmented requests) the new version had written as a shadow by its
     snapshot-complete step, just before its tokens (None: it did not shadow)."""
+    jobmanager_lowered: bool = False
+    """Whether the JobManager worked at the lowest priority while the old version stopped (`LOWER_JOBMANAGER`)."""
 
 
 def code_of(digest: str | None, s: RuntimeSettings, lifecycle_topic: str) -> Path:
@@ -312,7 +363,8 @@ def hand_over(job_id: str, code: Path | None = None, s: RuntimeSettings | None =
               registry_topic: str | None = None, catch_up_timeout: float = 300.0, rollback: bool = False,
               starting_nice: int = STARTING_NICE,
               compilers_quiet_timeout_s: float = 0.0, hold_compilers_s: float = HOLD_COMPILERS_S,
-              shadow_s: float = SHADOW_S, promote_at_tokens: bool = PROMOTE_AT_TOKENS) -> HandOver:
+              shadow_s: float = SHADOW_S, promote_at_tokens: bool = PROMOTE_AT_TOKENS,
+              lower_jobmanager: bool = LOWER_JOBMANAGER) -> HandOver:
     """Hand the running external-state or rendezvous job `job_id` over to a new version from `code` (module doc).
 
     `starting_nice`: when this process may give a priority back (`priority.can_renice`), the thread running the
@@ -325,17 +377,18 @@ def hand_over(job_id: str, code: Path | None = None, s: RuntimeSettings | None =
     caller's priority. `shadow_s` > 0: the new version writes as a shadow until its tokens, and that many seconds
     more once it keeps up (`SHADOW_S`). `promote_at_tokens`: the new version gets the normal priority back, and the old
     one the lowest, as soon as the tokens are written, rather than the new one before them and the old one once it
-    serves nothing (`PROMOTE_AT_TOKENS`)."""
+    serves nothing (`PROMOTE_AT_TOKENS`). `lower_jobmanager`: the JobManager at the lowest priority while the old
+    version stops (`LOWER_JOBMANAGER`)."""
     nice = starting_nice if priority.can_renice() else 0
     with priority.lowered(nice):
         return _hand_over(job_id, code, s, progress, lifecycle_topic, registry_topic, catch_up_timeout, rollback, nice,
-                          compilers_quiet_timeout_s, hold_compilers_s, shadow_s, promote_at_tokens)
+                          compilers_quiet_timeout_s, hold_compilers_s, shadow_s, promote_at_tokens, lower_jobmanager)
 
 
 def _hand_over(job_id: str, code: Path | None, s: RuntimeSettings | None, progress: Callable[[str], None] | None,
                lifecycle_topic: str, registry_topic: str | None, catch_up_timeout: float, rollback: bool,
                nice: int, compilers_quiet_timeout_s: float = 0.0, hold_compilers_s: float = 0.0,
-               shadow_s: float = 0.0, promote_at_tokens: bool = False) -> HandOver:
+               shadow_s: float = 0.0, promote_at_tokens: bool = False, lower_jobmanager: bool = False) -> HandOver:
     s = s or RuntimeSettings()
     say = progress or (lambda m: None)
     if rollback and code is None:
@@ -482,8 +535,13 @@ def _hand_over(job_id: str, code: Path | None, s: RuntimeSettings | None, progre
             took["drain_s"] = drain_ms / 1000
         if old_pin and not promote_at_tokens:
             pinned.renice(s, old_pin, RETIRING_NICE)
-        old_sp = jobs_lib.stop_with_savepoint(job_id, s, retire=True)
-        say(f"{old.owner_name} (job {job_id}) stopped with savepoint {old_sp}; {owner} (job {new}) answers alone")
+        t0 = time.monotonic()
+        with jobmanager_lowered(s, RETIRING_NICE if lower_jobmanager else 0) as jm_lowered:
+            old_sp = jobs_lib.stop_with_savepoint(job_id, s, retire=True)
+        took["old_stop_s"] = time.monotonic() - t0
+        say(f"{old.owner_name} (job {job_id}) stopped with savepoint {old_sp} ({took['old_stop_s']:.1f} s"
+            + (f", the JobManager at nice {RETIRING_NICE} meanwhile" if jm_lowered else "")
+            + f"); {owner} (job {new}) answers alone")
         step("completed", new, old_savepoint=old_sp, timings_s={k: round(v, 3) for k, v in took.items()})
         completed = True
     except BaseException as e:
@@ -509,4 +567,4 @@ def _hand_over(job_id: str, code: Path | None, s: RuntimeSettings | None, progre
         finally:
             held.release()
     return HandOver(kind, hid, job_id, new, owner, old.owner_name, snap, tokens, old_sp, took,
-                    shadow_records if shadow else None)
+                    shadow_records if shadow else None, jm_lowered)

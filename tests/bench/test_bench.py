@@ -201,6 +201,8 @@ def test_the_handover_bench_alternates_the_starting_priority_by_round():
     assert variant({"hold_compilers_s": 30.0, "starting_nice": 19}) == "compilers held, started at nice 19"
     assert variant({"promote_at_tokens": True}) == "priorities swapped at the tokens"
     assert variant({"promote_at_tokens": False}) == "new version promoted before"
+    assert variant({"jobmanager_lowered": True}) == "JobManager lowered as the old stops"
+    assert variant({"jobmanager_lowered": False}) == "JobManager as it is"
 
 
 def test_the_handover_bench_tells_rounds_with_and_without_a_shadow_apart():

@@ -311,6 +311,47 @@ def test_a_hand_over_thread_works_at_a_lower_priority_that_what_it_starts_inheri
     assert not grouped or threading.get_native_id() in priority._ids(priority.CPU_CGROUPS / "tasks")
 
 
+@pytest.mark.skipif(not __import__("control.runtime.priority", fromlist=["x"]).can_renice(),
+                    reason="giving a priority back needs root")
+def test_the_jobmanager_works_at_the_lowest_priority_while_the_old_version_stops_and_gets_its_own_back(
+        tmp_path, no_cpu_groups_left):
+    from control.ops.handover import RETIRING_NICE, jobmanager_lowered, local_jobmanager
+    from control.runtime import priority
+
+    s = RuntimeSettings(RENDEZVOUS_RUN_DIR=tmp_path)
+    pid_file = flink.flink_pid_files(s)["jobmanager"]
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    # a process that looks like the runtime's JobManager (its command line ends in a Flink cluster entrypoint)
+    jm = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
+                           "org.apache.flink.runtime.entrypoint.StandaloneSessionClusterEntrypoint"])
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        pid_file.write_text(str(other.pid))  # a stale pid file naming another process: left alone
+        assert local_jobmanager(s) is None
+        with jobmanager_lowered(s, RETIRING_NICE) as lowered:
+            assert not lowered
+        assert os.getpriority(os.PRIO_PROCESS, other.pid) == 0
+
+        pid_file.write_text(str(jm.pid))
+        assert local_jobmanager(s) == jm.pid
+        grouped = priority.in_root_group(jm.pid, "cgroup.procs")
+        with jobmanager_lowered(s, RETIRING_NICE) as lowered:
+            assert lowered and os.getpriority(os.PRIO_PROCESS, jm.pid) == RETIRING_NICE
+            assert priority.in_our_group(jm.pid) == grouped
+        assert os.getpriority(os.PRIO_PROCESS, jm.pid) == 0 and not priority.in_our_group(jm.pid)
+        with jobmanager_lowered(s, 0) as lowered:  # `lower_jobmanager=False`
+            assert not lowered and os.getpriority(os.PRIO_PROCESS, jm.pid) == 0
+        with jobmanager_lowered(s, RETIRING_NICE):  # two hand-overs' stops at once: the second leaves it alone
+            with jobmanager_lowered(s, RETIRING_NICE) as second:
+                assert not second
+            assert os.getpriority(os.PRIO_PROCESS, jm.pid) == RETIRING_NICE
+        assert os.getpriority(os.PRIO_PROCESS, jm.pid) == 0
+    finally:
+        for p in (jm, other):
+            p.kill()
+            p.wait()
+
+
 @pytest.mark.skipif(not __import__("control.runtime.priority", fromlist=["x"]).in_root_group(os.getpid()),
                     reason="no writable cgroup v1 cpu hierarchy here, or this process is placed in a group of it")
 def test_cpu_groups_in_use_are_kept_empty_ones_removed(no_cpu_groups_left):

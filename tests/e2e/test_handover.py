@@ -110,6 +110,10 @@ def test_the_rendezvous_and_the_external_state_hand_over_to_new_code_under_load_
             job_cleanup.append(ho.job_id)
             done.append(ho)
             assert jobs.job_state(jid, s) == "FINISHED"  # stopped with a savepoint once it had finished its share
+            # the runtime's JobManager worked at the lowest priority while the old version stopped, then got its own
+            jm = handover.local_jobmanager(s)
+            assert jm and ho.jobmanager_lowered == priority.can_renice(), ho
+            assert os.getpriority(os.PRIO_PROCESS, jm) == 0 and not priority.in_our_group(jm)
             if quiet_s:  # what the wait reads: the compiler threads of the new version's real JVM
                 assert jit.compiler_threads(pinned.pids(s, pinned.of_job(s, ho.job_id))), "no compiler thread read"
                 if priority.can_renice():  # it started at a lower priority, so it waited: 3 s at least
