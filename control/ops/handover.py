@@ -120,6 +120,10 @@ slow answers were (README, "Latency through a hand-over", sections 11 and 13); n
 Only where this process may give the priority back (`priority.can_renice`) and the JobManager is this runtime's (its
 pid file names a live Flink cluster entrypoint: not a remote or containerised one)."""
 
+JOBMANAGER_LOWERED = "jobmanager-lowered.pid"
+"""In the runtime's pid directory while a hand-over holds the JobManager lowered: that process's pid (a later hand-over
+that finds it dead gives the JobManager its priority back first)."""
+
 KINDS: dict[str, type[HandedOverJob]] = {"external-state": ExternalStateSettings, "rendezvous": RendezvousSettings}
 
 
@@ -156,6 +160,13 @@ def jobmanager_lowered(s: RuntimeSettings, nice: int):
     if pid is None:
         yield False
         return
+    from control.runtime.process import pid_alive, read_pid
+
+    mark = s.pid_dir / JOBMANAGER_LOWERED
+    holder = read_pid(mark)
+    if holder and not pid_alive(holder):  # a hand-over killed while it stopped its old version: its priority back
+        priority.set_process(pid, 0)
+        mark.unlink(missing_ok=True)
     try:
         before = os.getpriority(os.PRIO_PROCESS, pid)
     except OSError:
@@ -164,11 +175,13 @@ def jobmanager_lowered(s: RuntimeSettings, nice: int):
     if before >= nice:  # that low already (another hand-over's stop under way, or its owner's choice): left as it is
         yield False
         return
+    mark.write_text(str(os.getpid()))
     priority.set_process(pid, nice)
     try:
         yield True
     finally:
         priority.set_process(pid, before)
+        mark.unlink(missing_ok=True)
 
 
 def running_job(kind: str, s: RuntimeSettings, job_name: str | None = None) -> str:

@@ -315,7 +315,12 @@ def test_a_hand_over_thread_works_at_a_lower_priority_that_what_it_starts_inheri
                     reason="giving a priority back needs root")
 def test_the_jobmanager_works_at_the_lowest_priority_while_the_old_version_stops_and_gets_its_own_back(
         tmp_path, no_cpu_groups_left):
-    from control.ops.handover import RETIRING_NICE, jobmanager_lowered, local_jobmanager
+    from control.ops.handover import (
+        JOBMANAGER_LOWERED,
+        RETIRING_NICE,
+        jobmanager_lowered,
+        local_jobmanager,
+    )
     from control.runtime import priority
 
     s = RuntimeSettings(RENDEZVOUS_RUN_DIR=tmp_path)
@@ -345,7 +350,15 @@ def test_the_jobmanager_works_at_the_lowest_priority_while_the_old_version_stops
             with jobmanager_lowered(s, RETIRING_NICE) as second:
                 assert not second
             assert os.getpriority(os.PRIO_PROCESS, jm.pid) == RETIRING_NICE
-        assert os.getpriority(os.PRIO_PROCESS, jm.pid) == 0
+        assert os.getpriority(os.PRIO_PROCESS, jm.pid) == 0 and not (s.pid_dir / JOBMANAGER_LOWERED).exists()
+        # a hand-over killed while it held the JobManager lowered: the next one gives it its priority back first
+        priority.set_process(jm.pid, RETIRING_NICE)
+        (s.pid_dir / JOBMANAGER_LOWERED).write_text(str(other.pid))
+        other.kill()
+        other.wait()
+        with jobmanager_lowered(s, RETIRING_NICE) as lowered:
+            assert lowered and os.getpriority(os.PRIO_PROCESS, jm.pid) == RETIRING_NICE
+        assert os.getpriority(os.PRIO_PROCESS, jm.pid) == 0 and not priority.in_our_group(jm.pid)
     finally:
         for p in (jm, other):
             p.kill()
