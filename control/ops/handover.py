@@ -160,12 +160,10 @@ def jobmanager_lowered(s: RuntimeSettings, nice: int):
     if pid is None:
         yield False
         return
-    from control.runtime.process import pid_alive, read_pid
-
     mark = s.pid_dir / JOBMANAGER_LOWERED
-    holder = read_pid(mark)
-    if holder and not pid_alive(holder):  # a hand-over killed while it stopped its old version: its priority back
-        priority.set_process(pid, 0)
+    held = _lowered_by(mark)
+    if held is not None and not _alive(held[0], held[1]):  # a hand-over killed while it held the JobManager lowered
+        _set_all(pid, held[2])
         mark.unlink(missing_ok=True)
     try:
         before = os.getpriority(os.PRIO_PROCESS, pid)
@@ -175,13 +173,48 @@ def jobmanager_lowered(s: RuntimeSettings, nice: int):
     if before >= nice:  # that low already (another hand-over's stop under way, or its owner's choice): left as it is
         yield False
         return
-    mark.write_text(str(os.getpid()))
-    priority.set_process(pid, nice)
+    me = os.getpid()
+    mark.write_text(f"{me} {_started(me)} {before}")
+    _set_all(pid, nice)
     try:
         yield True
     finally:
-        priority.set_process(pid, before)
-        mark.unlink(missing_ok=True)
+        _set_all(pid, before)
+        if (_lowered_by(mark) or (None,))[0] == me:  # not another hand-over's mark, written since
+            mark.unlink(missing_ok=True)
+
+
+def _started(pid: int) -> str:
+    """When the process started (clock ticks since boot, /proc/<pid>/stat field 22): a pid with another start time is
+    another process."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _alive(pid: int, started: str) -> bool:
+    return bool(started) and _started(pid) == started
+
+
+def _lowered_by(mark: Path) -> tuple[int, str, int] | None:
+    """(pid, start time, the JobManager's priority before) of the hand-over that holds it lowered, from its mark."""
+    try:
+        pid, started, before = mark.read_text().split()
+        return int(pid), started, int(before)
+    except (OSError, ValueError):
+        return None
+
+
+def _set_all(pid: int, nice: int) -> None:
+    """`priority.set_process` until every thread has it (a thread started meanwhile by one not yet changed)."""
+    for _ in range(3):
+        priority.set_process(pid, nice)
+        try:
+            if all(os.getpriority(os.PRIO_PROCESS, int(t)) == nice for t in os.listdir(f"/proc/{pid}/task")):
+                return
+        except (OSError, ValueError):
+            continue  # a thread ended meanwhile
 
 
 def running_job(kind: str, s: RuntimeSettings, job_name: str | None = None) -> str:
