@@ -74,11 +74,9 @@ def partitions(bootstrap: str, topics: Iterable[str], role: str = "operator") ->
 
 def topic_partitions(bootstrap: str, topics: Iterable[str], role: str = "operator") -> list:
     """Every partition of `topics` as kafka-python TopicPartitions, in order (a missing topic has none)."""
-    from kafka import TopicPartition
+    from jobs.common.topics import topic_partitions as listed
 
-    names = list(topics)
-    found = partitions(bootstrap, names, role)
-    return [TopicPartition(t, p) for t in names for p in found.get(t, ())]
+    return listed(client_kwargs(bootstrap, role), topics)
 
 
 def producer(bootstrap: str, role: str = "operator", **kw):

@@ -163,7 +163,7 @@ def jobmanager_lowered(s: RuntimeSettings, nice: int):
     mark = s.pid_dir / JOBMANAGER_LOWERED
     held = _lowered_by(mark)
     if held is not None and not _alive(held[0], held[1]):  # a hand-over killed while it held the JobManager lowered
-        _set_all(pid, held[2])
+        priority.set_process(pid, held[2])
         mark.unlink(missing_ok=True)
     try:
         before = os.getpriority(os.PRIO_PROCESS, pid)
@@ -175,21 +175,22 @@ def jobmanager_lowered(s: RuntimeSettings, nice: int):
         return
     me = os.getpid()
     mark.write_text(f"{me} {_started(me)} {before}")
-    _set_all(pid, nice)
+    priority.set_process(pid, nice)
     try:
         yield True
     finally:
-        _set_all(pid, before)
+        priority.set_process(pid, before)
         if (_lowered_by(mark) or (None,))[0] == me:  # not another hand-over's mark, written since
             mark.unlink(missing_ok=True)
 
 
 def _started(pid: int) -> str:
-    """When the process started (clock ticks since boot, /proc/<pid>/stat field 22): a pid with another start time is
-    another process."""
+    """When the process started (psutil's create time): a pid with another start time is another process."""
+    import psutil
+
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
+        return repr(psutil.Process(pid).create_time())
+    except psutil.Error:
         return ""
 
 
@@ -204,17 +205,6 @@ def _lowered_by(mark: Path) -> tuple[int, str, int] | None:
         return int(pid), started, int(before)
     except (OSError, ValueError):
         return None
-
-
-def _set_all(pid: int, nice: int) -> None:
-    """`priority.set_process` until every thread has it (a thread started meanwhile by one not yet changed)."""
-    for _ in range(3):
-        priority.set_process(pid, nice)
-        try:
-            if all(os.getpriority(os.PRIO_PROCESS, int(t)) == nice for t in os.listdir(f"/proc/{pid}/task")):
-                return
-        except (OSError, ValueError):
-            continue  # a thread ended meanwhile
 
 
 def running_job(kind: str, s: RuntimeSettings, job_name: str | None = None) -> str:

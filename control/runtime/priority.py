@@ -138,17 +138,25 @@ def remove_groups() -> None:
 
 def set_process(pid: int, nice: int) -> int:
     """Set the CPU priority of every thread of `pid`, and its CPU group (`move`: the group of `nice`, or for 0 out of
-    ours); returns the threads changed."""
-    n = 0
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return 0
-    for tid in tids:
+    ours); returns the threads changed. The threads are listed again until none is new: one started meanwhile by a
+    thread not yet changed has the old priority (a busy JVM starts threads all the time)."""
+    done: set[str] = set()
+    seen: set[str] = set()
+    for i in range(3):
         try:
-            os.setpriority(os.PRIO_PROCESS, int(tid), nice)
-            n += 1
-        except (OSError, ValueError):
-            continue  # a thread that ended meanwhile
+            tids = set(os.listdir(f"/proc/{pid}/task")) - seen
+        except OSError:
+            if i == 0:
+                return 0  # no such process
+            break
+        if not tids:
+            break
+        seen |= tids
+        for tid in tids:
+            try:
+                os.setpriority(os.PRIO_PROCESS, int(tid), nice)
+                done.add(tid)
+            except (OSError, ValueError):
+                continue  # a thread that ended meanwhile
     move(pid, nice)
-    return n
+    return len(done)

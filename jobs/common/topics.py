@@ -44,6 +44,15 @@ def partitions(client_kwargs: dict, topics: Iterable[str], client_id: str = "ren
     return parse_described(described)
 
 
+def topic_partitions(client_kwargs: dict, topics: Iterable[str], client_id: str = "rendezvous-topics") -> list:
+    """Every partition of `topics` as kafka-python TopicPartitions, in the order given (a missing topic has none)."""
+    from kafka import TopicPartition
+
+    names = list(topics)
+    found = partitions(client_kwargs, names, client_id)
+    return [TopicPartition(t, p) for t in names for p in found.get(t, ())]
+
+
 def parse_described(described: list[dict]) -> dict[str, list[int]]:
     """`partitions` from kafka-python's `describe_topics` answer (a list of MetadataResponse topic dicts)."""
     out: dict[str, list[int]] = {}

@@ -97,16 +97,15 @@ def read_registry(kafka, registry_topic: str | None, topics: list[str], timeout_
     broker cannot be read: a job that opened without its tokens could take records that are not its own."""
     if not registry_topic:
         return {}
-    from kafka import KafkaConsumer, TopicPartition
+    from kafka import KafkaConsumer
 
     from jobs.common.security import client_config
-    from jobs.common.topics import partitions
+    from jobs.common.topics import topic_partitions
 
     config = {"bootstrap_servers": kafka.bootstrap_servers, **client_config(kafka.properties)}
-    parts = partitions(config, [registry_topic], client_id="transitions-reader").get(registry_topic)
-    if not parts:
+    tps = topic_partitions(config, [registry_topic], client_id="transitions-reader")
+    if not tps:
         return {}
-    tps = [TopicPartition(registry_topic, p) for p in parts]
     c = KafkaConsumer(enable_auto_commit=False, group_id=None, client_id="transitions-reader", **config)
     try:
         c.assign(tps)

@@ -39,13 +39,10 @@ def _consumer(kafka: KafkaSettings, group_id: str | None):
 
 def _partitions(kafka: KafkaSettings, topics: list[str]) -> list:
     """Every partition of `topics` (a missing topic has none), asking the broker about these topics only."""
-    from kafka import TopicPartition
+    from jobs.common.topics import topic_partitions
 
-    from jobs.common.topics import partitions
-
-    found = partitions({"bootstrap_servers": kafka.bootstrap_servers, **client_config(kafka.properties)}, topics,
-                       client_id="rendezvous-recovery")
-    return [TopicPartition(t, p) for t in topics for p in found.get(t, ())]
+    return topic_partitions({"bootstrap_servers": kafka.bootstrap_servers, **client_config(kafka.properties)}, topics,
+                            client_id="rendezvous-recovery")
 
 
 def checkpoint_time(kafka: KafkaSettings, group_id: str, topics: list[str], timeout_s: float = 30.0) -> int | None:
